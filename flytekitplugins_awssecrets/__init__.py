@@ -1,0 +1,149 @@
+"""flytekitplugins-awssecrets: AWS Secrets Manager and SSM Parameter Store secrets for Flyte tasks.
+
+Installed, the plugin registers itself through flytekit's ``flytekit.plugins`` entry point; tasks declare
+secrets as usual and read them with ``flytekit.current_context().secrets.get(group, key)``, locally with
+``pyflyte run``, in a pod (``pyflyte-execute``) and in plain Python.
+
+Public API:
+
+* :func:`aws_secret` -- build a flytekit ``Secret`` from an ARN or alias (JSON key, version, mount).
+* :func:`split_arn` -- split an ARN into flytekit's ``(group, key)``.
+* :func:`parse_reference` and :class:`SecretRef` -- the parsed form of a reference.
+* :func:`get_secret_value` / :func:`get_secret_values` -- resolve references outside a task (connectors, scripts).
+* :mod:`flytekitplugins_awssecrets.errors` -- the typed errors, re-exported here.
+
+Importing this package imports neither boto3 nor pydantic models and does no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flytekitplugins_awssecrets.errors import (
+    AwsSecretsError,
+    BinaryToEnvVarError,
+    InvalidReferenceError,
+    JsonKeyNotFoundError,
+    MissingTagError,
+    MountCollisionError,
+    SecretAccessDeniedError,
+    SecretDecryptionError,
+    SecretFetchError,
+    SecretLeakError,
+    SecretNotFoundError,
+    SecretNotJsonError,
+    SecretResolutionError,
+    SecretThrottledError,
+    SettingsError,
+    UnknownAliasError,
+)
+from flytekitplugins_awssecrets.refs import ALIAS_GROUP, SecretRef, parse_reference, split_arn
+
+if TYPE_CHECKING:
+    from flytekit.models.security import Secret
+
+__all__ = [
+    "ALIAS_GROUP",
+    "AwsSecretsError",
+    "BinaryToEnvVarError",
+    "InvalidReferenceError",
+    "JsonKeyNotFoundError",
+    "MissingTagError",
+    "MountCollisionError",
+    "SecretAccessDeniedError",
+    "SecretDecryptionError",
+    "SecretFetchError",
+    "SecretLeakError",
+    "SecretNotFoundError",
+    "SecretNotJsonError",
+    "SecretRef",
+    "SecretResolutionError",
+    "SecretThrottledError",
+    "SettingsError",
+    "UnknownAliasError",
+    "aws_secret",
+    "get_secret_value",
+    "get_secret_values",
+    "parse_reference",
+    "split_arn",
+]
+
+__version__ = "0.1.0"
+
+
+def aws_secret(
+    arn: str,
+    *,
+    json_key: str | None = None,
+    version_stage: str | None = None,
+    version_id: str | None = None,
+    mount_requirement: Any = None,
+    env_var: str | None = None,
+) -> Secret:
+    """Build a plain flytekit ``Secret`` for an AWS secret, parameter or alias.
+
+    ``json_key`` extracts one field of a JSON secret (a dotted path for nested keys; ``\\.`` for a literal
+    dot, a number indexes a list). ``version_stage``/``version_id`` pin a version (for SSM: a label / a
+    version number). ``mount_requirement`` and ``env_var`` mean what they mean to flytekit.
+
+    Example::
+
+        DB_PASSWORD = aws_secret(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-XyZ123",
+            json_key="password",
+            mount_requirement=Secret.MountType.ENV_VAR,
+            env_var="DB_PASSWORD",
+        )
+
+    Raises :class:`InvalidReferenceError` at once (so at module import) for a malformed reference.
+    """
+    from flytekit.models.security import Secret
+
+    ref = parse_reference(arn)
+    for field, value in (
+        ("json_key", json_key),
+        ("version_stage", version_stage),
+        ("version_id", version_id),
+    ):
+        if value is not None and (not isinstance(value, str) or ":" in value or not value):
+            raise InvalidReferenceError(
+                arn, f"{field}={value!r} must be a non-empty string without ':'", "text"
+            )
+    if version_stage is None and version_id is None:
+        merged = ref.with_fields(json_key, None, None)
+    else:
+        # An explicit version replaces any version written in the ARN's trailing fields.
+        merged = type(ref)(
+            ref.service,
+            ref.partition,
+            ref.region,
+            ref.account,
+            ref.name,
+            json_key if json_key is not None else ref.json_key,
+            version_stage,
+            version_id,
+            ref.alias,
+        )
+    merged = parse_reference(str(merged))  # validate the combination once more, through the one parser
+    mount = Secret.MountType.ANY if mount_requirement is None else mount_requirement
+    if not isinstance(mount, Secret.MountType):
+        raise InvalidReferenceError(
+            arn, f"mount_requirement={mount_requirement!r}", "a flytekit Secret.MountType"
+        )
+    return Secret(group=merged.group, key=merged.key, mount_requirement=mount, env_var=env_var)
+
+
+def get_secret_values(references: list[Any]) -> list[str | bytes]:
+    """Resolve several references (strings or flytekit ``Secret`` objects) together, outside of a task.
+
+    Uses the same batching, cache and credentials as task resolution. Raises
+    :class:`SecretResolutionError` listing every reference that failed.
+    """
+    from flytekitplugins_awssecrets.resolver import resolve_values
+
+    return resolve_values(references)
+
+
+def get_secret_value(reference: Any) -> str | bytes:
+    """Resolve one reference (string or flytekit ``Secret``) outside of a task; see :func:`get_secret_values`."""
+    return get_secret_values([reference])[0]

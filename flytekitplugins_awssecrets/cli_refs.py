@@ -1,0 +1,237 @@
+"""``pyflyte-awssecrets split`` and ``check``: references, and whether a workflow's secrets resolve.
+
+``check`` loads a workflow module the way ``pyflyte run`` does (the file's package root goes on
+``sys.path`` and the module is imported by its dotted name, so its own imports work), collects every task's
+secret requests -- walking a workflow's nodes, sub-workflows, launch plans, branches and map tasks, or every
+task in the module when no workflow is named -- and resolves each with the current credentials and settings,
+through the same resolver tasks use. Values are fetched to prove they are readable and then dropped; they are
+never printed. Exit codes: 0 every request resolves, 1 some do not, 2 bad usage (no such file/workflow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+__all__ = ["split", "check", "load_module", "collect_requests", "check_requests", "CheckResult"]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("arn")
+def split(arn: str) -> None:
+    """Print the flytekit group and key of a secret or parameter ARN, and a ready Secret(...) line.
+
+    ARN may carry ECS-style trailing fields: <arn>:<json-key>:<version-stage>:<version-id>.
+    """
+    from flytekitplugins_awssecrets.errors import InvalidReferenceError
+    from flytekitplugins_awssecrets.refs import split_arn
+
+    try:
+        group, key = split_arn(arn)
+    except InvalidReferenceError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    click.echo(f"group: {group}")
+    click.echo(f"key:   {key}")
+    click.echo(f"Secret(group={group!r}, key={key!r})")
+
+
+# -- loading and walking -------------------------------------------------------------------------------------
+
+
+def load_module(path: str) -> Any:
+    """Import a Python file as ``pyflyte run`` does: by dotted name from the top of its package."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path) or not path.endswith(".py"):
+        raise click.UsageError(f"{path} is not a Python file")
+    directory, filename = os.path.split(path)
+    parts = [filename[:-3]]
+    while os.path.isfile(os.path.join(directory, "__init__.py")):
+        directory, package = os.path.split(directory)
+        parts.insert(0, package)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    return importlib.import_module(".".join(parts))
+
+
+def _walk(entity: Any, seen: set[int]) -> Iterator[Any]:
+    """Every task reachable from ``entity`` (a workflow, launch plan, branch, array node or task)."""
+    from flytekit.core.array_node import ArrayNode
+    from flytekit.core.array_node_map_task import ArrayNodeMapTask
+    from flytekit.core.base_task import Task
+    from flytekit.core.condition import BranchNode
+    from flytekit.core.launch_plan import LaunchPlan
+    from flytekit.core.workflow import WorkflowBase
+
+    if entity is None or id(entity) in seen:
+        return
+    seen.add(id(entity))
+    if isinstance(entity, WorkflowBase):
+        for node in entity.nodes:
+            yield from _walk(node.flyte_entity, seen)
+    elif isinstance(entity, LaunchPlan):
+        yield from _walk(entity.workflow, seen)
+    elif isinstance(entity, BranchNode):
+        block = entity._ifelse_block  # flytekit keeps the branch's nodes only here
+        nodes = [block.case.then_node, *(c.then_node for c in (block.other or [])), block.else_node]
+        for node in nodes:
+            if node is not None:
+                yield from _walk(node.flyte_entity, seen)
+    elif isinstance(entity, ArrayNode):
+        yield from _walk(entity.target, seen)
+    elif isinstance(entity, ArrayNodeMapTask):
+        yield from _walk(entity.python_function_task, seen)
+    elif isinstance(entity, Task):
+        yield entity
+
+
+def collect_requests(module: Any, workflow: str | None = None) -> list[tuple[str, Any]]:
+    """``(task name, flytekit Secret)`` for every secret request of the tasks in scope, in a stable order."""
+    from flytekit.core.base_task import Task
+    from flytekit.core.launch_plan import LaunchPlan
+    from flytekit.core.workflow import WorkflowBase
+
+    if workflow:
+        entity = getattr(module, workflow, None)
+        if not isinstance(entity, WorkflowBase | LaunchPlan | Task):
+            raise click.UsageError(
+                f"{module.__name__} has no workflow, launch plan or task named {workflow!r}"
+            )
+        tasks = list(_walk(entity, set()))
+    else:
+        seen: set[int] = set()
+        tasks = []
+        for value in vars(module).values():
+            if isinstance(value, Task | WorkflowBase | LaunchPlan):
+                tasks.extend(_walk(value, seen))
+    out: list[tuple[str, Any]] = []
+    done: set[str] = set()
+    for t in tasks:
+        if t.name in done:
+            continue
+        done.add(t.name)
+        ctx = getattr(t, "security_context", None)
+        for s in ctx.secrets if ctx is not None and ctx.secrets else []:
+            out.append((t.name, s))
+    return out
+
+
+# -- checking -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One request's outcome. ``detail`` is the typed error's message (names, never values).
+
+    Example::
+
+        CheckResult(task="wf.train", request="arn:...:secret:prod/db-XyZ123:password", ok=True, detail="")
+    """
+
+    task: str
+    request: str
+    mount: str
+    ok: bool | None  # None: not an AWS request, left to flytekit
+    detail: str = ""
+
+
+def _request_text(s: Any) -> str:
+    return f"{s.group or ''}{s.key or ''}" + (f" (version {s.group_version})" if s.group_version else "")
+
+
+def check_requests(requests: list[tuple[str, Any]]) -> list[CheckResult]:
+    """Resolve each request with the task resolver (no values kept); one result per request."""
+    from flytekitplugins_awssecrets.errors import AwsSecretsError, SecretResolutionError
+    from flytekitplugins_awssecrets.refs import is_aws_group
+    from flytekitplugins_awssecrets.resolver import resolve_requests
+
+    ours = [s for _, s in requests if is_aws_group(s.group)]
+    if ours:
+        # One batched round first: the resolver's cache then answers the per-request calls below.
+        try:
+            resolve_requests(ours, check_present=False)
+        except AwsSecretsError:
+            pass
+    results: list[CheckResult] = []
+    for task, s in requests:
+        mount = str(getattr(getattr(s, "mount_requirement", None), "name", "ANY"))
+        if not is_aws_group(s.group):
+            results.append(
+                CheckResult(task, _request_text(s), mount, None, "not an AWS reference; flytekit's")
+            )
+            continue
+        try:
+            resolve_requests([s], task, check_present=False)  # the value is dropped at once
+        except SecretResolutionError as e:
+            detail = "; ".join(str(err) for err in e.errors) or str(e)
+            results.append(CheckResult(task, _request_text(s), mount, False, detail))
+            continue
+        except AwsSecretsError as e:
+            results.append(CheckResult(task, _request_text(s), mount, False, str(e)))
+            continue
+        results.append(CheckResult(task, _request_text(s), mount, True))
+    return results
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("workflow", required=False)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for scripts (a list of results).",
+)
+def check(file: str, workflow: str | None, fmt: str) -> None:
+    """Check that every secret request in FILE (or in WORKFLOW only) resolves with the current credentials.
+
+    Checks that each secret or parameter exists and is readable, that a requested JSON key is present and
+    that required tags (FLYTE_AWS_SECRETS_REQUIRED_TAGS) are there. Never prints a value.
+    Exit code 1 when any request fails.
+    """
+    try:
+        module = load_module(file)
+    except click.UsageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's module failed to import: say so, exit 2
+        click.echo(f"error: could not import {file}: {type(e).__name__}: {e}", err=True)
+        sys.exit(2)
+    requests = collect_requests(module, workflow)
+    if not requests:
+        click.echo(f"no secret requests found in {workflow or file}")
+        return
+    results = check_requests(requests)
+    failed = [r for r in results if r.ok is False]
+    if fmt == "json":
+        click.echo(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+    else:
+        _print_table(results, workflow or os.path.basename(file))
+    if failed:
+        sys.exit(1)
+
+
+def _print_table(results: list[CheckResult], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Secret requests in {title}")
+    for col in ("task", "request", "mount", "result", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        status = "[green]ok" if r.ok else ("[yellow]skipped" if r.ok is None else "[red]FAILED")
+        table.add_row(r.task, r.request, r.mount, status, r.detail)
+    console = Console(width=max(160, Console().width))
+    console.print(table)
+    failed = [r for r in results if r.ok is False]
+    ok = [r for r in results if r.ok]
+    console.print(f"{len(ok)} ok, {len(failed)} failed, {len(results) - len(ok) - len(failed)} skipped")

@@ -1,0 +1,261 @@
+"""The plugin's typed errors, and the one place their messages are built.
+
+Every error names the secret *reference* (an ARN, a parameter ARN or an alias) and the reason, and says how
+to fix it. No error ever holds a secret value: the constructors take no value argument, and text that comes
+from AWS passes through :func:`clean_aws_message` before it is kept. Remember that
+``json.JSONDecodeError.doc`` holds the whole document it failed on, so a JSON error is never chained
+(``raise ... from None``) and its text never formatted into a message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+__all__ = [
+    "AwsSecretsError",
+    "InvalidReferenceError",
+    "SecretNotFoundError",
+    "SecretAccessDeniedError",
+    "SecretDecryptionError",
+    "SecretThrottledError",
+    "SecretFetchError",
+    "JsonKeyNotFoundError",
+    "SecretNotJsonError",
+    "BinaryToEnvVarError",
+    "MountCollisionError",
+    "SecretResolutionError",
+    "SettingsError",
+    "SecretLeakError",
+    "UnknownAliasError",
+    "MissingTagError",
+    "clean_aws_message",
+]
+
+_MAX_AWS_TEXT = 300
+# AWS messages are short and value-free, but a proxy or a misconfigured endpoint could answer with anything:
+# keep only a bounded, single-line, printable excerpt.
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
+
+
+def clean_aws_message(text: object) -> str:
+    """Return a short, single-line, printable excerpt of a message that came from AWS or the network."""
+    s = _UNPRINTABLE.sub(" ", str(text)).strip()
+    if len(s) > _MAX_AWS_TEXT:
+        s = s[: _MAX_AWS_TEXT - 3] + "..."
+    return s
+
+
+class AwsSecretsError(Exception):
+    """Base of every error this plugin raises.
+
+    ``reference`` is what the user wrote (ARN or alias), ``reason`` says what went wrong and ``hint`` how to
+    fix it. ``retryable`` is true when trying again later may succeed (throttling, a 5xx, a time-out).
+    """
+
+    retryable: bool = False
+
+    def __init__(self, reference: str, reason: str, hint: str = "") -> None:
+        self.reference = reference
+        self.reason = reason
+        self.hint = hint
+        super().__init__(self._build())
+
+    def _build(self) -> str:
+        msg = f"{self.reference}: {self.reason}"
+        if self.hint:
+            msg += f" ({self.hint})"
+        return msg
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[AwsSecretsError], state: dict[str, object]) -> AwsSecretsError:
+    err = cls.__new__(cls)
+    err.__dict__.update(state)
+    Exception.__init__(err, err._build())
+    return err
+
+
+class InvalidReferenceError(AwsSecretsError, ValueError):
+    """A reference that is not a valid secret ARN, parameter ARN or alias; raised where it is declared."""
+
+    def __init__(self, reference: str, bad_part: str, expected: str) -> None:
+        self.bad_part = bad_part
+        self.expected = expected
+        super().__init__(reference, f"invalid reference: {bad_part}", f"expected {expected}")
+
+
+class SecretNotFoundError(AwsSecretsError, LookupError):
+    """The secret or parameter (or the requested version of it) does not exist."""
+
+    def __init__(self, reference: str, detail: str = "") -> None:
+        reason = "not found" + (f": {detail}" if detail else "")
+        super().__init__(
+            reference,
+            reason,
+            "check the name, region and account in the ARN, and the version stage or id if one is pinned",
+        )
+
+
+class SecretAccessDeniedError(AwsSecretsError, PermissionError):
+    """The credentials in use may not read the secret; names the IAM action and resource to grant."""
+
+    def __init__(self, reference: str, action: str, resource: str, detail: str = "") -> None:
+        self.action = action
+        self.resource = resource
+        reason = "access denied" + (f": {clean_aws_message(detail)}" if detail else "")
+        super().__init__(reference, reason, f"grant {action} on {resource} to the role the task runs as")
+
+
+class SecretDecryptionError(AwsSecretsError):
+    """KMS refused to decrypt the secret (missing kms:Decrypt, disabled key, ...)."""
+
+    def __init__(self, reference: str, detail: str = "") -> None:
+        super().__init__(
+            reference,
+            "could not be decrypted" + (f": {clean_aws_message(detail)}" if detail else ""),
+            "grant kms:Decrypt on the secret's KMS key and check that the key is enabled",
+        )
+
+
+class SecretThrottledError(AwsSecretsError):
+    """AWS kept throttling (or failing) after botocore's retries were spent."""
+
+    retryable = True
+
+    def __init__(self, reference: str, detail: str = "") -> None:
+        super().__init__(
+            reference,
+            "throttled or unavailable after retries" + (f": {clean_aws_message(detail)}" if detail else ""),
+            "retry later, raise FLYTE_AWS_SECRETS_MAX_ATTEMPTS, or lower the request rate",
+        )
+
+
+class SecretFetchError(AwsSecretsError):
+    """Any other failure to read a secret (network, endpoint, unexpected AWS error)."""
+
+    def __init__(self, reference: str, detail: str, *, retryable: bool = False) -> None:
+        self.retryable = retryable
+        super().__init__(reference, f"could not be read: {clean_aws_message(detail)}")
+
+
+class JsonKeyNotFoundError(AwsSecretsError, KeyError):
+    """The JSON key asked for is not in the secret; lists the top-level keys that are (never a value)."""
+
+    def __init__(self, reference: str, json_key: str, available: Sequence[str]) -> None:
+        self.json_key = json_key
+        self.available = list(available)
+        shown = ", ".join(repr(k) for k in self.available[:50]) or "none"
+        super().__init__(reference, f"JSON key {json_key!r} not found", f"available top-level keys: {shown}")
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return self.args[0] if self.args else ""
+
+
+class SecretNotJsonError(AwsSecretsError, ValueError):
+    """A JSON key was asked for but the secret is not a JSON object (or is binary)."""
+
+    def __init__(self, reference: str, json_key: str, what: str) -> None:
+        self.json_key = json_key
+        super().__init__(
+            reference,
+            f"JSON key {json_key!r} was requested but the secret {what}",
+            "store the secret as a JSON object, or drop json_key to read it whole",
+        )
+
+
+class BinaryToEnvVarError(AwsSecretsError, ValueError):
+    """A binary secret (SecretBinary) cannot be put into an environment variable."""
+
+    def __init__(self, reference: str, as_text: bool = False) -> None:
+        what = "read as text" if as_text else "mounted as an environment variable"
+        super().__init__(
+            reference,
+            f"is binary (SecretBinary) and cannot be {what}",
+            "use mount_requirement=Secret.MountType.FILE, or read it with secrets.get(..., encode_mode='rb')",
+        )
+
+
+class MountCollisionError(AwsSecretsError, ValueError):
+    """Two requests of one task would land on the same environment variable or file."""
+
+    def __init__(self, reference: str, other: str, where: str) -> None:
+        self.other = other
+        self.where = where
+        super().__init__(
+            reference,
+            f"collides with {other} at {where}",
+            "flytekit upper-cases environment variable names and lower-cases file names; "
+            "give one of them another env_var or rename one secret",
+        )
+
+
+class UnknownAliasError(AwsSecretsError, LookupError):
+    """An alias that the settings do not define."""
+
+    def __init__(self, alias: str, known: Sequence[str]) -> None:
+        self.known = sorted(known)
+        shown = ", ".join(self.known) or "none are configured"
+        super().__init__(
+            alias,
+            "unknown alias",
+            f"known aliases: {shown}; define it under 'aliases' in the settings file "
+            "or FLYTE_AWS_SECRETS_ALIASES",
+        )
+
+
+class MissingTagError(AwsSecretsError, PermissionError):
+    """The secret lacks a tag (or tag value) that the settings require before it may be handed to a task."""
+
+    def __init__(self, reference: str, tag: str, expected: str, found: str | None) -> None:
+        self.tag = tag
+        got = "is missing" if found is None else f"is {found!r}"
+        super().__init__(
+            reference,
+            f"refused: required tag {tag!r} {got}, expected {expected!r}",
+            "tag the secret or change FLYTE_AWS_SECRETS_REQUIRED_TAGS",
+        )
+
+
+class SecretLeakError(AwsSecretsError):
+    """A task's output contains a secret value that the plugin resolved for it; nothing was written."""
+
+    def __init__(self, reference: str, where: str) -> None:
+        self.where = where
+        super().__init__(
+            reference,
+            f"its value appears in the task output {where}; the outputs were not written",
+            "do not return secret values from tasks (they would reach the control plane); "
+            "set FLYTE_AWS_SECRETS_LEAK_GUARD=false only if this is intended",
+        )
+
+
+class SettingsError(AwsSecretsError, ValueError):
+    """An invalid setting: names the field, where the bad value came from, and what is expected."""
+
+    def __init__(self, field: str, source: str, problem: str) -> None:
+        self.field = field
+        self.source = source
+        super().__init__(f"setting {field!r} (from {source})", problem)
+
+
+class SecretResolutionError(AwsSecretsError):
+    """Raised before user code runs when one or more of a task's secret requests cannot be resolved.
+
+    ``errors`` holds every failure, so one run shows everything that needs fixing.
+    """
+
+    def __init__(self, errors: Sequence[AwsSecretsError], task: str | None = None) -> None:
+        self.errors = list(errors)
+        self.task = task
+        self.retryable = bool(self.errors) and all(e.retryable for e in self.errors)
+        n = len(self.errors)
+        where = f"task {task!r}" if task else "this task"
+        lines = "\n".join(f"  - {e}" for e in self.errors)
+        AwsSecretsError.__init__(
+            self,
+            where,
+            f"{n} secret request{'s' if n != 1 else ''} could not be resolved; user code was not run:\n{lines}",
+        )
