@@ -1,0 +1,198 @@
+"""Building boto3 sessions and clients from the settings. Everything goes through boto3/botocore.
+
+Base credentials, in order of preference: static keys from the settings, a credentials file that is
+re-read when it changes, a named profile, or boto3's default chain (environment, shared files with
+``AWS_PROFILE``, web identity / EKS IRSA, container credentials / EKS Pod Identity, instance metadata).
+On top of the base, ``assume_role`` and per-account ``account_roles`` use botocore's own
+``AssumeRoleCredentialFetcher`` with ``DeferredRefreshableCredentials``, which refreshes temporary
+credentials before they expire. Endpoints follow boto3's ``AWS_ENDPOINT_URL`` /
+``AWS_ENDPOINT_URL_SECRETS_MANAGER`` / ``AWS_ENDPOINT_URL_SSM`` variables.
+
+One client is kept per (service, region, credentials), for the life of the process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from flytekitplugins_awssecrets.settings import AssumeRole, Settings
+
+if TYPE_CHECKING:
+    import boto3
+
+__all__ = ["ClientFactory"]
+
+
+class _FileWatchingCredentials:
+    """Credentials read with botocore's own shared-file provider, reloaded whenever the file changes.
+
+    Secret Agent's mode for automation that rewrites ``~/.aws/credentials`` with fresh temporary keys:
+    the process keeps running and picks up the new keys on its next request.
+    """
+
+    def __init__(self, path: str, profile: str) -> None:
+        self._path = path
+        self._profile = profile
+        self._lock = threading.Lock()
+        self._mtime: int | None = None
+        self._creds: Any = None
+
+    def _current(self) -> Any:
+        from botocore.credentials import SharedCredentialProvider
+
+        mtime = os.stat(self._path).st_mtime_ns
+        with self._lock:
+            if self._creds is None or mtime != self._mtime:
+                creds = SharedCredentialProvider(creds_filename=self._path, profile_name=self._profile).load()
+                if creds is None:
+                    from flytekitplugins_awssecrets.errors import SettingsError
+
+                    raise SettingsError(
+                        "credentials_file", self._path, f"has no credentials for profile {self._profile!r}"
+                    )
+                self._creds, self._mtime = creds, mtime
+            return self._creds
+
+    def botocore_credentials(self) -> Any:
+        from botocore.credentials import Credentials
+
+        outer = self
+
+        class _Live(Credentials):  # type: ignore[misc]
+            """botocore asks for frozen credentials before every request; answer from the file as it is now."""
+
+            def __init__(self) -> None:
+                pass
+
+            def get_frozen_credentials(self) -> Any:
+                return outer._current().get_frozen_credentials()
+
+            @property
+            def access_key(self) -> str:
+                return str(outer._current().access_key)
+
+            @property
+            def secret_key(self) -> str:
+                return str(outer._current().secret_key)
+
+            @property
+            def token(self) -> str | None:
+                return outer._current().token  # type: ignore[no-any-return]
+
+        return _Live()
+
+
+class ClientFactory:
+    """Makes and keeps boto3 clients for the current settings.
+
+    Example::
+
+        factory = ClientFactory(get_settings())
+        sm = factory.client("secretsmanager", region="us-east-1", account="123456789012")
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._base: boto3.Session | None = None
+        self._sessions: dict[str, Any] = {}
+        self._clients: dict[tuple[str, str, str], Any] = {}
+
+    # -- sessions ------------------------------------------------------------------------------------------
+    def base_session(self) -> boto3.Session:
+        with self._lock:
+            if self._base is None:
+                self._base = self._make_base()
+            return self._base
+
+    def _make_base(self) -> boto3.Session:
+        import boto3
+        import botocore.session
+
+        s = self.settings
+        if s.access_key_id is not None:
+            if s.secret_access_key is None:
+                from flytekitplugins_awssecrets.errors import SettingsError
+
+                raise SettingsError("secret_access_key", "settings", "is required with access_key_id")
+            return boto3.Session(
+                aws_access_key_id=s.access_key_id,
+                aws_secret_access_key=s.secret_access_key.get_secret_value(),
+                aws_session_token=s.session_token.get_secret_value() if s.session_token else None,
+                region_name=s.region,
+            )
+        if s.credentials_file is not None:
+            core = botocore.session.Session()
+            core._credentials = _FileWatchingCredentials(  # noqa: SLF001 - botocore's documented hook point
+                s.credentials_file, s.credentials_profile
+            ).botocore_credentials()
+            return boto3.Session(botocore_session=core, region_name=s.region)
+        if s.profile is not None:
+            return boto3.Session(profile_name=s.profile, region_name=s.region)
+        return boto3.Session(region_name=s.region)
+
+    def _assumed(self, role: AssumeRole, source: boto3.Session) -> boto3.Session:
+        """A session whose credentials come from STS AssumeRole over ``source``, refreshed before expiry."""
+        import boto3
+        import botocore.session
+        from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
+
+        extra: dict[str, Any] = {
+            "RoleSessionName": role.session_name,
+            "DurationSeconds": role.duration_seconds,
+        }
+        if role.external_id:
+            extra["ExternalId"] = role.external_id
+        source_core = source._session  # noqa: SLF001 - boto3 exposes no public accessor
+        fetcher = AssumeRoleCredentialFetcher(
+            client_creator=source_core.create_client,
+            source_credentials=source_core.get_credentials(),
+            role_arn=role.role_arn,
+            extra_args=extra,
+        )
+        core = botocore.session.Session()
+        core._credentials = DeferredRefreshableCredentials(  # noqa: SLF001
+            method="assume-role", refresh_using=fetcher.fetch_credentials
+        )
+        return boto3.Session(botocore_session=core, region_name=self.settings.region)
+
+    def session_for(self, account: str) -> tuple[str, boto3.Session]:
+        """The session that reads secrets of ``account``, and a label that identifies its credentials."""
+        with self._lock:
+            role = self.settings.account_roles.get(account) or self.settings.assume_role
+            label = role.role_arn if role else "base"
+            if label not in self._sessions:
+                base = self.base_session()
+                if role is None:
+                    self._sessions[label] = base
+                else:
+                    source = base
+                    if account in self.settings.account_roles and self.settings.assume_role is not None:
+                        # Cross-account roles are assumed from the main assumed role when there is one,
+                        # so the trust policy names one principal.
+                        source = self.session_for("")[1]
+                    self._sessions[label] = self._assumed(role, source)
+            return label, self._sessions[label]
+
+    # -- clients -------------------------------------------------------------------------------------------
+    def client(self, service: str, region: str, account: str = "") -> Any:
+        label, session = self.session_for(account)
+        key = (service, region, label)
+        with self._lock:
+            c = self._clients.get(key)
+            if c is None:
+                from botocore.config import Config
+
+                s = self.settings
+                cfg = Config(
+                    retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
+                    connect_timeout=s.connect_timeout,
+                    read_timeout=s.read_timeout,
+                    max_pool_connections=max(10, s.max_concurrency),
+                    user_agent_extra="flytekitplugins-awssecrets",
+                )
+                c = session.client(service, region_name=region, config=cfg)
+                self._clients[key] = c
+            return c

@@ -1,0 +1,356 @@
+"""The plugin's settings: one typed model, read from the environment and an optional YAML file.
+
+Sources, highest precedence first:
+
+1. environment variables ``FLYTE_AWS_SECRETS_<FIELD>`` (mappings and lists as JSON, e.g.
+   ``FLYTE_AWS_SECRETS_ALIASES='{"TestingSecret": "arn:..."}'``);
+2. the YAML file named by ``FLYTE_AWS_SECRETS_CONFIG`` (keys are the field names; a Secret Agent
+   configuration file is accepted as is, see :func:`from_secret_agent`);
+3. the defaults below.
+
+Every field and its default is documented once, here, on :class:`Settings`. An invalid value raises
+:class:`~flytekitplugins_awssecrets.errors.SettingsError` naming the field, the source (env var, or file
+and key) and what is expected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from flytekitplugins_awssecrets.errors import SettingsError
+
+__all__ = ["Settings", "AssumeRole", "get_settings", "load_settings", "ENV_PREFIX", "CONFIG_ENV"]
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "FLYTE_AWS_SECRETS_"
+CONFIG_ENV = "FLYTE_AWS_SECRETS_CONFIG"
+#: Variables with the prefix that are not settings fields.
+NON_FIELD_ENV = {CONFIG_ENV, "FLYTE_AWS_SECRETS_DISABLE"}
+#: Prefixes that belong to parts with settings of their own (the Aptible connector's client).
+NON_FIELD_PREFIXES = ("FLYTE_AWS_SECRETS_APTIBLE_",)
+
+
+class AssumeRole(BaseModel):
+    """A role to assume on top of the base credentials (refreshed by botocore before it expires).
+
+    Example (YAML)::
+
+        assume_role:
+          role_arn: arn:aws:iam::999999999999:role/AccessToSecrets
+          external_id: flyte-prod
+          session_name: flyte-secrets
+          duration_seconds: 3600
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role_arn: str = Field(pattern=r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:role/[\w+=,.@/-]+$")
+    external_id: str | None = None
+    session_name: str = "flytekitplugins-awssecrets"
+    duration_seconds: int = Field(default=3600, ge=900, le=43200)
+
+
+class Settings(BaseModel):
+    """All settings, with their defaults.
+
+    Resolution:
+      cache_ttl_seconds (300): how long a fetched secret is reused in this process; 0 disables the cache.
+      max_concurrency (16): parallel AWS requests (batches and regions) at most.
+      batch_size (20): secrets per BatchGetSecretValue call (AWS's maximum is 20).
+      retry_mode ("standard"), max_attempts (5): botocore's retry mode and attempt count.
+      connect_timeout (5.0), read_timeout (10.0): seconds, per HTTP request.
+      required_tags ({}): tags a secret must carry (key -> value, "*" for any value) to be handed to a task,
+        like Sym's ``SymEnv``; checked once per secret per cache lifetime.
+
+    Mounting:
+      mount_dir (None): where FILE secrets are written; default ``/dev/shm`` (memory) if writable, else the
+        system temporary directory (with a warning).
+      cluster_mode ("plugin"): "plugin" keeps AWS requests out of the serialised task spec, so a cluster's
+        Kubernetes secret webhook never sees them and the plugin resolves them in the pod; "webhook" hands
+        them (without JSON key) to a cluster whose Flyte secret webhook is the AWS type, and the plugin
+        reads the mounted files and applies JSON keys.
+      webhook_dir ("/etc/flyte/secrets"): where the cluster's AWS webhook mounts secrets.
+      leak_guard (True): fail a task whose outputs contain a secret value resolved for it.
+      redact_logs (True): replace resolved values in log records by ``[REDACTED]`` while a task runs.
+
+    Credentials (all through boto3/botocore):
+      profile (None): a named profile from the shared AWS files.
+      access_key_id, secret_access_key, session_token (None): static keys.
+      credentials_file (None): a shared credentials file that automation rewrites; re-read when it changes.
+      credentials_profile ("default"): the profile read from ``credentials_file``.
+      assume_role (None): an :class:`AssumeRole` on top of the base credentials.
+      account_roles ({}): account id -> role ARN (or :class:`AssumeRole`) for cross-account reads; secrets in
+        other accounts use the base (or assume_role) credentials.
+      region (None): region for references without one (aliases of bare names); ARNs carry their own.
+
+    Names:
+      aliases ({}): friendly name -> ARN, like Secret Agent's ``resources``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cache_ttl_seconds: float = Field(default=300.0, ge=0)
+    max_concurrency: int = Field(default=16, ge=1, le=256)
+    batch_size: int = Field(default=20, ge=1, le=20)
+    retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=10.0, gt=0)
+    required_tags: dict[str, str] = Field(default_factory=dict)
+
+    mount_dir: str | None = None
+    cluster_mode: Literal["plugin", "webhook"] = "plugin"
+    webhook_dir: str = "/etc/flyte/secrets"
+    leak_guard: bool = True
+    redact_logs: bool = True
+
+    profile: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    credentials_file: str | None = None
+    credentials_profile: str = "default"
+    assume_role: AssumeRole | None = None
+    account_roles: dict[str, AssumeRole] = Field(default_factory=dict)
+    region: str | None = None
+
+    aliases: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("account_roles", mode="before")
+    @classmethod
+    def _roles(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): ({"role_arn": r} if isinstance(r, str) else r) for k, r in v.items()}
+        return v
+
+    @field_validator("assume_role", mode="before")
+    @classmethod
+    def _role(cls, v: Any) -> Any:
+        return {"role_arn": v} if isinstance(v, str) else v
+
+    @field_validator("account_roles")
+    @classmethod
+    def _accounts(cls, v: dict[str, AssumeRole]) -> dict[str, AssumeRole]:
+        for k in v:
+            if not (len(k) == 12 and k.isdigit()):
+                raise ValueError(f"account id {k!r} is not 12 digits")
+        return v
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, v: dict[str, str]) -> dict[str, str]:
+        from flytekitplugins_awssecrets.refs import parse_reference
+
+        for name, target in v.items():
+            if not str(target).startswith("arn:"):
+                raise ValueError(f"alias {name!r} must point at an ARN, not {target!r}")
+            parse_reference(target)
+        return v
+
+    @property
+    def has_static_keys(self) -> bool:
+        return self.access_key_id is not None
+
+
+# --- loading -------------------------------------------------------------------------------------------------
+
+_FIELDS = list(Settings.model_fields)
+_JSON_FIELDS = {"required_tags", "account_roles", "aliases", "assume_role"}
+
+
+def from_secret_agent(doc: dict[str, Any], path: str) -> dict[str, Any]:
+    """Translate a Secret Agent configuration file (seed 004) into settings fields.
+
+    ``secret-manager.aws`` gives ``region``, ``resources`` (-> aliases), ``access-key-id``,
+    ``secret-access-key`` and ``assume-role``; the ``service`` and ``log`` sections are ignored with a notice
+    (``pyflyte-awssecrets serve`` reads ``service`` itself).
+    """
+    aws = ((doc.get("secret-manager") or {}).get("aws")) or {}
+    if not isinstance(aws, dict):
+        raise SettingsError("secret-manager.aws", f"file {path}", "must be a mapping")
+    known = {"region", "resources", "access-key-id", "secret-access-key", "assume-role", "session-token"}
+    for k in aws:
+        if k not in known:
+            raise SettingsError(
+                f"secret-manager.aws.{k}", f"file {path}", f"unknown key; known: {sorted(known)}"
+            )
+    for section in ("service", "log"):
+        if section in doc:
+            logger.info(
+                "settings file %s: section %r is not used for secret resolution; ignored", path, section
+            )
+    out: dict[str, Any] = {}
+    if "region" in aws:
+        out["region"] = aws["region"]
+    if "resources" in aws:
+        out["aliases"] = aws["resources"]
+    if "access-key-id" in aws:
+        out["access_key_id"] = aws["access-key-id"]
+    if "secret-access-key" in aws:
+        out["secret_access_key"] = aws["secret-access-key"]
+    if "session-token" in aws:
+        out["session_token"] = aws["session-token"]
+    if "assume-role" in aws:
+        out["assume_role"] = aws["assume-role"]
+    return out
+
+
+def _read_file(path: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Settings fields from a YAML file, and for each field the key it came from (for error messages)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise SettingsError("config", f"env var {CONFIG_ENV}", f"file {path!r} does not exist") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SettingsError("config", f"file {path}", f"is not valid YAML{where}") from None
+    if not isinstance(doc, dict):
+        raise SettingsError("config", f"file {path}", "must be a YAML mapping of setting names to values")
+    if "secret-manager" in doc:
+        fields = from_secret_agent(doc, path)
+        origin = {k: f"file {path} (Secret Agent format)" for k in fields}
+    else:
+        fields = {str(k).replace("-", "_"): v for k, v in doc.items()}
+        origin = {k.replace("-", "_"): f"file {path} key {k!r}" for k in map(str, doc)}
+    if fields.get("secret_access_key") or fields.get("session_token"):
+        _warn_if_readable(path)
+    return fields, origin
+
+
+def _warn_if_readable(path: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        logger.warning(
+            "settings file %s holds static AWS keys and is readable by other users (mode %o); "
+            "run: chmod 600 %s",
+            path,
+            stat.S_IMODE(mode),
+            path,
+        )
+
+
+def _read_env(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    fields: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name in _FIELDS:
+        var = ENV_PREFIX + name.upper()
+        if var not in environ:
+            continue
+        raw = environ[var]
+        value: Any = raw
+        if name in _JSON_FIELDS and raw.strip().startswith(("{", "[")):
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                raise SettingsError(name, f"env var {var}", "is not valid JSON") from None
+        fields[name] = value
+        origin[name] = f"env var {var}"
+    unknown = [
+        k
+        for k in environ
+        if k.startswith(ENV_PREFIX)
+        and k not in NON_FIELD_ENV
+        and not k.startswith(NON_FIELD_PREFIXES)
+        and k[len(ENV_PREFIX) :].lower() not in _FIELDS
+    ]
+    if unknown:
+        raise SettingsError(
+            unknown[0][len(ENV_PREFIX) :].lower(),
+            f"env var {unknown[0]}",
+            f"unknown setting; known: {_FIELDS}",
+        )
+    return fields, origin
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read the settings from ``environ`` (default ``os.environ``) and the file it names."""
+    env = dict(os.environ if environ is None else environ)
+    file_fields: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    path = env.get(CONFIG_ENV)
+    if path:
+        file_fields, origin = _read_file(path)
+    env_fields, env_origin = _read_env(env)
+    origin.update(env_origin)
+    merged = {**file_fields, **env_fields}
+    try:
+        return Settings(**merged)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = [str(p) for p in err.get("loc", ())]
+        field = loc[0] if loc else "?"
+        source = origin.get(field, "defaults")
+        problem = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            problem = f"unknown setting; known: {_FIELDS}"
+        where = ".".join(loc[1:])
+        if where:
+            problem = f"{where}: {problem}"
+        # The input is not shown: it could be a key or token.
+        raise SettingsError(field, source, problem) from None
+
+
+_lock = threading.Lock()
+_cached: tuple[tuple[Any, ...], Settings] | None = None
+
+
+def _fingerprint() -> tuple[Any, ...]:
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+    path = os.environ.get(CONFIG_ENV)
+    mtime = None
+    if path:
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            mtime = -1
+    return (env, mtime)
+
+
+def get_settings() -> Settings:
+    """The current settings, re-read when the environment or the settings file changes."""
+    global _cached
+    fp = _fingerprint()
+    with _lock:
+        if _cached is not None and _cached[0] == fp:
+            return _cached[1]
+    s = load_settings()
+    with _lock:
+        _cached = (fp, s)
+    return s
+
+
+def reset() -> None:
+    global _cached
+    with _lock:
+        _cached = None
+
+
+def default_mount_root(settings: Settings) -> Path:
+    if settings.mount_dir:
+        return Path(settings.mount_dir)
+    shm = Path("/dev/shm")  # noqa: S108 - a memory filesystem, the point of choosing it
+    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    import tempfile
+
+    logger.warning(
+        "no writable memory filesystem (/dev/shm); FILE secrets go to %s and are removed after the task",
+        tempfile.gettempdir(),
+    )
+    return Path(tempfile.gettempdir())
