@@ -1,0 +1,275 @@
+"""Reading secrets from AWS: batched, per client, with AWS errors turned into the plugin's typed errors.
+
+* Secrets Manager, current versions: ``BatchGetSecretValue`` in chunks of ``batch_size`` (20), honouring
+  its per-secret ``Errors``; if the batch call itself is denied (the role lacks
+  ``secretsmanager:BatchGetSecretValue``) it falls back to ``GetSecretValue`` per secret.
+* Secrets Manager, pinned versions: ``GetSecretValue`` with ``VersionStage`` or ``VersionId``.
+* SSM Parameter Store: ``GetParameters`` with decryption, 10 names per call (``name:label`` and
+  ``name:version`` selectors for pinned ones).
+* Tags, when the settings require some: ``DescribeSecret`` / ``ListTagsForResource``, one per secret.
+
+Every function here takes a client and returns, for each reference, a :class:`Fetched` payload or the
+typed error that explains why there is none. Nothing here caches; see :mod:`resolver`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flytekitplugins_awssecrets.errors import (
+    AwsSecretsError,
+    SecretAccessDeniedError,
+    SecretDecryptionError,
+    SecretFetchError,
+    SecretNotFoundError,
+    SecretThrottledError,
+)
+from flytekitplugins_awssecrets.refs import SecretRef
+
+__all__ = ["Fetched", "Job", "secretsmanager_jobs", "ssm_jobs", "fetch_tags", "translate_error"]
+
+SSM_BATCH = 10
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A payload as AWS returned it. Its repr never shows the value."""
+
+    value: str | bytes = field(repr=False)
+    arn: str = ""
+    version_id: str = ""
+    tags: dict[str, str] | None = None
+
+    @property
+    def binary(self) -> bool:
+        return isinstance(self.value, bytes)
+
+
+Result = dict[tuple[str, ...], "Fetched | AwsSecretsError"]
+
+_THROTTLE = {
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ThrottledException",
+    "ProvisionedThroughputExceededException",
+}
+_DENIED = {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "UnrecognizedClientException"}
+
+
+def _action(ref: SecretRef, operation: str) -> tuple[str, str]:
+    if ref.service == "ssm":
+        return "ssm:GetParameters", ref.arn
+    return f"secretsmanager:{operation}", ref.arn + ("" if ref.full_arn else "-??????")
+
+
+def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSecretValue") -> AwsSecretsError:
+    """Turn a botocore exception (or an error entry) into the plugin's typed error for ``ref``."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+
+    ref_s = str(ref)
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        message = str(err.get("Message", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return error_from_code(ref, code, message, status, operation)
+    if isinstance(exc, NoCredentialsError):
+        return SecretFetchError(
+            ref_s,
+            "no AWS credentials found (set AWS_PROFILE, static keys or a role; see docs/credentials.md)",
+        )
+    if isinstance(exc, (ReadTimeoutError, ConnectionError)):
+        return SecretFetchError(ref_s, f"network error talking to AWS: {type(exc).__name__}", retryable=True)
+    if isinstance(exc, BotoCoreError):
+        return SecretFetchError(ref_s, f"{type(exc).__name__}: {exc}")
+    return SecretFetchError(ref_s, f"unexpected {type(exc).__name__}")
+
+
+def error_from_code(ref: SecretRef, code: str, message: str, status: int, operation: str) -> AwsSecretsError:
+    ref_s = str(ref)
+    if code in (
+        "ResourceNotFoundException",
+        "ParameterNotFound",
+        "ParameterVersionNotFound",
+        "ParameterVersionLabelNotFound",
+    ):
+        return SecretNotFoundError(ref_s, _short(message))
+    if code in _DENIED or status == 403:
+        action, resource = _action(ref, operation)
+        return SecretAccessDeniedError(ref_s, action, resource, message)
+    if code in (
+        "DecryptionFailure",
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSInvalidStateException",
+    ):
+        return SecretDecryptionError(ref_s, message)
+    if (
+        code in _THROTTLE
+        or status == 429
+        or status >= 500
+        or code in ("InternalServiceError", "InternalServerError", "ServiceUnavailable")
+    ):
+        return SecretThrottledError(ref_s, f"{code or status}")
+    if code == "InvalidRequestException" and "deletion" in message.lower():
+        return SecretNotFoundError(ref_s, "the secret is scheduled for deletion")
+    return SecretFetchError(ref_s, f"{code}: {message}" if code else message)
+
+
+def _short(message: str) -> str:
+    from flytekitplugins_awssecrets.errors import clean_aws_message
+
+    return clean_aws_message(message)[:120]
+
+
+def _payload(item: dict[str, Any]) -> str | bytes:
+    if "SecretString" in item and item["SecretString"] is not None:
+        return str(item["SecretString"])
+    return bytes(item.get("SecretBinary", b""))
+
+
+def _get_one(client: Any, ref: SecretRef) -> Fetched | AwsSecretsError:
+    kwargs: dict[str, Any] = {"SecretId": ref.arn}
+    if ref.version_id:
+        kwargs["VersionId"] = ref.version_id
+    elif ref.version_stage:
+        kwargs["VersionStage"] = ref.version_stage
+    try:
+        r = client.get_secret_value(**kwargs)
+    except Exception as e:  # noqa: BLE001 - every failure becomes a typed, value-free error
+        return translate_error(ref, e, "GetSecretValue")
+    return Fetched(_payload(r), str(r.get("ARN", "")), str(r.get("VersionId", "")))
+
+
+Job = Callable[[], Result]
+
+
+def secretsmanager_jobs(client: Any, refs: Sequence[SecretRef], batch_size: int = 20) -> list[Job]:
+    """Independent units of work (one per batch or pinned read) for Secrets Manager references that share
+    one client. The resolver runs the jobs of every client on one thread pool, so batches and regions
+    proceed concurrently."""
+    current = [r for r in refs if not (r.version_id or r.version_stage)]
+    pinned = [r for r in refs if r.version_id or r.version_stage]
+    jobs: list[Job] = []
+    for i in range(0, len(current), batch_size):
+        chunk = current[i : i + batch_size]
+        jobs.append(lambda chunk=chunk: _batch(client, chunk))  # type: ignore[misc]
+    for ref in pinned:
+        jobs.append(lambda ref=ref: {ref.fetch_id: _get_one(client, ref)})  # type: ignore[misc]
+    return jobs
+
+
+def _batch(client: Any, refs: Sequence[SecretRef]) -> Result:
+    if len(refs) == 1:
+        # One secret: GetSecretValue needs one permission fewer and costs the same one call.
+        return {refs[0].fetch_id: _get_one(client, refs[0])}
+    from botocore.exceptions import ClientError
+
+    ids = [r.arn for r in refs]
+    try:
+        resp = client.batch_get_secret_value(SecretIdList=ids)
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _DENIED or status == 403 or code in ("UnknownOperationException", "InvalidAction"):
+            # The role may read each secret but lacks BatchGetSecretValue: fall back, one read each.
+            return {r.fetch_id: _get_one(client, r) for r in refs}
+        return {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
+    except Exception as e:  # noqa: BLE001
+        return {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
+    by_arn: dict[str, dict[str, Any]] = {}
+    by_name: dict[str, dict[str, Any]] = {}
+    for item in resp.get("SecretValues", []):
+        by_arn[str(item.get("ARN", ""))] = item
+        by_name[str(item.get("Name", ""))] = item
+    errors = {str(e.get("SecretId", "")): e for e in resp.get("Errors", [])}
+    out: Result = {}
+    for r in refs:
+        item = by_arn.get(r.arn)
+        if item is None and not r.full_arn:
+            cand = by_name.get(r.name)
+            if cand is not None and str(cand.get("ARN", "")).startswith(r.arn + "-"):
+                item = cand
+        if item is not None:
+            out[r.fetch_id] = Fetched(
+                _payload(item), str(item.get("ARN", "")), str(item.get("VersionId", ""))
+            )
+        elif r.arn in errors:
+            entry = errors[r.arn]
+            out[r.fetch_id] = error_from_code(
+                r, str(entry.get("ErrorCode", "")), str(entry.get("Message", "")), 0, "GetSecretValue"
+            )
+        else:
+            out[r.fetch_id] = SecretNotFoundError(str(r), "absent from the batch answer")
+    return out
+
+
+def _ssm_selector(ref: SecretRef) -> str:
+    if ref.version_id:
+        return f"{ref.name}:{ref.version_id}"
+    if ref.version_stage:
+        return f"{ref.name}:{ref.version_stage}"
+    return ref.name
+
+
+def ssm_jobs(client: Any, refs: Sequence[SecretRef]) -> list[Job]:
+    """Units of work for SSM parameters that share one client: 10 names per ``GetParameters`` call."""
+    jobs: list[Job] = []
+    for i in range(0, len(refs), SSM_BATCH):
+        chunk = list(refs[i : i + SSM_BATCH])
+        jobs.append(lambda chunk=chunk: _ssm_batch(client, chunk))  # type: ignore[misc]
+    return jobs
+
+
+def _ssm_batch(client: Any, refs: Sequence[SecretRef]) -> Result:
+    names = [_ssm_selector(r) for r in refs]
+    try:
+        resp = client.get_parameters(Names=names, WithDecryption=True)
+    except Exception as e:  # noqa: BLE001
+        return {r.fetch_id: translate_error(r, e, "GetParameters") for r in refs}
+    found: dict[str, dict[str, Any]] = {}
+    for p in resp.get("Parameters", []):
+        sel = str(p.get("Selector", "") or "")
+        found[str(p.get("Name", "")) + sel] = p
+        found.setdefault(str(p.get("Name", "")), p)
+    invalid = set(resp.get("InvalidParameters", []))
+    out: Result = {}
+    for r, sel in zip(refs, names, strict=True):
+        p = found.get(sel)
+        if p is None and sel not in invalid:
+            p = found.get(r.name)  # some endpoints omit ``Selector`` from the answer
+        if p is not None:
+            out[r.fetch_id] = Fetched(
+                str(p.get("Value", "")), str(p.get("ARN", "")), str(p.get("Version", ""))
+            )
+        else:
+            out[r.fetch_id] = SecretNotFoundError(str(r), "parameter (or that version) does not exist")
+    return out
+
+
+def fetch_tags(client: Any, ref: SecretRef) -> dict[str, str] | AwsSecretsError:
+    """The tags of one secret or parameter (one metadata call)."""
+    try:
+        if ref.service == "ssm":
+            r = client.list_tags_for_resource(ResourceType="Parameter", ResourceId=ref.name)
+            tags = r.get("TagList", [])
+        else:
+            r = client.describe_secret(SecretId=ref.arn)
+            tags = r.get("Tags", []) or []
+    except Exception as e:  # noqa: BLE001
+        op = "ListTagsForResource" if ref.service == "ssm" else "DescribeSecret"
+        err = translate_error(ref, e, op)
+        if isinstance(err, SecretAccessDeniedError) and ref.service != "ssm":
+            return SecretAccessDeniedError(str(ref), "secretsmanager:DescribeSecret", err.resource)
+        return err
+    return {str(t["Key"]): str(t.get("Value", "")) for t in tags}

@@ -1,0 +1,347 @@
+"""Resolution: from a task's secret requests to values, top to bottom.
+
+``requests -> references (aliases resolved) -> value already present? -> cache -> batched fetch per client
+(all regions and batches concurrently) -> required tags -> JSON key -> Resolved``
+
+Everything that fails is collected, and one :class:`SecretResolutionError` names every failing reference.
+The process keeps one cache, one client factory and one thread pool; they are rebuilt when the settings
+change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flytekitplugins_awssecrets.cache import TTLCache
+from flytekitplugins_awssecrets.credentials import ClientFactory
+from flytekitplugins_awssecrets.errors import (
+    AwsSecretsError,
+    InvalidReferenceError,
+    MissingTagError,
+    SecretFetchError,
+    SecretResolutionError,
+    UnknownAliasError,
+)
+from flytekitplugins_awssecrets.extract import extract_json_key
+from flytekitplugins_awssecrets.fetch import Fetched, Job, Result, fetch_tags, secretsmanager_jobs, ssm_jobs
+from flytekitplugins_awssecrets.mount import ANY, Resolved, flytekit_names
+from flytekitplugins_awssecrets.refs import SecretRef, parse_reference, reference_from_request
+from flytekitplugins_awssecrets.settings import Settings, get_settings
+from flytekitplugins_awssecrets.settings import reset as reset_settings
+
+__all__ = ["Resolver", "get_resolver", "resolve_requests", "resolve_values", "reset_process_state"]
+
+
+class Resolver:
+    """Fetches references with one cache, one client factory and one thread pool.
+
+    Example::
+
+        values = get_resolver().fetch([parse_reference(arn)])
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.factory = ClientFactory(settings)
+        self.cache: TTLCache[tuple[str, ...], Fetched] = TTLCache(settings.cache_ttl_seconds)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Resolver(cache={self.cache!r})"
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self, jobs: list[Job]) -> list[Result]:
+        if len(jobs) <= 1:
+            return [j() for j in jobs]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.settings.max_concurrency, thread_name_prefix="awssecrets"
+                )
+            pool = self._pool
+        return list(pool.map(lambda j: j(), jobs))
+
+    # -- aliases --------------------------------------------------------------------------------------------
+    def expand(self, ref: SecretRef) -> SecretRef:
+        """Replace an alias by the ARN the settings map it to, keeping the request's own fields."""
+        if not ref.is_alias:
+            return ref
+        assert ref.alias is not None
+        target = self.settings.aliases.get(ref.alias)
+        if target is None:
+            raise UnknownAliasError(ref.alias, list(self.settings.aliases))
+        base = parse_reference(target)
+        if ref.version_stage or ref.version_id:
+            base = dataclasses.replace(base, version_stage=ref.version_stage, version_id=ref.version_id)
+        return base.with_fields(ref.json_key, None, None)
+
+    # -- fetching -------------------------------------------------------------------------------------------
+    def fetch(
+        self, refs: Sequence[SecretRef], refresh: bool = False
+    ) -> dict[tuple[str, ...], Fetched | AwsSecretsError]:
+        """Payloads (before JSON-key extraction) for ``refs``, from the cache or AWS in one round."""
+        by_id = {r.fetch_id: r for r in refs}
+        got = self.cache.get_many(
+            list(by_id), lambda ids: self._load([by_id[i] for i in ids]), refresh=refresh
+        )
+        out: dict[tuple[str, ...], Fetched | AwsSecretsError] = {}
+        for k, v in got.items():
+            if isinstance(v, AwsSecretsError | Fetched):
+                out[k] = v
+            else:
+                out[k] = SecretFetchError(str(by_id[k]), f"unexpected {type(v).__name__}")
+        return out
+
+    def _load(self, refs: list[SecretRef]) -> Result:
+        groups: dict[tuple[str, str, str, str], list[SecretRef]] = defaultdict(list)
+        for r in refs:
+            groups[(r.service or "", r.partition, r.region, r.account)].append(r)
+        jobs: list[Job] = []
+        out: Result = {}
+        for (service, _partition, region, account), members in groups.items():
+            try:
+                client = self.factory.client(service, region, account)
+            except AwsSecretsError as e:
+                out.update({m.fetch_id: e for m in members})
+                continue
+            except Exception as e:  # noqa: BLE001 - e.g. a broken profile: typed, value-free
+                from flytekitplugins_awssecrets.fetch import translate_error
+
+                out.update({m.fetch_id: translate_error(m, e) for m in members})
+                continue
+            if service == "ssm":
+                jobs += ssm_jobs(client, members)
+            else:
+                jobs += secretsmanager_jobs(client, members, self.settings.batch_size)
+        for res in self._run(jobs):
+            out.update(res)
+        if self.settings.required_tags:
+            self._attach_tags(refs, out)
+        return out
+
+    def _attach_tags(self, refs: list[SecretRef], out: Result) -> None:
+        ok = [r for r in refs if isinstance(out.get(r.fetch_id), Fetched)]
+
+        def job(r: SecretRef) -> Job:
+            def run() -> Result:
+                client = self.factory.client(r.service or "", r.region, r.account)
+                tags = fetch_tags(client, r)
+                f = out[r.fetch_id]
+                assert isinstance(f, Fetched)
+                if isinstance(tags, AwsSecretsError):
+                    return {r.fetch_id: tags}
+                return {r.fetch_id: dataclasses.replace(f, tags=tags)}
+
+            return run
+
+        for res in self._run([job(r) for r in ok]):
+            out.update(res)
+
+    def check_tags(self, ref: SecretRef, fetched: Fetched) -> AwsSecretsError | None:
+        for tag, expected in self.settings.required_tags.items():
+            found = (fetched.tags or {}).get(tag)
+            if found is None or (expected != "*" and found != expected):
+                return MissingTagError(str(ref), tag, expected, found)
+        return None
+
+
+_lock = threading.Lock()
+_resolver: Resolver | None = None
+
+
+def get_resolver() -> Resolver:
+    """The process's resolver for the current settings (rebuilt, with an empty cache, when they change)."""
+    global _resolver
+    settings = get_settings()
+    with _lock:
+        if _resolver is None or _resolver.settings != settings:
+            if _resolver is not None:
+                _resolver.close()
+            _resolver = Resolver(settings)
+        return _resolver
+
+
+def reset_process_state() -> None:
+    """Forget cached values, clients and settings (tests, and after credentials change)."""
+    global _resolver
+    with _lock:
+        if _resolver is not None:
+            _resolver.close()
+        _resolver = None
+    reset_settings()
+
+
+# --- values already present where flytekit looks -------------------------------------------------------------
+
+
+def _is_local_execution() -> bool:
+    from flytekit.core.context_manager import FlyteContextManager
+
+    state = FlyteContextManager.current_context().execution_state
+    return state is None or state.is_local_execution()
+
+
+def _present(
+    group: str, key: str, gv: str | None, ref: SecretRef, settings: Settings
+) -> tuple[str | bytes, str] | None:
+    """A value the platform already put in place: (value, source) with the JSON key applied, or None."""
+    from flytekit.configuration import SecretsConfig
+
+    cfg = SecretsConfig.auto()
+    env_name, rel = flytekit_names(group, key, gv)
+    candidates = [env_name]
+    if _is_local_execution():
+        candidates.append(env_name[len(cfg.env_prefix.strip()) :])
+    for name in candidates:
+        v = os.environ.get(name)
+        if v is not None:
+            return v, "env"
+    path = os.path.join(cfg.default_dir.strip(), *rel)
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            return _decode(f.read()), "file"
+    if ref.service is None:
+        return None
+    # The cluster's AWS webhook mounts the whole secret under the key without trailing fields.
+    base_rel = [p.lower() for p in (group, ref.base_key) if p]
+    for root in dict.fromkeys([settings.webhook_dir, cfg.default_dir.strip()]):
+        path = os.path.join(root, *base_rel)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                raw = _decode(f.read())
+            if ref.json_key:
+                return extract_json_key(str(ref), raw, ref.json_key), "webhook"
+            return raw, "webhook"
+    return None
+
+
+def _decode(data: bytes) -> str | bytes:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+# --- entry points --------------------------------------------------------------------------------------------
+
+
+def _mount_name(secret: Any) -> str:
+    m = getattr(secret, "mount_requirement", None)
+    return str(getattr(m, "name", ANY))
+
+
+def resolve_requests(
+    secrets: Sequence[Any], task: str | None = None, *, check_present: bool = True
+) -> list[Resolved]:
+    """Resolve the AWS requests among flytekit ``Secret`` objects; others are left to flytekit.
+
+    Raises :class:`SecretResolutionError` naming every request that failed.
+    """
+    resolver = get_resolver()
+    errors: list[AwsSecretsError] = []
+    pending: list[tuple[Any, SecretRef]] = []
+    done: list[Resolved] = []
+    for s in secrets:
+        try:
+            ref = reference_from_request(s.group, s.key, s.group_version)
+            if ref is None:
+                continue
+            ref = resolver.expand(ref)
+        except AwsSecretsError as e:
+            errors.append(e)
+            continue
+        try:
+            found = (
+                _present(s.group, s.key or "", s.group_version, ref, resolver.settings)
+                if check_present
+                else None
+            )
+        except AwsSecretsError as e:
+            errors.append(e)
+            continue
+        if found is not None:
+            done.append(_resolved(s, ref, found[0], found[1]))
+        else:
+            pending.append((s, ref))
+    fetched = resolver.fetch([ref for _, ref in pending]) if pending else {}
+    for s, ref in pending:
+        f = fetched[ref.fetch_id]
+        if isinstance(f, AwsSecretsError):
+            errors.append(_renamed(f, ref))
+            continue
+        tag_error = resolver.check_tags(ref, f) if resolver.settings.required_tags else None
+        if tag_error is not None:
+            errors.append(tag_error)
+            continue
+        try:
+            value = extract_json_key(str(ref), f.value, ref.json_key) if ref.json_key else f.value
+        except AwsSecretsError as e:
+            errors.append(e)
+            continue
+        done.append(_resolved(s, ref, value, "aws"))
+    if errors:
+        raise SecretResolutionError(_dedupe(errors), task)
+    return done
+
+
+def _renamed(err: AwsSecretsError, ref: SecretRef) -> AwsSecretsError:
+    """The cache shares one fetch between requests that differ only by JSON key; name this request."""
+    if err.reference == str(ref):
+        return err
+    new = type(err).__new__(type(err))
+    new.__dict__.update(err.__dict__)
+    new.reference = str(ref)
+    Exception.__init__(new, new._build())
+    return new
+
+
+def _dedupe(errors: list[AwsSecretsError]) -> list[AwsSecretsError]:
+    seen: set[str] = set()
+    out = []
+    for e in errors:
+        if str(e) not in seen:
+            seen.add(str(e))
+            out.append(e)
+    return out
+
+
+def _resolved(s: Any, ref: SecretRef, value: str | bytes, source: str) -> Resolved:
+    return Resolved(
+        group=s.group,
+        key=s.key or "",
+        group_version=s.group_version,
+        mount=_mount_name(s),
+        env_var=getattr(s, "env_var", None),
+        ref=ref,
+        value=value,
+        source=source,
+    )
+
+
+def resolve_values(references: Sequence[Any]) -> list[str | bytes]:
+    """Values for references given as strings (ARN or alias) or flytekit ``Secret`` objects, in order."""
+    from flytekit.models.security import Secret
+
+    secrets: list[Any] = []
+    for r in references:
+        if isinstance(r, Secret):
+            if reference_from_request(r.group, r.key, r.group_version) is None:
+                raise InvalidReferenceError(
+                    f"{r.group}{r.key or ''}", "not an AWS reference", "an ARN or alias"
+                )
+            secrets.append(r)
+        else:
+            ref = parse_reference(r)
+            secrets.append(Secret(group=ref.group, key=ref.key))
+    resolved = resolve_requests(secrets, check_present=False)
+    return [r.value for r in resolved]
