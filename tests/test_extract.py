@@ -1,0 +1,56 @@
+"""JSON-key extraction: nested paths, escaped dots, list indexes; errors never show a value."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flytekitplugins_awssecrets import JsonKeyNotFoundError, SecretNotJsonError
+from flytekitplugins_awssecrets.extract import extract_json_key, split_json_path
+from tests.conftest import new_value
+
+REF = "arn:aws:secretsmanager:us-east-1:123456789012:secret:x"
+
+
+def test_paths() -> None:
+    assert split_json_path("a.b") == ["a", "b"]
+    assert split_json_path(r"tls\.crt") == ["tls.crt"]
+    assert split_json_path(r"a\\.b") == ["a\\", "b"]
+
+
+def test_extract_nested_escaped_and_indexed() -> None:
+    pw = new_value()
+    doc = json.dumps({"db": {"password": pw, "port": 5432}, "tls.crt": "C", "hosts": ["h0", "h1"], "n": None})
+    assert extract_json_key(REF, doc, "db.password") == pw
+    assert extract_json_key(REF, doc, "db.port") == "5432"
+    assert extract_json_key(REF, doc, r"tls\.crt") == "C"
+    assert extract_json_key(REF, doc, "hosts.1") == "h1"
+    assert extract_json_key(REF, doc, "db") == json.dumps(
+        {"password": pw, "port": 5432}, separators=(",", ":")
+    )
+    assert extract_json_key(REF, doc.encode(), "hosts.0") == "h0"
+    with pytest.raises(SecretNotJsonError, match="null"):
+        extract_json_key(REF, doc, "n")
+
+
+def test_missing_key_lists_keys_not_values() -> None:
+    pw = new_value()
+    doc = json.dumps({"username": "u", "password": pw})
+    with pytest.raises(JsonKeyNotFoundError) as e:
+        extract_json_key(REF, doc, "passwd")
+    msg = str(e.value)
+    assert "'passwd'" in msg and "'username'" in msg and "'password'" in msg
+    assert pw not in msg and pw not in repr(e.value)
+
+
+def test_not_json_never_chains_the_decoder_error() -> None:
+    raw = new_value() + " {not json"
+    with pytest.raises(SecretNotJsonError) as e:
+        extract_json_key(REF, raw, "k")
+    assert raw not in str(e.value)
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+    with pytest.raises(SecretNotJsonError, match="not an object"):
+        extract_json_key(REF, "[1, 2]", "k")
+    with pytest.raises(SecretNotJsonError, match="binary"):
+        extract_json_key(REF, b"\xff\xfe", "k")
