@@ -1,0 +1,208 @@
+"""The Flyte connector for ``aptible_access`` tasks: create = escalate, get = hold then de-escalate, delete = abort.
+
+Importing this module registers the connector with flytekit's ``ConnectorRegistry``, so a
+``pyflyte serve connector`` whose image has the plugin installed serves it (the plugin's
+``flytekit.plugins`` entry point imports this module), and ``pyflyte run`` runs it in-process through
+flytekit's ``AsyncConnectorExecutorMixin``.
+
+This module is imported by *every* ``import flytekit``, so it imports only what flytekit has already
+imported (the connector base classes and the protobuf enums); httpx, pydantic models, boto3 and the
+lifecycle logic are imported on the first ``create``/``get``/``delete``.
+
+Propeller keeps the :class:`AptibleGrantMeta` between calls; it holds ids and times, never a credential.
+Until ``expires_at``, ``get`` answers RUNNING without calling Aptible; after it, ``get`` removes the
+membership and answers SUCCEEDED with the :class:`~flytekitplugins_awssecrets.aptible.AccessGrant`. If
+Aptible cannot be reached, ``get`` answers RUNNING with the reason and tries again on the next poll, so the
+removal outlives outages; a removal Aptible refuses (403: the bot lost its rights) answers FAILED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from flyteidl.core.execution_pb2 import TaskExecution
+from flytekit.extend.backend.base_connector import (
+    AsyncConnectorBase,
+    ConnectorRegistry,
+    Resource,
+    ResourceMeta,
+)
+
+__all__ = ["TASK_TYPE", "AptibleGrantMeta", "AptibleAccessConnector", "register"]
+
+#: The task type of :class:`~flytekitplugins_awssecrets.aptible.AptibleAccessTask`, and the connector's key.
+TASK_TYPE = "aptible_access"
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class AptibleGrantMeta(ResourceMeta):  # type: ignore[misc]
+    """The grant's state between connector calls (see ``lifecycle.GrantState``): ids and times only.
+
+    Propeller stores ``meta.encode()`` after ``create`` and hands it back to ``get`` and ``delete``::
+
+        AptibleGrantMeta.decode(meta.encode()) == meta
+    """
+
+    integration: str
+    strategy: str
+    execution_id: str
+    email: str
+    target: str
+    role_id: str
+    user_id: str
+    membership_id: str
+    pre_existing: bool
+    granted_at: str
+    expires_at: str
+
+
+def _execution_id(meta: Any) -> str:
+    """``project/domain/name/node[/retry]`` of the task execution, or ``local`` outside a cluster."""
+    try:
+        tid = meta.task_execution_id
+        node = tid.node_execution_id
+        wf = node.execution_id
+        parts = [wf.project, wf.domain, wf.name, node.node_id]
+    except AttributeError:
+        return "local"
+    if not all(parts):
+        return "local"
+    return "/".join(parts) + f"/{getattr(tid, 'retry_attempt', 0)}"
+
+
+def _inputs(inputs: Any) -> dict[str, Any]:
+    """The four primitives of the task's inputs, read without the type engine (no event loop needed)."""
+    lits = getattr(inputs, "literals", None) or {}
+    out: dict[str, Any] = {}
+    for name in ("email", "target", "reason"):
+        lit = lits.get(name)
+        out[name] = lit.scalar.primitive.string_value if lit is not None else ""
+    lit = lits.get("duration")
+    out["duration"] = lit.scalar.primitive.duration if lit is not None else None
+    return out
+
+
+def _run_on_own_loop(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run a coroutine to completion on a fresh event loop in a new thread, whatever loop is running here."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(make())
+        except BaseException as e:  # noqa: BLE001 - handed back to the calling thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="aptible-connector-delete")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _safe(e: BaseException) -> str:
+    """Our errors' messages are built without secrets; anything else is reported by type only."""
+    from flytekitplugins_awssecrets.errors import AwsSecretsError
+
+    return str(e) if isinstance(e, AwsSecretsError) else type(e).__name__
+
+
+async def _outputs(grant: Any) -> Any:
+    from flytekit import FlyteContextManager
+    from flytekit.core.type_engine import TypeEngine
+    from flytekit.models.literals import LiteralMap
+
+    from flytekitplugins_awssecrets.aptible.models import AccessGrant
+
+    ctx = FlyteContextManager.current_context()
+    lt = TypeEngine.to_literal_type(AccessGrant)
+    lit = await TypeEngine.async_to_literal(ctx, grant, AccessGrant, lt)
+    return LiteralMap(literals={"o0": lit})
+
+
+class AptibleAccessConnector(AsyncConnectorBase):  # type: ignore[misc]
+    """Grants an Aptible role for the life of an ``aptible_access`` task.
+
+    Deploy it with ``pyflyte serve connector`` in an image that has this plugin installed, with AWS
+    credentials that may read the bot's secret; see ``docs/aptible.md``. It is registered when this module
+    is imported; to look it up as the connector service does::
+
+        ConnectorRegistry.get_connector("aptible_access")  # -> AptibleAccessConnector
+    """
+
+    name = "Aptible Access Connector"
+
+    def __init__(self) -> None:
+        super().__init__(task_type_name=TASK_TYPE, metadata_type=AptibleGrantMeta)
+
+    async def create(
+        self,
+        task_template: Any,
+        output_prefix: str = "",
+        inputs: Any = None,
+        task_execution_metadata: Any = None,
+        **kwargs: Any,
+    ) -> AptibleGrantMeta:
+        from flytekitplugins_awssecrets.aptible import lifecycle
+        from flytekitplugins_awssecrets.aptible.models import AptibleTaskConfig
+
+        config = AptibleTaskConfig.model_validate(task_template.custom or {})
+        args = _inputs(inputs)
+        request = lifecycle.Request(
+            email=args["email"],
+            target=args["target"],
+            duration=args["duration"],
+            reason=args["reason"],
+            execution_id=_execution_id(task_execution_metadata),
+        )
+        state = await lifecycle.start(config, request)
+        return AptibleGrantMeta(**state.to_dict())
+
+    async def get(self, resource_meta: AptibleGrantMeta, **kwargs: Any) -> Resource:
+        from flytekitplugins_awssecrets.aptible import lifecycle
+
+        state = lifecycle.GrantState(**resource_meta.__dict__)
+        try:
+            grant = await lifecycle.poll(state)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a phase Propeller understands
+            if getattr(e, "retryable", False):
+                return Resource(
+                    phase=TaskExecution.RUNNING, message=f"removal pending, will retry: {_safe(e)}"
+                )
+            return Resource(
+                phase=TaskExecution.FAILED, message=f"could not remove the membership: {_safe(e)}"
+            )
+        if grant is None:
+            return Resource(phase=TaskExecution.RUNNING, message=f"access held until {state.expires_at}")
+        what = "standing access kept" if grant.pre_existing else "membership removed"
+        return Resource(
+            phase=TaskExecution.SUCCEEDED, message=f"access ended: {what}", outputs=await _outputs(grant)
+        )
+
+    def delete(self, resource_meta: AptibleGrantMeta, **kwargs: Any) -> None:
+        # Synchronous on purpose: locally, flytekit calls delete from a SIGINT handler while its own event
+        # loop is running, where an ``async def`` delete is never awaited (asyncio.run refuses to nest) and
+        # the grant would outlive the interrupted run. The connector service runs a sync delete in a worker
+        # thread. Either way the removal runs on a private loop in a thread of its own.
+        from flytekitplugins_awssecrets.aptible import lifecycle
+
+        state = lifecycle.GrantState(**resource_meta.__dict__)
+        _run_on_own_loop(lambda: lifecycle.abort(state))
+
+
+def register() -> None:
+    """Register the connector once (importing this module does it; calling again is harmless)."""
+    try:
+        ConnectorRegistry.get_connector(TASK_TYPE)
+    except Exception:  # noqa: BLE001 - FlyteConnectorNotFound: not registered yet
+        ConnectorRegistry.register(AptibleAccessConnector())
+
+
+register()

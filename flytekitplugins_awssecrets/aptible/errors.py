@@ -1,0 +1,206 @@
+"""Typed errors of the Aptible access strategy, and the one place their messages are built.
+
+Every error says what was asked (the strategy, target, email or endpoint), why it failed and how to fix it.
+No error holds a password or a token: constructors take none, and text that comes from Aptible passes through
+:func:`~flytekitplugins_awssecrets.errors.clean_aws_message` (bounded, single line) before it is kept.
+
+The errors raised *before anything changes* (a bad duration, an unknown target, a role of another
+organization, an unknown or ambiguous identity, a bot without Role Admin, MFA on the bot) are subclasses of
+:class:`AptiblePreconditionError`, so a caller can tell "nothing was touched" from "the API failed".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from flytekitplugins_awssecrets.errors import AwsSecretsError, clean_aws_message
+
+__all__ = [
+    "AptibleError",
+    "AptiblePreconditionError",
+    "AptibleConfigError",
+    "DurationTooLongError",
+    "UnknownTargetError",
+    "RoleNotFoundError",
+    "RoleOrganizationMismatchError",
+    "IdentityNotFoundError",
+    "AmbiguousIdentityError",
+    "BotNotRoleAdminError",
+    "AptibleAuthError",
+    "MfaRequiredError",
+    "AptibleApiError",
+    "AptibleUnavailableError",
+]
+
+
+class AptibleError(AwsSecretsError):
+    """Base of every error of the Aptible access strategy (a :class:`AwsSecretsError` like the rest)."""
+
+
+class AptiblePreconditionError(AptibleError):
+    """A request refused before any membership was added or removed."""
+
+
+class AptibleConfigError(AptibleError, ValueError):
+    """An invalid declaration (integration, role, strategy or task), raised where it is declared."""
+
+    def __init__(self, what: str, problem: str, hint: str = "") -> None:
+        super().__init__(what, problem, hint)
+
+
+def _fmt_duration(d: timedelta) -> str:
+    total = int(d.total_seconds())
+    h, rem = divmod(total, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s"
+
+
+class DurationTooLongError(AptiblePreconditionError, ValueError):
+    """The requested duration is over the strategy's ``max_duration`` (or is not positive)."""
+
+    def __init__(self, strategy: str, requested: timedelta, maximum: timedelta) -> None:
+        self.requested = requested
+        self.maximum = maximum
+        if requested <= timedelta(0):
+            reason = f"duration {_fmt_duration(requested)} must be positive"
+        else:
+            reason = f"duration {_fmt_duration(requested)} is over the maximum {_fmt_duration(maximum)}"
+        super().__init__(f"strategy {strategy!r}", reason, "ask for a shorter duration")
+
+
+class UnknownTargetError(AptiblePreconditionError, LookupError):
+    """The target is not one of the strategy's targets."""
+
+    def __init__(self, strategy: str, target: str, known: Sequence[str]) -> None:
+        self.target = target
+        self.known = list(known)
+        super().__init__(
+            f"strategy {strategy!r}",
+            f"unknown target {clean_aws_message(target)!r}",
+            f"known targets: {', '.join(self.known) or 'none'}",
+        )
+
+
+class RoleNotFoundError(AptiblePreconditionError, LookupError):
+    """The target's role id does not exist on Aptible (or the bot cannot see it)."""
+
+    def __init__(self, target: str, role_id: str) -> None:
+        self.role_id = role_id
+        super().__init__(
+            f"target {target!r}",
+            f"Aptible role {role_id} not found",
+            "check role_id (it is in the dashboard URL of the role) and that the bot belongs to the organization",
+        )
+
+
+class RoleOrganizationMismatchError(AptiblePreconditionError):
+    """The target's role belongs to another organization than the integration's."""
+
+    def __init__(self, target: str, role_id: str, organization_id: str, actual: str) -> None:
+        self.role_id = role_id
+        self.organization_id = organization_id
+        self.actual = actual
+        super().__init__(
+            f"target {target!r}",
+            f"role {role_id} belongs to organization {clean_aws_message(actual) or 'unknown'}, "
+            f"not to {organization_id}",
+            "use a role of the integration's organization, or another integration",
+        )
+
+
+class IdentityNotFoundError(AptiblePreconditionError, LookupError):
+    """No Aptible user of the organization matches the requester."""
+
+    def __init__(self, email: str, organization_id: str, detail: str = "") -> None:
+        self.email = email
+        super().__init__(
+            f"email {clean_aws_message(email)!r}",
+            f"no Aptible user in organization {organization_id}" + (f" ({detail})" if detail else ""),
+            "invite the user to the organization, or map the email to the Aptible user with identity=",
+        )
+
+
+class AmbiguousIdentityError(AptiblePreconditionError, LookupError):
+    """More than one Aptible user of the organization matches the requester's email."""
+
+    def __init__(self, email: str, organization_id: str, user_ids: Sequence[str]) -> None:
+        self.email = email
+        self.user_ids = list(user_ids)
+        super().__init__(
+            f"email {clean_aws_message(email)!r}",
+            f"{len(self.user_ids)} Aptible users in organization {organization_id} match: "
+            + ", ".join(self.user_ids),
+            "map the email to one user id with identity=",
+        )
+
+
+class BotNotRoleAdminError(AptiblePreconditionError, PermissionError):
+    """The bot user may not manage the role's memberships."""
+
+    def __init__(self, target: str, role_id: str, bot_user_id: str) -> None:
+        self.role_id = role_id
+        self.bot_user_id = bot_user_id
+        super().__init__(
+            f"target {target!r}",
+            f"the bot user {bot_user_id} is not a Role Admin of role {role_id}",
+            "make the bot a Role Admin of the role (Aptible dashboard: Members > Role Admin) "
+            "or an Owner of the organization",
+        )
+
+
+class AptibleAuthError(AptibleError, PermissionError):
+    """The bot's credentials were refused by the auth host."""
+
+    def __init__(self, auth_url: str, code: str, message: str = "") -> None:
+        self.code = code
+        super().__init__(
+            f"Aptible auth {auth_url}",
+            f"login refused ({clean_aws_message(code)})"
+            + (f": {clean_aws_message(message)}" if message else ""),
+            "check the bot username and password secrets",
+        )
+
+
+class MfaRequiredError(AptibleAuthError):
+    """The bot user has MFA enabled: an unattended bot cannot answer an OTP prompt."""
+
+    def __init__(self, auth_url: str) -> None:
+        self.code = "otp_token_required"
+        AptibleError.__init__(
+            self,
+            f"Aptible auth {auth_url}",
+            "the bot user must not require MFA (Aptible answered otp_token_required)",
+            "use a dedicated bot user without MFA, protected by its secret in AWS Secrets Manager",
+        )
+
+
+class AptibleApiError(AptibleError):
+    """Aptible answered an error (body ``{"code", "error", "message"}``)."""
+
+    def __init__(self, method: str, path: str, status: int, code: str = "", message: str = "") -> None:
+        self.method = method
+        self.path = path
+        self.status = status
+        self.code = code
+        self.retryable = status >= 500 or status == 429
+        detail = clean_aws_message(code) if code else ""
+        if message:
+            detail += (": " if detail else "") + clean_aws_message(message)
+        super().__init__(f"Aptible {method} {path}", f"HTTP {status}" + (f" {detail}" if detail else ""))
+
+
+class AptibleUnavailableError(AptibleError):
+    """Aptible kept failing (5xx, time-outs, connection errors) after every retry."""
+
+    retryable = True
+
+    def __init__(self, method: str, path: str, attempts: int, detail: str) -> None:
+        self.method = method
+        self.path = path
+        self.attempts = attempts
+        super().__init__(
+            f"Aptible {method} {path}",
+            f"unavailable after {attempts} attempts: {clean_aws_message(detail)}",
+            "retry later; raise FLYTE_AWS_SECRETS_APTIBLE_MAX_ATTEMPTS if Aptible is slow",
+        )
