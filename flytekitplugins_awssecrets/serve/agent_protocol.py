@@ -1,0 +1,151 @@
+"""The Secret Agent wire protocol: framing and payloads. Pure functions, no I/O.
+
+Every message, in both directions, is an 8-byte header and a JSON body::
+
+    +----------------------+----------------------+------------------------+
+    | magic 0x51DEC1CC     | body length N        | N bytes of UTF-8 JSON  |
+    | (uint32, big-endian) | (uint32, big-endian) |                        |
+    +----------------------+----------------------+------------------------+
+
+A request is ``{"Resource": "<name>", "SecretKey": "<key>"}``; both fields are optional. The answer is
+``{"SecretValue": "<base64>"}`` or ``{"Error": "<text>"}``.
+
+A header that is wrong (bad magic, a length above the limit) leaves the reader unable to find the next
+message, so :class:`FrameError` says whether the connection must be closed (``fatal``) after the error is
+answered. A body that is framed correctly but is not a valid request is answered with an error and the
+connection stays usable.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "MAGIC",
+    "HEADER_SIZE",
+    "DEFAULT_MAX_BODY",
+    "FrameError",
+    "AgentRequest",
+    "AgentResponse",
+    "parse_header",
+    "encode_frame",
+    "decode_request",
+    "value_frame",
+    "error_frame",
+]
+
+MAGIC = 0x51DEC1CC
+_HEADER = struct.Struct(">II")
+HEADER_SIZE = _HEADER.size
+#: Requests are two short strings; 64 KiB leaves room and bounds what one connection can make us buffer.
+DEFAULT_MAX_BODY = 64 * 1024
+
+
+class FrameError(Exception):
+    """A message that cannot be served; ``fatal`` means the stream is out of step and must be closed.
+
+    The text never contains the body (it could be anything a client sent, including a value).
+
+    Example::
+
+        >>> try:
+        ...     parse_header(bytes(8))
+        ... except FrameError as e:
+        ...     print(e.fatal, e.reason)
+        True bad magic 0x00000000 (expected 0x51DEC1CC)
+    """
+
+    def __init__(self, reason: str, *, fatal: bool) -> None:
+        self.reason = reason
+        self.fatal = fatal
+        super().__init__(reason)
+
+
+class AgentRequest(BaseModel):
+    """What a client asks for: a configured resource name and a key of the JSON secret.
+
+    Example::
+
+        >>> AgentRequest.model_validate({"Resource": "TestingSecret", "SecretKey": "password"}).Resource
+        'TestingSecret'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    Resource: str | None = Field(default=None, max_length=2048)
+    SecretKey: str | None = Field(default=None, max_length=2048)
+
+
+class AgentResponse(BaseModel):
+    """One answer: ``SecretValue`` (base64) or ``Error``. The value is kept out of ``repr``.
+
+    Example::
+
+        >>> AgentResponse(Error="unknown resource 'x'").to_body()
+        b'{"Error":"unknown resource \\'x\\'"}'
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    SecretValue: str | None = Field(default=None, repr=False)
+    Error: str | None = None
+
+    def to_body(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode("utf-8")
+
+
+def parse_header(header: bytes, max_body: int = DEFAULT_MAX_BODY) -> int:
+    """The body length announced by an 8-byte header; raises a fatal :class:`FrameError` if it is wrong."""
+    if len(header) != HEADER_SIZE:
+        raise FrameError(f"truncated header: {len(header)} of {HEADER_SIZE} bytes", fatal=True)
+    magic, length = _HEADER.unpack(header)
+    if magic != MAGIC:
+        raise FrameError(f"bad magic 0x{magic:08X} (expected 0x{MAGIC:08X})", fatal=True)
+    if length > max_body:
+        raise FrameError(f"body length {length} exceeds the maximum of {max_body} bytes", fatal=True)
+    return int(length)
+
+
+def encode_frame(body: bytes) -> bytes:
+    """Header + body, ready to write."""
+    return _HEADER.pack(MAGIC, len(body)) + body
+
+
+def decode_request(body: bytes) -> AgentRequest:
+    """Parse a request body; a bad body raises a non-fatal :class:`FrameError` naming what is wrong."""
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FrameError("body is not UTF-8", fatal=False) from None
+    except ValueError:
+        # Never chain or quote: JSONDecodeError.doc holds the whole body.
+        raise FrameError("body is not valid JSON", fatal=False) from None
+    if not isinstance(doc, dict):
+        raise FrameError(f"body must be a JSON object, not a {type(doc).__name__}", fatal=False)
+    try:
+        return AgentRequest.model_validate(doc)
+    except ValidationError as e:
+        # Build the message from the location and kind only: pydantic's text repeats the input.
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        kind = {"extra_forbidden": "unknown field (expected Resource, SecretKey)"}.get(
+            first.get("type", ""), "must be a string"
+        )
+        if first.get("type") == "string_too_long":
+            kind = "is too long"
+        raise FrameError(f"{field}: {kind}", fatal=False) from None
+
+
+def value_frame(value: str | bytes) -> bytes:
+    """The answer carrying ``value`` (text is sent as its UTF-8 bytes), base64-encoded."""
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    return encode_frame(AgentResponse(SecretValue=base64.b64encode(raw).decode("ascii")).to_body())
+
+
+def error_frame(message: str) -> bytes:
+    """The answer carrying an error message (which must already be value-free)."""
+    return encode_frame(AgentResponse(Error=message).to_body())

@@ -1,0 +1,113 @@
+"""``pyflyte-awssecrets serve``: the command line of the local secrets endpoint.
+
+Exit codes: 0 after a clean shutdown (SIGTERM, SIGINT), 2 for bad settings or a listener that cannot be
+created (address in use, non-loopback address not allowed, missing token).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from flytekitplugins_awssecrets.errors import SettingsError
+
+__all__ = ["serve"]
+
+_CONFIG_ENV = "FLYTE_AWS_SECRETS_CONFIG"
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("flytekitplugins_awssecrets").setLevel(level.upper())
+    # botocore at debug level prints request and response bodies, which hold secret values.
+    for noisy in ("botocore", "boto3", "urllib3", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="Settings file: the plugin's YAML or a Secret Agent configuration (its service.tcp.endpoint and "
+    "service.unix.path are honoured). Sets FLYTE_AWS_SECRETS_CONFIG.",
+)
+@click.option(
+    "--secret-agent", metavar="HOST:PORT|off", help="Secret Agent protocol over TCP [127.0.0.1:3005]."
+)
+@click.option(
+    "--unix-socket", metavar="PATH", help="Also serve the Secret Agent protocol on this Unix socket."
+)
+@click.option("--http", metavar="HOST:PORT|off", help="AWS Secrets Manager Agent HTTP API [127.0.0.1:2773].")
+@click.option(
+    "--token-file",
+    metavar="PATH",
+    help="File holding the token HTTP clients send in X-Aws-Parameters-Secrets-Token "
+    "(default: PYFLYTE_AWSSECRETS_SERVE_TOKEN, AWS_TOKEN, /var/run/awssmatoken).",
+)
+@click.option("--tls-cert", metavar="PEM", help="Certificate (chain) for TLS on the TCP listeners.")
+@click.option("--tls-key", metavar="PEM", help="Private key for --tls-cert.")
+@click.option(
+    "--allow-non-loopback",
+    is_flag=True,
+    default=None,
+    help="Allow listening on addresses other than loopback (logged as a warning).",
+)
+@click.option("--max-body-bytes", type=int, help="Largest Secret Agent request body [65536].")
+@click.option("--max-connections", type=int, help="Concurrent connections, all front ends [800].")
+@click.option("--read-timeout", type=float, help="Seconds a connection may stay silent [60].")
+@click.option("--shutdown-grace", type=float, help="Seconds in-flight requests get after SIGTERM [5].")
+@click.option("--ready-file", metavar="PATH", help="Write the bound addresses there (JSON) once listening.")
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity [info]."
+)
+def serve(config_file: str | None, **options: Any) -> None:
+    """Serve secrets on a local endpoint to processes that are not Python: the Secret Agent protocol
+    (TCP 127.0.0.1:3005, optionally a Unix socket) and AWS Secrets Manager Agent's HTTP API
+    (127.0.0.1:2773, token required), both through the plugin's resolution and one cache.
+
+    Options may also be set as PYFLYTE_AWSSECRETS_SERVE_<OPTION> (for example
+    PYFLYTE_AWSSECRETS_SERVE_HTTP=off). See docs/serve.md.
+
+    \b
+    Example:
+      pyflyte-awssecrets serve --config secret-agent.yaml --token-file /run/awssmatoken
+      curl -H "X-Aws-Parameters-Secrets-Token: $(cat /run/awssmatoken)" \\
+        'http://127.0.0.1:2773/secretsmanager/get?secretId=TestingSecret'
+    """
+    from flytekitplugins_awssecrets.serve.config import load_serve_config, read_token
+
+    if config_file:
+        os.environ[_CONFIG_ENV] = os.path.abspath(config_file)
+    try:
+        cfg = load_serve_config(options, config_path=os.environ.get(_CONFIG_ENV))
+        _setup_logging(cfg.log_level)
+        log = logging.getLogger("flytekitplugins_awssecrets.serve")
+        for warning in cfg.check():
+            log.warning(warning)
+        from flytekitplugins_awssecrets.settings import get_settings
+
+        settings = get_settings()  # fail now, not on the first request, when the settings are wrong
+        token = None
+        if cfg.http_endpoint is not None:
+            token, source = read_token(cfg)
+            log.info("HTTP token read from %s", source)
+        log.info(
+            "settings: %d resource(s)/alias(es), cache TTL %.0f s",
+            len(settings.aliases),
+            settings.cache_ttl_seconds,
+        )
+        from flytekitplugins_awssecrets.serve.server import run
+
+        run(cfg, token)
+    except SettingsError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(2)

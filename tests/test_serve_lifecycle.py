@@ -1,0 +1,351 @@
+"""``pyflyte-awssecrets serve`` as a process: one cache for both front ends, SIGTERM, loopback only, TLS,
+start-up errors. The server is the console script; AWS is moto (behind a counting proxy where calls are
+counted server side)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CREATED_VALUES, SecretFactory, new_value, remember
+from tests.support.serve_clients import (
+    SERVE_BIN,
+    AgentClient,
+    Hidden,
+    HiddenStr,
+    ServeProcess,
+    agent_config,
+    clean_env,
+    http_get,
+    value_of,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def token() -> str:
+    t = HiddenStr(secrets.token_urlsafe(24))
+    remember(t)
+    return t
+
+
+@pytest.fixture
+def secret(secrets_factory: SecretFactory, unique: str) -> Hidden:
+    value = {"password": new_value()}
+    arn, _ = secrets_factory.secret(f"serve/life-{unique}", value)
+    return Hidden(arn=arn, password=value["password"], value=json.dumps(value))
+
+
+def _start(tmp: Path, secret: Hidden, token: str, *args: str) -> ServeProcess:
+    cfg = agent_config(tmp / "agent.yaml", {"Db": secret["arn"]})
+    return ServeProcess(
+        ["--config", str(cfg), "--http", "127.0.0.1:0", *args],
+        tmp,
+        env=clean_env(PYFLYTE_AWSSECRETS_SERVE_TOKEN=token),
+    ).wait_ready()
+
+
+def test_both_front_ends_share_one_cache(
+    tmp_path: Path, secret: Hidden, token: str, counting_proxy: Any
+) -> None:
+    srv = _start(tmp_path, secret, token)
+    try:
+        with AgentClient(port=srv.sa_port) as c:
+            assert value_of(c.request({"SecretKey": "password"})) == secret["password"].encode()
+        status, _, body = http_get(srv.http_port, "/v1/Db", token)
+        assert status == 200 and json.loads(body)["SecretString"] == secret["value"]
+        status, _, body = http_get(srv.http_port, "/secretsmanager/get?secretId=" + secret["arn"], token)
+        assert status == 200
+        with AgentClient(port=srv.sa_port) as c:
+            assert value_of(c.request({}))
+        reads = counting_proxy.calls["GetSecretValue"] + counting_proxy.calls["BatchGetSecretValue"]
+        assert reads == 1, (
+            f"expected one AWS read for both front ends, proxy saw {dict(counting_proxy.calls)}"
+        )
+        # refreshNow goes to AWS, and refreshes the entry the other front end reads.
+        assert http_get(srv.http_port, "/v1/Db?refreshNow=1", token)[0] == 200
+        assert counting_proxy.calls["GetSecretValue"] + counting_proxy.calls["BatchGetSecretValue"] == 2
+        stats = json.loads(http_get(srv.http_port, "/healthz", None)[2])["cache"]
+        assert stats["loads"] >= 2 and stats["hits"] >= 3
+    finally:
+        assert srv.stop() == 0
+    srv.assert_log_clean([*CREATED_VALUES, token])
+
+
+def test_sigterm_shuts_down_cleanly(tmp_path: Path, secret: Hidden, token: str) -> None:
+    sock = tmp_path / "a.sock"
+    srv = _start(tmp_path, secret, token, "--unix-socket", str(sock))
+    sa_port, http_port = srv.sa_port, srv.http_port
+    # Idle keep-alive connections on every front end must not hold the shutdown up.
+    idle = [
+        socket.create_connection(("127.0.0.1", sa_port), timeout=5),
+        socket.create_connection(("127.0.0.1", http_port), timeout=5),
+    ]
+    unix_idle = socket.socket(socket.AF_UNIX)
+    unix_idle.connect(str(sock))
+    idle.append(unix_idle)
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert srv.stop(signal.SIGTERM, timeout=15) == 0
+    assert time.monotonic() - started < 5, "an idle connection delayed the shutdown"
+    assert not sock.exists(), "the unix socket file is removed"
+    assert not srv.ready_file.exists(), "the ready file is removed: the endpoint is gone"
+    for port in (sa_port, http_port):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    for s in idle:
+        s.settimeout(5)
+        assert s.recv(1) == b"", "the server closed idle connections"
+        s.close()
+    log = srv.log()
+    assert "received SIGTERM" in log and "stopped" in log and "Traceback" not in log
+
+
+def test_stale_unix_socket_is_replaced_and_a_live_one_is_not(
+    tmp_path: Path, secret: Hidden, token: str
+) -> None:
+    sock = tmp_path / "a.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(sock))  # bound, never listening: what a killed server leaves behind
+    stale.close()
+    srv = _start(tmp_path, secret, token, "--unix-socket", str(sock))
+    try:
+        with AgentClient(unix=str(sock)) as c:
+            assert value_of(c.request({"SecretKey": "password"}))
+        second = subprocess.run(
+            [SERVE_BIN, "serve", "--secret-agent", "off", "--http", "off", "--unix-socket", str(sock)],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 2 and "in use by another server" in second.stderr
+        assert sock.exists(), "the live server's socket was left alone"
+    finally:
+        assert srv.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "args, env, expected",
+    [
+        (["--secret-agent", "0.0.0.0:0", "--http", "off"], {}, "is not a loopback address"),
+        (["--http", "127.0.0.1:0", "--secret-agent", "off"], {}, "the HTTP front end needs a token"),
+        (["--http", "nonsense"], {}, "'nonsense' is not host:port"),
+        (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.pem"], {}, "does not exist"),
+        (["--http", "off"], {"PYFLYTE_AWSSECRETS_SERVE_BOGUS": "1"}, "unknown serve setting"),
+        (["--http", "off"], {"FLYTE_AWS_SECRETS_CACHE_TTL_SECONDS": "soon"}, "cache_ttl_seconds"),
+        (["--secret-agent", "off", "--http", "off"], {}, "nothing to serve"),
+    ],
+    ids=["non-loopback", "no-token", "bad-endpoint", "tls-missing", "unknown-env", "bad-settings", "all-off"],
+)
+def test_start_up_errors_exit_2_with_a_clear_message(
+    aws_env: dict[str, str], args: list[str], env: dict[str, str], expected: str
+) -> None:
+    r = subprocess.run(
+        [SERVE_BIN, "serve", *args], env=clean_env(**env), capture_output=True, text=True, timeout=30
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert expected in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_address_in_use_is_a_clear_error(tmp_path: Path, secret: Hidden, token: str) -> None:
+    srv = _start(tmp_path, secret, token)
+    try:
+        r = subprocess.run(
+            [SERVE_BIN, "serve", "--http", "off", "--secret-agent", f"127.0.0.1:{srv.sa_port}"],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{srv.sa_port}" in r.stderr
+        assert srv.alive()
+    finally:
+        assert srv.stop() == 0
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and 127.0.0.1, made here (cryptography comes with moto)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def test_tls_on_both_tcp_front_ends(tmp_path: Path, secret: Hidden, token: str) -> None:
+    cert, key = _self_signed(tmp_path)
+    srv = _start(tmp_path, secret, token, "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert srv.bound["tls"] is True
+        client = ssl.create_default_context(cafile=str(cert))
+        with AgentClient(port=srv.sa_port, tls=client) as c:
+            assert value_of(c.request({"SecretKey": "password"})) == secret["password"].encode()
+        status, _, body = http_get(srv.http_port, "/v1/Db", token, tls=client)
+        assert status == 200 and json.loads(body)["SecretString"] == secret["value"]
+        # A plain-text client on the TLS port gets nothing useful and does not hurt the server.
+        with socket.create_connection(("127.0.0.1", srv.sa_port), timeout=5) as s:
+            s.sendall(b"GET /ping HTTP/1.1\r\n\r\n")
+            s.settimeout(5)
+            try:
+                assert b"healthy" not in s.recv(1024)
+            except (ConnectionResetError, TimeoutError):
+                pass
+        assert http_get(srv.http_port, "/ping", None, tls=client)[0] == 200
+    finally:
+        assert srv.stop() == 0
+    srv.assert_log_clean([*CREATED_VALUES, token])
+
+
+def test_connection_limit_and_slow_clients(tmp_path: Path, secret: Hidden, token: str) -> None:
+    srv = _start(tmp_path, secret, token, "--max-connections", "2", "--read-timeout", "1")
+    held: list[socket.socket] = []
+    try:
+        held = [socket.create_connection(("127.0.0.1", srv.sa_port), timeout=5) for _ in range(2)]
+        time.sleep(0.3)
+        # Over the limit: secrets are refused with 429, health checks still answer (3 spare connections).
+        status, _, body = http_get(srv.http_port, "/v1/Db", token)
+        assert (status, body) == (429, b"Connection limit exceeded")
+        assert http_get(srv.http_port, "/ping", None)[0] == 200
+        for s in held:
+            s.close()
+        held = []
+        time.sleep(0.3)
+        assert http_get(srv.http_port, "/v1/Db", token)[0] == 200
+        # A client that starts a message and stalls is answered and cut off after read_timeout (1 s).
+        with AgentClient(port=srv.sa_port) as c:
+            c.send_raw(b"\x51\xde\xc1\xcc\x00\x00\x00\x10{")
+            started = time.monotonic()
+            assert "not received within" in c.read_frame()["Error"]
+            assert c.is_closed_by_server() and time.monotonic() - started < 5
+        # Same for an HTTP request head that never ends (slowloris).
+        with socket.create_connection(("127.0.0.1", srv.http_port), timeout=5) as s:
+            s.sendall(b"GET /ping HTTP/1.1\r\nX-Slow: 1\r\n")
+            started = time.monotonic()
+            assert s.recv(1024) == b"" and time.monotonic() - started < 5
+        with AgentClient(port=srv.sa_port) as c:
+            assert value_of(c.request({}))
+    finally:
+        for s in held:
+            s.close()
+        assert srv.stop() == 0
+
+
+def test_many_concurrent_clients_one_aws_read(
+    tmp_path: Path, secret: Hidden, token: str, counting_proxy: Any
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = _start(tmp_path, secret, token)
+
+    def agent(_: int) -> bytes:
+        with AgentClient(port=srv.sa_port) as c:
+            return value_of(c.request({"SecretKey": "password"}))
+
+    def http(_: int) -> bytes:
+        return http_get(srv.http_port, "/v1/Db", token)[2]
+
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            a = list(pool.map(agent, range(40)))
+            h = list(pool.map(http, range(40)))
+        assert set(a) == {secret["password"].encode()}
+        assert {json.loads(b)["SecretString"] for b in h} == {secret["value"]}
+        reads = counting_proxy.calls["GetSecretValue"] + counting_proxy.calls["BatchGetSecretValue"]
+        assert reads == 1, f"single-flight: 80 concurrent requests, {reads} AWS reads"
+    finally:
+        assert srv.stop() == 0
+    srv.assert_log_clean([*CREATED_VALUES, token])
+
+
+def test_required_tags_apply_to_both_front_ends(
+    tmp_path: Path, secrets_factory: SecretFactory, unique: str, token: str
+) -> None:
+    tagged, _ = secrets_factory.secret(f"serve/tagged-{unique}", {"k": new_value()}, tags={"flyte": "yes"})
+    bare, _ = secrets_factory.secret(f"serve/bare-{unique}", {"k": new_value()})
+    cfg = agent_config(tmp_path / "agent.yaml", {"Tagged": tagged, "Bare": bare})
+    srv = ServeProcess(
+        ["--config", str(cfg), "--http", "127.0.0.1:0"],
+        tmp_path,
+        env=clean_env(PYFLYTE_AWSSECRETS_SERVE_TOKEN=token, FLYTE_AWS_SECRETS_REQUIRED_TAGS='{"flyte": "*"}'),
+    ).wait_ready()
+    try:
+        with AgentClient(port=srv.sa_port) as c:
+            assert value_of(c.request({"Resource": "Tagged", "SecretKey": "k"}))
+            err = c.request({"Resource": "Bare", "SecretKey": "k"})["Error"]
+            assert "required tag 'flyte' is missing" in err
+        status, _, body = http_get(srv.http_port, "/v1/Bare", token)
+        assert status == 400 and json.loads(body)["__type"] == "AccessDeniedException"
+        assert http_get(srv.http_port, "/v1/Tagged", token)[0] == 200
+    finally:
+        assert srv.stop() == 0
+    srv.assert_log_clean([*CREATED_VALUES, token])
+
+
+def test_resources_follow_the_settings_file(
+    tmp_path: Path, secrets_factory: SecretFactory, unique: str, secret: Hidden, token: str
+) -> None:
+    srv = _start(tmp_path, secret, token)
+    try:
+        with AgentClient(port=srv.sa_port) as c:
+            assert "unknown resource 'Later'" in c.request({"Resource": "Later"})["Error"]
+        later = new_value()
+        arn, _ = secrets_factory.secret(f"serve/later-{unique}", later)
+        time.sleep(0.05)  # a distinct modification time
+        agent_config(tmp_path / "agent.yaml", {"Db": secret["arn"], "Later": arn})
+        with AgentClient(port=srv.sa_port) as c:
+            assert value_of(c.request({"Resource": "Later"})) == later.encode()
+        # A file broken while serving: a clear error per request, and the server stays up.
+        (tmp_path / "agent.yaml").write_text("secret-manager: [not, a, mapping\n")
+        with AgentClient(port=srv.sa_port) as c:
+            assert "not valid YAML" in c.request({"Resource": "Db"})["Error"]
+        status, _, body = http_get(srv.http_port, "/healthz", None)
+        assert status == 503 and "not valid YAML" in json.loads(body)["error"]
+        assert http_get(srv.http_port, "/ping", None)[0] == 200, "ping says the process is alive"
+        assert srv.alive()
+    finally:
+        assert srv.stop() == 0
+    srv.assert_log_clean([*CREATED_VALUES, token])
