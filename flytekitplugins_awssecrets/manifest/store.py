@@ -13,7 +13,7 @@ Reads, fewest calls first:
 * parameters under ``path``: ``GetParametersByPath`` (recursive, decrypted, paginated) for values and
   ``DescribeParameters`` (path filter, paginated) for descriptions and KMS keys;
 * only the listed parameters: ``GetParameters`` in batches of 10 and ``DescribeParameters`` filtered by name
-  in batches of 50;
+  in batches of 50, all batches at once on the thread pool;
 * secrets: ``ListSecrets`` (name-prefix filter, paginated; brings descriptions, keys and tags) and
   ``BatchGetSecretValue`` in batches of 20;
 * parameter tags (one ``ListTagsForResource`` each, there is no batch call) only when the file manages tags.
@@ -25,6 +25,7 @@ write never stops the others, and the :class:`SyncReport` says which succeeded a
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -171,37 +172,56 @@ def _ssm_path(m: Manifest) -> str:
 
 
 def _read_parameters(m: Manifest, clients: Clients, scope: Scope) -> dict[str, dict[str, Any]]:
+    """Values, types, descriptions and KMS keys of the manifest's parameters, read concurrently.
+
+    Every read is independent of the others, so they all run on the pool at once: the wall time is that of
+    the longest chain of pages, not the sum of every call (500 parameters are 50 ``GetParameters`` calls
+    and 10 or more ``DescribeParameters`` pages; one after the other they cost 60 round trips).
+    """
     ssm = clients.ssm
-    found: dict[str, dict[str, Any]] = {}
     path = _ssm_path(m)
+
+    def values_by_path() -> list[dict[str, Any]]:
+        pages = ssm.get_paginator("get_parameters_by_path").paginate(
+            Path=path, Recursive=True, WithDecryption=True, PaginationConfig={"PageSize": 10}
+        )
+        return [p for page in pages for p in page.get("Parameters", [])]
+
+    def metas_by_path() -> list[dict[str, Any]]:
+        pages = ssm.get_paginator("describe_parameters").paginate(
+            ParameterFilters=[{"Key": "Path", "Option": "Recursive", "Values": [path]}],
+            PaginationConfig={"PageSize": 50},
+        )
+        return [p for page in pages for p in page.get("Parameters", [])]
+
+    def values_of(batch: Sequence[str]) -> list[dict[str, Any]]:
+        return list(ssm.get_parameters(Names=list(batch), WithDecryption=True).get("Parameters", []))
+
+    def metas_of(batch: Sequence[str]) -> list[dict[str, Any]]:
+        # Names that do not exist are simply not returned: no need to wait for the values to know which do.
+        pages = ssm.get_paginator("describe_parameters").paginate(
+            ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": list(batch)}],
+            PaginationConfig={"PageSize": 50},
+        )
+        return [p for page in pages for p in page.get("Parameters", [])]
+
+    if scope == "path":
+        value_reads: list[Callable[[], list[dict[str, Any]]]] = [values_by_path]
+        meta_reads: list[Callable[[], list[dict[str, Any]]]] = [metas_by_path]
+    else:
+        names = [parameter_full_name(m.path, p.name) for p in m.parameters]
+        value_reads = [functools.partial(values_of, b) for b in _chunks(names, GET_PARAMETERS_BATCH)]
+        meta_reads = [functools.partial(metas_of, b) for b in _chunks(names, DESCRIBE_FILTER_BATCH)]
+    reads = value_reads + meta_reads
     try:
-        if scope == "path":
-            for page in ssm.get_paginator("get_parameters_by_path").paginate(
-                Path=path, Recursive=True, WithDecryption=True, PaginationConfig={"PageSize": 10}
-            ):
-                for p in page.get("Parameters", []):
-                    found[p["Name"]] = {"Type": p["Type"], "Value": p["Value"]}
-            meta_pages = ssm.get_paginator("describe_parameters").paginate(
-                ParameterFilters=[{"Key": "Path", "Option": "Recursive", "Values": [path]}],
-                PaginationConfig={"PageSize": 50},
-            )
-            metas = [p for page in meta_pages for p in page.get("Parameters", [])]
-        else:
-            names = [parameter_full_name(m.path, p.name) for p in m.parameters]
-            for batch in _chunks(names, GET_PARAMETERS_BATCH):
-                resp = ssm.get_parameters(Names=list(batch), WithDecryption=True)
-                for p in resp.get("Parameters", []):
-                    found[p["Name"]] = {"Type": p["Type"], "Value": p["Value"]}
-            metas = []
-            present = [n for n in names if n in found]
-            for batch in _chunks(present, DESCRIBE_FILTER_BATCH):
-                for page in ssm.get_paginator("describe_parameters").paginate(
-                    ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": list(batch)}]
-                ):
-                    metas.extend(page.get("Parameters", []))
+        with ThreadPoolExecutor(max_workers=max(1, min(clients.concurrency, len(reads)))) as pool:
+            results = list(pool.map(lambda read: read(), reads))
     except Exception as e:  # noqa: BLE001 - one typed error for every AWS/network failure
         raise _aws(f"SSM parameters under {path}", e) from None
-    for meta in metas:
+    found: dict[str, dict[str, Any]] = {}
+    for p in (p for got in results[: len(value_reads)] for p in got):
+        found[p["Name"]] = {"Type": p["Type"], "Value": p["Value"]}
+    for meta in (meta for got in results[len(value_reads) :] for meta in got):
         if meta["Name"] in found:
             found[meta["Name"]]["Description"] = meta.get("Description", "")
             found[meta["Name"]]["KeyId"] = meta.get("KeyId")
