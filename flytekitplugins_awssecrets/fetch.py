@@ -41,6 +41,10 @@ class Fetched:
     arn: str = ""
     version_id: str = ""
     tags: dict[str, str] | None = None
+    #: What Secrets Manager says of the version it returned (``serve`` answers in GetSecretValue's shape).
+    name: str = ""
+    version_stages: tuple[str, ...] | None = None
+    created_date: float | None = None
 
     @property
     def binary(self) -> bool:
@@ -148,7 +152,21 @@ def _get_one(client: Any, ref: SecretRef) -> Fetched | AwsSecretsError:
         r = client.get_secret_value(**kwargs)
     except Exception as e:  # noqa: BLE001 - every failure becomes a typed, value-free error
         return translate_error(ref, e, "GetSecretValue")
-    return Fetched(_payload(r), str(r.get("ARN", "")), str(r.get("VersionId", "")))
+    return _fetched_secret(r)
+
+
+def _fetched_secret(item: Any) -> Fetched:
+    """A GetSecretValue answer or a BatchGetSecretValue item (the same fields) as :class:`Fetched`."""
+    stages = item.get("VersionStages")
+    created = item.get("CreatedDate")
+    return Fetched(
+        _payload(item),
+        str(item.get("ARN", "")),
+        str(item.get("VersionId", "")),
+        name=str(item.get("Name", "")),
+        version_stages=tuple(str(s) for s in stages) if isinstance(stages, list) else None,
+        created_date=created.timestamp() if hasattr(created, "timestamp") else None,
+    )
 
 
 Job = Callable[[], Result]
@@ -201,9 +219,7 @@ def _batch(client: Any, refs: Sequence[SecretRef]) -> Result:
             if cand is not None and str(cand.get("ARN", "")).startswith(r.arn + "-"):
                 item = cand
         if item is not None:
-            out[r.fetch_id] = Fetched(
-                _payload(item), str(item.get("ARN", "")), str(item.get("VersionId", ""))
-            )
+            out[r.fetch_id] = _fetched_secret(item)
         elif r.arn in errors:
             entry = errors[r.arn]
             out[r.fetch_id] = error_from_code(

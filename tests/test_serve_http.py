@@ -10,6 +10,7 @@ import base64
 import http.client
 import json
 import secrets
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,8 @@ def test_get_secret_value_shape(server: ServeProcess, secret: Hidden, token: str
         assert doc["SecretString"] == secret["value"]
         assert doc["VersionStages"] == ["AWSCURRENT"]
         assert doc["VersionId"] and "SecretBinary" not in doc
+        # The version's creation time as Secrets Manager reports it (epoch seconds, like AWS's agent).
+        assert isinstance(doc["CreatedDate"], float) and abs(doc["CreatedDate"] - time.time()) < 3600
 
 
 def test_path_style_and_keep_alive(server: ServeProcess, secret: Hidden, token: str) -> None:
@@ -172,6 +175,8 @@ def test_refresh_now_and_version_stage(
     assert prev["SecretString"] == secret["value"] and prev["VersionStages"] == ["AWSPREVIOUS"]
     pinned = json.loads(_get(server, token, secretId=secret["arn"], versionId=prev["VersionId"])[2])
     assert pinned["SecretString"] == secret["value"] and pinned["VersionId"] == prev["VersionId"]
+    # Stages of a version asked for by id come from Secrets Manager, not from the request.
+    assert pinned["VersionStages"] == ["AWSPREVIOUS"]
 
 
 def test_binary_secret(tmp_path: Path, secrets_factory: SecretFactory, unique: str, token: str) -> None:

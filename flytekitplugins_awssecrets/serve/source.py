@@ -15,7 +15,6 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from datetime import datetime
 
 from flytekitplugins_awssecrets.errors import AwsSecretsError, JsonKeyNotFoundError, SecretFetchError
 from flytekitplugins_awssecrets.extract import extract_json_key
@@ -51,17 +50,15 @@ class Served:
 
     @classmethod
     def from_fetched(cls, ref: SecretRef, f: Fetched) -> Served:
-        # Fetched may grow these fields (GetSecretValue and BatchGetSecretValue return them); use them then.
-        name = getattr(f, "name", None) or secret_name_from_arn(f.arn or (ref.arn if ref.service else ""))
-        stages = getattr(f, "version_stages", None)
+        # Secrets Manager reports name, stages and date; SSM parameters have none of them.
+        name = f.name or secret_name_from_arn(f.arn or (ref.arn if ref.service else ""))
+        stages = f.version_stages
         if stages is None:
             if ref.version_stage:
                 stages = (ref.version_stage,)
             elif not ref.version_id:
                 stages = ("AWSCURRENT",)  # an unpinned read is, by definition, of the current version
-        created = getattr(f, "created_date", None)
-        if isinstance(created, datetime):
-            created = created.timestamp()
+        created = f.created_date
         return cls(
             ref=ref,
             value=f.value,
@@ -131,7 +128,7 @@ class SecretSource:
         region = (
             resolver.settings.region
             or os.environ.get("AWS_REGION")
-            or resolver.factory.base_session().region_name
+            or resolver.factory.base_session().get_config_variable("region")
         )
         if not region:
             raise SecretFetchError(
