@@ -1,0 +1,80 @@
+"""Run every benchmark, print the results table and write the chart.
+
+    .venv/bin/python -m benchmarks                       # everything, 20 ms per request, docs/benchmarks.png
+    .venv/bin/python -m benchmarks --only P2,P3          # some scenarios
+    .venv/bin/python -m benchmarks --latency-ms 50       # a slower network
+    .venv/bin/python -m benchmarks --quick --latency-ms 0 --no-chart   # smoke run (single runs, no claims)
+
+Exit status: 0 when every goal is met, 1 when one is missed (so CI can gate on it), 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import os
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.harness import ROOT, Options, Results, aws_stand_in, print_table
+
+SCENARIOS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
+
+
+def parse(argv: list[str]) -> Options:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    p.add_argument("--latency-ms", type=float, default=20.0, help="delay added to every AWS request (20)")
+    p.add_argument("--only", default="", help="comma-separated scenario ids, e.g. P2,P3 (default: all)")
+    p.add_argument("--quick", action="store_true", help="one run per timing: a smoke test, not a measurement")
+    p.add_argument("--chart", type=Path, default=ROOT / "docs" / "benchmarks.png", help="PNG to write")
+    p.add_argument("--no-chart", action="store_true", help="do not write the chart")
+    a = p.parse_args(argv)
+    only = frozenset(s.strip().upper() for s in a.only.split(",") if s.strip())
+    unknown = sorted(only - set(SCENARIOS))
+    if unknown:
+        p.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    if a.latency_ms < 0:
+        p.error("--latency-ms must be >= 0")
+    return Options(latency_ms=a.latency_ms, only=only, quick=a.quick, chart=None if a.no_chart else a.chart)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse(sys.argv[1:] if argv is None else argv)
+    from benchmarks import imports, manifest_sync, memory, pod, resolution
+
+    # A pod's image has the plugin installed with its bytecode compiled (pip compiles on install). A
+    # checkout run with PYTHONDONTWRITEBYTECODE set would instead recompile the plugin's sources in every
+    # child process and charge that to the plugin in P1, P5 and P7.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    for package in ("flytekitplugins_awssecrets", "benchmarks", "tests"):
+        compileall.compile_dir(ROOT / package, quiet=1)
+    results = Results()
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]  # other work on the machine shows up in every timing: say how much
+    if opts.wants("P1"):
+        imports.run(opts, results)  # no AWS needed: before the server takes a core
+    with aws_stand_in(opts.latency_ms / 1000) as aws:
+        resolution.run(aws, opts, results)
+        if opts.wants("P5"):
+            pod.run(aws, opts, results)
+        if opts.wants("P6"):
+            aws.server.reset()  # SSM reads list the whole region in moto: start from an empty one
+            manifest_sync.run(aws, opts, results)
+        if opts.wants("P7"):
+            memory.run(aws, opts, results)
+    results.notes.append(
+        f"whole run: {time.monotonic() - started:.0f} s; 1-minute load average {load_before:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after, on {os.cpu_count()} cores"
+    )
+    print_table(results, opts)
+    if opts.chart is not None:
+        from benchmarks.chart import write_chart
+
+        write_chart(results, opts, opts.chart)
+        print(f"chart: {opts.chart}")
+    return 1 if any(r.passed is False for r in results.rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""P1: what the plugin adds to ``import flytekit``, the cost every Flyte process pays whether or not it uses
+AWS secrets; and whether that import pulls in boto3 (it must not: boto3 costs ~0.3-0.5 s to import).
+
+Each run is a fresh interpreter (``benchmarks.children import-time``). The plugin's share is the time spent
+loading its entry point inside ``import flytekit``, measured in the same run as the total; runs with the
+entry point skipped (flytekit alone) are interleaved and shown for comparison -- their difference from the
+runs with the plugin is below the run-to-run noise of a 1 s import, which is why the share is measured
+directly rather than as that difference.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+
+from benchmarks.harness import ROOT, Options, Results, Row, ms
+
+GOAL_SHARE = 0.02
+
+
+def _child(skip_plugin: bool) -> dict[str, float | bool]:
+    args = [sys.executable, "-m", "benchmarks.children", "import-time"]
+    if skip_plugin:
+        args.append("--skip-plugin")
+    p = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    data: dict[str, float | bool] = json.loads(p.stdout.strip().splitlines()[-1])
+    return data
+
+
+def run(opts: Options, results: Results) -> None:
+    _child(False)  # the first import after an install writes .pyc files: not what a pod pays
+    with_plugin, alone = [], []
+    for _ in range(opts.repeats(9)):
+        with_plugin.append(_child(False))
+        alone.append(_child(True))
+    total = statistics.median(float(r["total"]) for r in with_plugin)
+    plugin = statistics.median(float(r["plugin"]) for r in with_plugin)
+    share = plugin / total
+    flytekit_alone = statistics.median(float(r["total"]) for r in alone)
+    boto3 = any(bool(r["boto3"]) or bool(r["botocore"]) for r in with_plugin)
+    loaded = all(bool(r["plugin_loaded"]) for r in with_plugin)
+    results.series["P1"] = {"plugin": plugin, "total": total, "flytekit alone": flytekit_alone}
+    results.add(
+        Row(
+            "P1",
+            "plugin's share of `import flytekit`",
+            f"{ms(plugin)} of {ms(total)} = {share:.1%}",
+            f"flytekit alone {ms(flytekit_alone)} (entry point skipped)",
+            f"<= {GOAL_SHARE:.0%}",
+            share <= GOAL_SHARE and loaded,
+            short=f"{share:.1%} of import flytekit",
+        )
+    )
+    results.add(
+        Row(
+            "P1",
+            "boto3/botocore imported by `import flytekit`",
+            "yes" if boto3 else "no",
+            "-",
+            "no",
+            not boto3,
+            short="boto3 imported" if boto3 else "boto3 not imported",
+        )
+    )

@@ -1,0 +1,1 @@
+"""Tasks that P5 serialises with ``pyflyte serialize`` and runs with ``pyflyte-execute``, as a pod would."""

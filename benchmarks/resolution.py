@@ -1,0 +1,216 @@
+"""P2-P4: resolving secrets in one process, cold and warm, against what people use today.
+
+* P2: 1, 10, 40 and 100 secrets in one region, cold (``reset_process_state()`` and new clients before each
+  run), by the plugin (``get_secret_values``), by a loop of boto3 ``get_secret_value`` calls, and by AWS's
+  ``aws-secretsmanager-caching`` ``SecretCache`` (``DescribeSecret`` + ``GetSecretValue`` per secret).
+  Every contender builds its boto3 client inside the timed region: a task starts without one.
+* P3: 40 secrets, half in us-east-1 and half in eu-west-1, cold; compared with P2 at 40, run interleaved
+  with it so that both see the same machine load.
+* P4: the P2 secrets again in the same process, within the cache TTL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from benchmarks.harness import AwsStandIn, Options, Results, Row, Sample, ms, new_value, ratio, timed
+
+SIZES = (1, 10, 40, 100)
+GOAL_CALLS_AT_40 = 2
+GOAL_SPEEDUP_AT_40 = 10.0
+GOAL_TWO_REGIONS = 1.3
+
+
+def create_secrets(
+    aws: AwsStandIn, prefix: str, n: int, region: str = "us-east-1", size: int = 32
+) -> list[str]:
+    """Create ``n`` secrets of ``size`` random characters straight in moto; return their full ARNs."""
+    sm = aws.setup_client("secretsmanager", region)
+
+    def one(i: int) -> str:
+        value = new_value(size)
+        return str(sm.create_secret(Name=f"{prefix}/s{i:03d}", SecretString=value)["ARN"])
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def plugin_cold(arns: list[str]) -> Callable[[], Any]:
+    """The plugin as a task start uses it: no cache, no clients, settings read again."""
+
+    def run() -> Any:
+        from flytekitplugins_awssecrets import get_secret_values
+        from flytekitplugins_awssecrets.resolver import reset_process_state
+
+        reset_process_state()
+        values = get_secret_values(list(arns))
+        assert len(values) == len(arns)
+        return values
+
+    return run
+
+
+def plugin_warm_clients(arns: list[str]) -> Callable[[], Any]:
+    """The plugin with its clients already built but an empty cache: the fetch design alone."""
+
+    def run() -> Any:
+        from flytekitplugins_awssecrets import get_secret_values
+        from flytekitplugins_awssecrets.resolver import get_resolver
+
+        get_resolver().cache.clear()
+        return get_secret_values(list(arns))
+
+    return run
+
+
+def boto3_sequential(arns: list[str]) -> Callable[[], Any]:
+    """What most task code does: one client, one ``get_secret_value`` per secret."""
+
+    def run() -> Any:
+        import boto3
+
+        sm = boto3.session.Session().client("secretsmanager", region_name="us-east-1")
+        return [sm.get_secret_value(SecretId=a)["SecretString"] for a in arns]
+
+    return run
+
+
+def secret_cache(arns: list[str]) -> Callable[[], Any]:
+    """AWS's caching library, cold: it checks each secret's versions (DescribeSecret) then reads it."""
+
+    def run() -> Any:
+        import boto3
+        from aws_secretsmanager_caching import SecretCache, SecretCacheConfig  # type: ignore[import-untyped]
+
+        sm = boto3.session.Session().client("secretsmanager", region_name="us-east-1")
+        cache = SecretCache(config=SecretCacheConfig(), client=sm)
+        return [cache.get_secret_string(a) for a in arns]
+
+    return run
+
+
+def run(aws: AwsStandIn, opts: Options, results: Results) -> None:
+    want2, want3, want4 = opts.wants("P2"), opts.wants("P3"), opts.wants("P4")
+    if not (want2 or want3 or want4):
+        return
+    sizes = SIZES if want2 else (40,)
+    arns = {n: create_secrets(aws, f"p2-{n}", n) for n in sizes}
+    proxy = aws.proxy
+    with aws.in_process():
+        # Imports (boto3, the plugin's resolver, the caching library) happen once per process: not timed.
+        import aws_secretsmanager_caching  # noqa: F401
+
+        plugin_cold(arns[sizes[0]][:1])()
+        boto3_sequential(arns[sizes[0]][:1])()
+        series: dict[str, dict[int, Sample]] = {"plugin": {}, "boto3 loop": {}, "SecretCache": {}}
+        if want2:
+            for n in sizes:
+                # Slow contenders run fewer times at large sizes: their spread is small next to their mean.
+                reps = opts.repeats(5 if n <= 10 else 3)
+                for name, make in (
+                    ("plugin", plugin_cold),
+                    ("boto3 loop", boto3_sequential),
+                    ("SecretCache", secret_cache),
+                ):
+                    sample = Sample()
+                    for _ in range(reps):
+                        timed(make(arns[n]), proxy, sample)
+                    series[name][n] = sample
+            results.series["P2"] = {
+                name: {n: (s.median, s.calls_median) for n, s in by_n.items()}
+                for name, by_n in series.items()
+            }
+            _p2_rows(series, results)
+            if 40 in sizes:
+                _p2_detail(aws, opts, results, arns[40])
+        if want3:
+            _p3(aws, opts, results, arns[40])
+        if want4:
+            _p4(aws, results, arns[max(sizes)])
+
+
+def _p2_rows(series: dict[str, dict[int, Sample]], results: Results) -> None:
+    for n in SIZES:
+        p, seq, sc = series["plugin"][n], series["boto3 loop"][n], series["SecretCache"][n]
+        speed = ratio(seq.median, p.median)
+        value = f"{ms(p.median)}, {p.calls_median} calls"
+        comparison = (
+            f"boto3 loop {ms(seq.median)} / {seq.calls_median} calls ({speed:.1f}x); "
+            f"SecretCache {ms(sc.median)} / {sc.calls_median} calls ({ratio(sc.median, p.median):.1f}x)"
+        )
+        if n == 40:
+            ok = p.calls_median <= GOAL_CALLS_AT_40 and speed >= GOAL_SPEEDUP_AT_40
+            goal = f"<= {GOAL_CALLS_AT_40} calls, >= {GOAL_SPEEDUP_AT_40:g}x faster than loop"
+        else:
+            ok, goal = None, "-"
+        short = f"{speed:.1f}x faster than loop, {p.calls_median} calls"
+        results.add(Row("P2", f"{n} secrets, 1 region, cold", value, comparison, goal, ok, short))
+
+
+def _p2_detail(aws: AwsStandIn, opts: Options, results: Results, arns: list[str]) -> None:
+    """Split P2 at 40 into what both sides pay (building a boto3 client) and the fetch itself."""
+    import boto3
+
+    build, plugin, loop = Sample(), Sample(), Sample()
+    plugin_cold(arns[:1])()  # the resolver's clients exist from here on
+    sm = boto3.session.Session().client("secretsmanager", region_name="us-east-1")
+    for _ in range(opts.repeats(5)):
+        timed(lambda: boto3.session.Session().client("secretsmanager", region_name="us-east-1"), into=build)
+        timed(plugin_warm_clients(arns), aws.proxy, plugin)
+        timed(lambda: [sm.get_secret_value(SecretId=a) for a in arns], aws.proxy, loop)
+    results.series["P2 detail"] = {"client": build.median, "plugin": plugin.median, "loop": loop.median}
+    results.add(
+        Row(
+            "P2",
+            "40 secrets, clients already built (fetch only)",
+            f"{ms(plugin.median)}, {plugin.calls_median} calls",
+            f"boto3 loop {ms(loop.median)} ({ratio(loop.median, plugin.median):.1f}x); "
+            f"building one boto3 client: {ms(build.median)}",
+            "-",
+            None,
+        )
+    )
+
+
+def _p3(aws: AwsStandIn, opts: Options, results: Results, one_region: list[str]) -> None:
+    two_regions = create_secrets(aws, "p3", 20, "us-east-1") + create_secrets(aws, "p3", 20, "eu-west-1")
+    one, two = Sample(), Sample()
+    for _ in range(opts.repeats(7)):
+        timed(plugin_cold(one_region), aws.proxy, one)
+        timed(plugin_cold(two_regions), aws.proxy, two)
+    r = ratio(two.median, one.median)
+    results.series["P3"] = {"one region": one.median, "two regions": two.median}
+    results.add(
+        Row(
+            "P3",
+            "40 secrets, 2 regions, cold",
+            f"{ms(two.median)}, {two.calls_median} calls",
+            f"1 region {ms(one.median)} / {one.calls_median} calls: {r:.2f}x",
+            f"<= {GOAL_TWO_REGIONS:g}x",
+            r <= GOAL_TWO_REGIONS,
+            short=f"{r:.2f}x the time of one region",
+        )
+    )
+
+
+def _p4(aws: AwsStandIn, results: Results, arns: list[str]) -> None:
+    from flytekitplugins_awssecrets import get_secret_values
+
+    timed(plugin_cold(arns))  # fill the cache, as the first task of the process would
+    warm = Sample()
+    for _ in range(5):
+        timed(lambda: get_secret_values(list(arns)), aws.proxy, warm)
+    calls = max(warm.calls)
+    results.add(
+        Row(
+            "P4",
+            f"{len(arns)} secrets again, same process, within TTL",
+            f"{calls} calls, {ms(warm.median)}",
+            "-",
+            "0 calls",
+            calls == 0,
+            short=f"{calls} calls",
+        )
+    )

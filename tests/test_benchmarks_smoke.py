@@ -1,0 +1,70 @@
+"""The benchmark harness runs end to end in its reduced mode: one run per timing, no added latency.
+
+Not a timed test: nothing here asserts a duration (those are the benchmark's business, on a quiet machine,
+with ``python -m benchmarks``). It checks that the command starts its own moto server and proxy, prints the
+table, counts calls at the server, and that the one goal that does not depend on timing holds: resolving the
+same secrets again within the TTL makes no API call (P4).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytest.importorskip("matplotlib", reason="benchmark dependencies: pip install -e '.[bench]'")
+pytest.importorskip("aws_secretsmanager_caching", reason="benchmark dependencies: pip install -e '.[bench]'")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYTE_AWS_SECRETS_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    env["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+
+
+def _row(out: str, scenario: str) -> list[str]:
+    """The cells of the first table row of ``scenario`` (rich draws cells between '│')."""
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells and cells[0] == scenario:
+            return cells
+    raise AssertionError(f"no {scenario} row in:\n{out}")
+
+
+def test_quick_run_prints_the_table_and_p4_makes_no_call(tmp_path: Path) -> None:
+    chart = tmp_path / "chart.png"
+    p = _run("--only", "P2,P4", "--quick", "--latency-ms", "0", "--chart", str(chart))
+    # 0: every goal met, 1: some goal missed (timing goals mean nothing at zero latency in one run).
+    assert p.returncode in (0, 1), p.stderr[-3000:]
+    out = p.stdout
+    assert "flytekitplugins-awssecrets benchmarks" in out
+    for header in ("measure", "value", "compared with", "goal", "result"):
+        assert header in out
+    p2 = _row(out, "P2")
+    assert "calls" in p2[2] and "boto3 loop" in p2[3]
+    p4 = _row(out, "P4")
+    assert p4[2].startswith("0 calls"), p4
+    assert p4[5] == "PASS"
+    # Only what was asked for ran.
+    for other in ("P1", "P3", "P5", "P6", "P7"):
+        assert f"│ {other} " not in out
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_scenario_is_a_usage_error() -> None:
+    p = _run("--only", "P9", "--no-chart")
+    assert p.returncode == 2
+    assert "unknown scenario" in p.stderr and "P9" in p.stderr
