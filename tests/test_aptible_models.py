@@ -148,26 +148,24 @@ def test_registering_the_connector_on_import_flytekit_is_cheap() -> None:
     }
 
 
-def test_the_connector_registers_when_flytekit_loads_it_as_a_plugin_entry_point() -> None:
-    """As ``flytekit.plugins`` would load it during ``import flytekit`` (the entry point the lead adds)."""
+def test_the_connector_registers_through_the_installed_entry_point() -> None:
+    """A plain ``import flytekit`` registers the connector: the package's own ``flytekit.plugins`` entry point
+    (``awssecrets-aptible``), as ``pyflyte serve connector`` relies on without ``--modules``."""
     code = (
-        "import importlib.metadata as md\n"
-        "orig = md.entry_points\n"
-        "def eps(**kw):\n"
-        "    found = orig(**kw)\n"
-        "    if kw.get('group') != 'flytekit.plugins':\n"
-        "        return found\n"
-        "    mine = md.EntryPoint('awssecrets-aptible', 'flytekitplugins_awssecrets.aptible.connector',\n"
-        "                         'flytekit.plugins')\n"
-        "    return [*found, mine]\n"
-        "md.entry_points = eps\n"
+        "import sys, importlib.metadata as md\n"
+        "names = [e.name for e in md.entry_points(group='flytekit.plugins')]\n"
         "import flytekit\n"
         "from flytekit.extend.backend.base_connector import ConnectorRegistry\n"
+        "print(names)\n"
         "print([a.name for a in ConnectorRegistry.list_connectors()])\n"
+        "print('boto3' in sys.modules, 'httpx' in sys.modules)\n"
     )
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "Aptible Access Connector" in p.stdout
+    names, connectors, heavy = p.stdout.strip().splitlines()[-3:]
+    assert "'awssecrets-aptible'" in names
+    assert "Aptible Access Connector" in connectors
+    assert heavy == "False False"  # registering imports neither boto3 nor the Aptible client's httpx
 
 
 def test_connector_settings_do_not_upset_the_core_settings(monkeypatch: pytest.MonkeyPatch) -> None:
