@@ -19,38 +19,24 @@ from __future__ import annotations
 
 import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import ROOT, AwsStandIn, Options, Results, Row, Sample, ms
+from benchmarks.harness import AwsStandIn, Options, Results, Row, Sample, ms
 from benchmarks.resolution import create_secrets
+from tests.support.pod import run_pod as run_pod_command
+from tests.support.pod import serialize_tasks
 
-BIN = Path(sys.executable).parent
 BUDGET_S = 0.250
 TASKS = ("with_secrets", "without_secrets", "boto3_client_only", "boto3_loop")
 
 
 def serialize(env: dict[str, str], folder: Path) -> dict[str, Any]:
     """Task specs by short task name, from ``pyflyte serialize`` of :mod:`benchmarks.pod_tasks`."""
-    from flyteidl.admin import task_pb2
-
-    folder.mkdir(parents=True)
-    args = [str(BIN / "pyflyte"), "--pkgs", "benchmarks.pod_tasks", "serialize"]
-    args += ["--image", "registry.example/app:1", "workflows", "-f", str(folder)]
-    p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    if p.returncode != 0:
-        raise RuntimeError(f"pyflyte serialize failed:\n{p.stderr[-3000:]}")
-    specs: dict[str, Any] = {}
-    for name in TASKS:
-        (f,) = folder.glob(f"*.tasks.{name}_*.pb")
-        spec = task_pb2.TaskSpec()
-        spec.ParseFromString(f.read_bytes())
-        specs[name] = spec
-    return specs
+    specs = serialize_tasks("benchmarks.pod_tasks", folder, env, *(f"*.tasks.{name}_*.pb" for name in TASKS))
+    return {name: specs[f"benchmarks.pod_tasks.tasks.{name}"] for name in TASKS}
 
 
 def run_pod(spec: Any, work: Path, env: dict[str, str]) -> int:
@@ -59,19 +45,7 @@ def run_pod(spec: Any, work: Path, env: dict[str, str]) -> int:
 
     if work.exists():
         shutil.rmtree(work)
-    (work / "out").mkdir(parents=True)
-    inputs = work / "inputs.pb"
-    inputs.write_bytes(literals_pb2.LiteralMap().SerializeToString())
-    subs = {
-        "{{.input}}": str(inputs),
-        "{{.outputPrefix}}": str(work / "out"),
-        "{{.rawOutputDataPrefix}}": str(work / "raw"),
-        "{{.checkpointOutputPrefix}}": str(work / "ckpt"),
-        "{{.prevCheckpointPrefix}}": "",
-    }
-    args = [subs.get(a, a) for a in spec.template.container.args]
-    args[0] = str(BIN / args[0])
-    p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    p = run_pod_command(spec, work, env)
     out = work / "out" / "outputs.pb"
     if p.returncode != 0 or not out.exists():
         # The task prints no values; the error document names references, never values.

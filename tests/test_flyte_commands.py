@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, remember
+from tests.support.pod import run_pod, serialize_tasks
 
 BIN = Path(sys.executable).parent
 
@@ -93,34 +94,7 @@ def test_pyflyte_run_reports_every_failing_reference(aws_env: dict[str, str], un
 
 
 def _serialize(folder: Path, env: dict[str, str]) -> dict[str, Any]:
-    from flyteidl.admin import task_pb2
-
-    folder.mkdir()
-    p = subprocess.run(
-        [
-            str(BIN / "pyflyte"),
-            "--pkgs",
-            "examples",
-            "serialize",
-            "--image",
-            "registry.example/app:1",
-            "workflows",
-            "-f",
-            str(folder),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
-    specs = {}
-    for f in folder.glob("*.call_api_*.pb"):  # task files; workflow files hold another message type
-        spec = task_pb2.TaskSpec()
-        spec.ParseFromString(f.read_bytes())
-        specs[spec.template.id.name] = spec
-    return specs
+    return serialize_tasks("examples", folder, env, "*.call_api_*.pb")
 
 
 def test_serialized_spec_keeps_aws_requests_from_the_k8s_webhook(
@@ -141,33 +115,13 @@ def test_serialized_spec_keeps_aws_requests_from_the_k8s_webhook(
     ]
 
 
-def _run_pod(spec: Any, work: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run the container's command from the task spec the way a pod would, on local paths."""
-    from flyteidl.core import literals_pb2
-
-    (work / "out").mkdir(parents=True)
-    inputs = work / "inputs.pb"
-    inputs.write_bytes(literals_pb2.LiteralMap().SerializeToString())
-    subs = {
-        "{{.input}}": str(inputs),
-        "{{.outputPrefix}}": str(work / "out"),
-        "{{.rawOutputDataPrefix}}": str(work / "raw"),
-        "{{.checkpointOutputPrefix}}": str(work / "ckpt"),
-        "{{.prevCheckpointPrefix}}": "",
-    }
-    args = [subs.get(a, a) for a in spec.template.container.args]
-    assert args[0] == "pyflyte-execute"
-    args[0] = str(BIN / "pyflyte-execute")
-    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_pod_runs_pyflyte_execute_from_the_spec(
     aws_env: dict[str, str], demo_secrets: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     prefix, values = demo_secrets
     env = _env(aws_env, DEMO_SECRET_PREFIX=prefix)
     spec = _serialize(tmp_path / "spec", env)["examples.secrets_demo.call_api"]
-    p = _run_pod(spec, tmp_path / "pod", env)
+    p = run_pod(spec, tmp_path / "pod", env)
     assert p.returncode == 0, p.stderr[-3000:]
     out_dir = tmp_path / "pod" / "out"
     assert not (out_dir / "error.pb").exists(), (out_dir / "error.pb").read_bytes()[:2000]
@@ -190,7 +144,7 @@ def test_pod_failure_is_a_user_error_naming_the_references(
 ) -> None:
     env = _env(aws_env, DEMO_SECRET_PREFIX=f"gone{unique}")
     spec = _serialize(tmp_path / "spec", env)["examples.secrets_demo.call_api"]
-    _run_pod(spec, tmp_path / "pod", env)
+    run_pod(spec, tmp_path / "pod", env)
     from flyteidl.core import errors_pb2, execution_pb2
 
     doc = errors_pb2.ErrorDocument()
@@ -226,7 +180,7 @@ def test_pod_in_webhook_mode_reads_the_mounted_files(
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(value)
         env.update(FLYTE_AWS_SECRETS_WEBHOOK_DIR=str(mounted), AWS_ENDPOINT_URL=proxy.url)
-        p = _run_pod(spec, tmp_path / "pod", env)
+        p = run_pod(spec, tmp_path / "pod", env)
         assert p.returncode == 0, p.stderr[-3000:]
         from flyteidl.core import literals_pb2
 

@@ -29,6 +29,7 @@ from flytekitplugins_awssecrets import (
 )
 from flytekitplugins_awssecrets.leakguard import LeakScanner
 from tests.conftest import ROOT, new_value
+from tests.support.pod import run_pod, serialize_tasks
 from tests.support.proxy import CountingProxy, Faults
 
 BIN = Path(sys.executable).parent
@@ -100,22 +101,9 @@ def test_leak_guard_can_be_turned_off(
 
 
 def _serialize_and_run(env: dict[str, str], tmp: Path, task_name: str) -> Path:
-    from flyteidl.admin import task_pb2
-    from flyteidl.core import literals_pb2
-
-    (tmp / "spec").mkdir(parents=True)
-    subprocess.run(
-        [str(BIN / "pyflyte"), "--pkgs", "tests.workflows", "serialize", "--image", "x:1", "workflows", "-f", str(tmp / "spec")],
-        cwd=ROOT, env=env, check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    spec = task_pb2.TaskSpec()
-    spec.ParseFromString(next((tmp / "spec").glob(f"*.{task_name}_*.pb")).read_bytes())
-    (tmp / "out").mkdir()
-    (tmp / "in.pb").write_bytes(literals_pb2.LiteralMap().SerializeToString())
-    subs = {"{{.input}}": str(tmp / "in.pb"), "{{.outputPrefix}}": str(tmp / "out"), "{{.rawOutputDataPrefix}}": str(tmp / "raw"), "{{.checkpointOutputPrefix}}": str(tmp / "ck"), "{{.prevCheckpointPrefix}}": ""}  # fmt: skip
-    args = [subs.get(a, a) for a in spec.template.container.args]
-    args[0] = str(BIN / "pyflyte-execute")
-    p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    specs = serialize_tasks("tests.workflows", tmp / "spec", env, f"*.{task_name}_*.pb")
+    (spec,) = specs.values()
+    p = run_pod(spec, tmp, env)
     (tmp / "log.txt").write_text(p.stdout + p.stderr)
     return tmp / "out"
 

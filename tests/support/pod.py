@@ -1,0 +1,69 @@
+"""Serialise tasks as ``pyflyte serialize`` does for a cluster, and run a task spec's container command the
+way a pod runs it: ``pyflyte-execute`` with inputs, outputs and raw data on local paths.
+
+Used by the tests (the pod path of resolution and of the leak guard) and by the P5 benchmark, so that both
+exercise exactly what a cluster would run.
+
+Example::
+
+    specs = serialize_tasks("examples", folder, env, "*.call_api_*.pb")
+    p = run_pod(specs["examples.secrets_demo.call_api"], work, env)   # work/out/outputs.pb or error.pb
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def serialize_tasks(package: str, folder: Path, env: dict[str, str], *patterns: str) -> dict[str, Any]:
+    """Task specs (``flyteidl.admin.task_pb2.TaskSpec``) by task name, from ``pyflyte serialize`` of ``package``.
+
+    ``patterns`` (globs) pick the task files: workflow files in the same folder hold another message type.
+    """
+    from flyteidl.admin import task_pb2
+
+    folder.mkdir(parents=True)
+    args = [str(BIN / "pyflyte"), "--pkgs", package, "serialize", "--image", "registry.example/app:1"]
+    p = subprocess.run(
+        [*args, "workflows", "-f", str(folder)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"pyflyte serialize failed:\n{p.stderr[-3000:]}")
+    specs: dict[str, Any] = {}
+    for f in sorted({f for pattern in patterns for f in folder.glob(pattern)}):
+        spec = task_pb2.TaskSpec()
+        spec.ParseFromString(f.read_bytes())
+        specs[spec.template.id.name] = spec
+    return specs
+
+
+def run_pod(spec: Any, work: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the spec's container command on local paths under ``work`` (no inputs); outputs land in work/out."""
+    from flyteidl.core import literals_pb2
+
+    (work / "out").mkdir(parents=True)
+    inputs = work / "inputs.pb"
+    inputs.write_bytes(literals_pb2.LiteralMap().SerializeToString())
+    subs = {
+        "{{.input}}": str(inputs),
+        "{{.outputPrefix}}": str(work / "out"),
+        "{{.rawOutputDataPrefix}}": str(work / "raw"),
+        "{{.checkpointOutputPrefix}}": str(work / "ckpt"),
+        "{{.prevCheckpointPrefix}}": "",
+    }
+    args = [subs.get(a, a) for a in spec.template.container.args]
+    if args[0] != "pyflyte-execute":
+        raise ValueError(f"the container command is {args[0]!r}, not pyflyte-execute")
+    args[0] = str(BIN / "pyflyte-execute")
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
