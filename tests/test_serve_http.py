@@ -111,10 +111,32 @@ def test_token_and_request_rules(server: ServeProcess, secret: Hidden, token: st
     status, _, body = http_get(server.http_port, "/v1/Db", token, headers={"X-Forwarded-For": "10.0.0.1"})
     assert (status, body) == (400, b"Forwarded")
     assert http_get(server.http_port, "/v1/Db", token, method="POST")[::2] == (405, b"Not allowed")
-    # Health checks need no token.
-    assert http_get(server.http_port, "/ping", None)[::2] == (200, b"healthy")
-    status, _, body = http_get(server.http_port, "/healthz", None)
+    # Health checks too carry the token: /healthz shows what the server serves and its cache counters.
+    for path in ("/ping", "/healthz"):
+        assert http_get(server.http_port, path, None)[::2] == (403, b"Bad Token")
+        assert http_get(server.http_port, path, "wrong-token")[::2] == (403, b"Bad Token")
+    assert http_get(server.http_port, "/ping", token)[::2] == (200, b"healthy")
+    status, _, body = http_get(server.http_port, "/healthz", token)
     assert status == 200 and json.loads(body)["status"] == "ok"
+
+
+def test_open_health_answers_probes_without_the_token(tmp_path: Path, secret: Hidden, token: str) -> None:
+    """For a probe that cannot send a header (as AWS's agent's /ping): health checks only, never secrets."""
+    cfg = agent_config(tmp_path / "agent.yaml", {"Db": secret["arn"]})
+    (tmp_path / "token").write_text(token + "\n")
+    srv = ServeProcess(
+        ["--config", str(cfg), "--secret-agent", "off", "--http", "127.0.0.1:0"],
+        tmp_path,
+        env=clean_env(AWS_TOKEN=f"file://{tmp_path / 'token'}", PYFLYTE_AWSSECRETS_SERVE_OPEN_HEALTH="true"),
+    ).wait_ready()
+    try:
+        assert http_get(srv.http_port, "/ping", None)[::2] == (200, b"healthy")
+        assert http_get(srv.http_port, "/healthz", None)[0] == 200
+        assert http_get(srv.http_port, "/v1/Db", None)[::2] == (403, b"Bad Token")
+        assert http_get(srv.http_port, "/v1/Db", token)[0] == 200
+    finally:
+        assert srv.stop() == 0
+    srv.assert_log_clean([*CREATED_VALUES, token])
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,7 @@ def test_both_front_ends_share_one_cache(
         # refreshNow goes to AWS, and refreshes the entry the other front end reads.
         assert http_get(srv.http_port, "/v1/Db?refreshNow=1", token)[0] == 200
         assert counting_proxy.calls["GetSecretValue"] + counting_proxy.calls["BatchGetSecretValue"] == 2
-        stats = json.loads(http_get(srv.http_port, "/healthz", None)[2])["cache"]
+        stats = json.loads(http_get(srv.http_port, "/healthz", token)[2])["cache"]
         assert stats["loads"] >= 2 and stats["hits"] >= 3
     finally:
         assert srv.stop() == 0
@@ -234,7 +234,7 @@ def test_tls_on_both_tcp_front_ends(tmp_path: Path, secret: Hidden, token: str) 
                 assert b"healthy" not in s.recv(1024)
             except (ConnectionResetError, TimeoutError):
                 pass
-        assert http_get(srv.http_port, "/ping", None, tls=client)[0] == 200
+        assert http_get(srv.http_port, "/ping", token, tls=client)[0] == 200
     finally:
         assert srv.stop() == 0
     srv.assert_log_clean([*CREATED_VALUES, token])
@@ -249,7 +249,7 @@ def test_connection_limit_and_slow_clients(tmp_path: Path, secret: Hidden, token
         # Over the limit: secrets are refused with 429, health checks still answer (3 spare connections).
         status, _, body = http_get(srv.http_port, "/v1/Db", token)
         assert (status, body) == (429, b"Connection limit exceeded")
-        assert http_get(srv.http_port, "/ping", None)[0] == 200
+        assert http_get(srv.http_port, "/ping", token)[0] == 200
         for s in held:
             s.close()
         held = []
@@ -342,9 +342,9 @@ def test_resources_follow_the_settings_file(
         (tmp_path / "agent.yaml").write_text("secret-manager: [not, a, mapping\n")
         with AgentClient(port=srv.sa_port) as c:
             assert "not valid YAML" in c.request({"Resource": "Db"})["Error"]
-        status, _, body = http_get(srv.http_port, "/healthz", None)
+        status, _, body = http_get(srv.http_port, "/healthz", token)
         assert status == 503 and "not valid YAML" in json.loads(body)["error"]
-        assert http_get(srv.http_port, "/ping", None)[0] == 200, "ping says the process is alive"
+        assert http_get(srv.http_port, "/ping", token)[0] == 200, "ping says the process is alive"
         assert srv.alive()
     finally:
         assert srv.stop() == 0

@@ -61,6 +61,12 @@ def _setup_logging(level: str) -> None:
     default=None,
     help="Allow listening on addresses other than loopback (logged as a warning).",
 )
+@click.option(
+    "--open-health",
+    is_flag=True,
+    default=None,
+    help="Answer /ping and /healthz without the token (for probes that cannot send a header).",
+)
 @click.option("--max-body-bytes", type=int, help="Largest Secret Agent request body [65536].")
 @click.option("--max-connections", type=int, help="Concurrent connections, all front ends [800].")
 @click.option("--read-timeout", type=float, help="Seconds a connection may stay silent [60].")

@@ -104,6 +104,9 @@ class ServeConfig(BaseModel):
         ``file://``) is read, then ``/var/run/awssmatoken``; the HTTP front end does not start without one.
       allow_non_loopback (False): listening on an address other than loopback is refused unless this is
         true, and then logged as a warning at start.
+      open_health (False): ``/ping`` and ``/healthz`` answer without the token, as AWS's agent's ``/ping``
+        does, for probes that cannot send a header. Off by default: every request carries the token, and
+        ``/healthz`` (front ends, cache counters) tells nothing to a process that does not hold it.
       tls_cert, tls_key (None): PEM files; when both are set, both TCP listeners speak TLS (1.2 or later).
         The Unix socket never does (file permissions protect it).
 
@@ -141,6 +144,7 @@ class ServeConfig(BaseModel):
     token: SecretStr | None = None
     token_file: str | None = None
     allow_non_loopback: bool = False
+    open_health: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
 

@@ -8,9 +8,10 @@ Requests (HTTP/1.1, keep-alive, GET only):
   Manager ARN (full or partial), a configured alias, or a secret name (in the settings' region and the
   caller's account; aliases win over names). ``refreshNow`` (true/false/1/0) skips the cache.
 * ``GET /ping``: 200 ``healthy``; ``GET /healthz``: 200 JSON with the front ends and cache counters. Both
-  are health checks and, as in AWS's agent, need no token.
+  are health checks; they need the token too unless ``open_health`` is set (AWS's agent answers
+  ``/ping`` without one).
 
-Every other request must carry the token in ``X-Aws-Parameters-Secrets-Token`` (or ``X-Vault-Token``, as
+Every request must carry the token in ``X-Aws-Parameters-Secrets-Token`` (or ``X-Vault-Token``, as
 AWS's agent also accepts), and no ``X-Forwarded-For`` header; the checks come in AWS's order:
 
 ====== ============================================ ===================================
@@ -306,6 +307,8 @@ async def route(ctx: Context, method: str, target: str, headers: dict[str, str])
     if path in ("/ping", "/healthz"):
         if method not in ("GET", "HEAD"):
             return _text(405, "Not allowed")
+        if not ctx.config.open_health and not _token_ok(ctx, headers):
+            return _text(403, "Bad Token")
         return _text(200, "healthy") if path == "/ping" else health(ctx)
     if ctx.over_limit:
         return _text(429, "Connection limit exceeded", close=True)
