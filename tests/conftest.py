@@ -24,6 +24,9 @@ sys.path.insert(0, str(ROOT))
 from tests.support.leakcheck import CREATED_VALUES  # noqa: E402  (see tests/support/leakcheck.py)
 from tests.support.moto_server import MotoServer, aws_test_env, start_moto_server  # noqa: E402
 
+# Shared fixtures of the Aptible tests (bot credentials, a seeded fake Aptible server).
+pytest_plugins = ["tests.support.aptible_fixtures"]
+
 
 def new_value(prefix: str = "sv") -> str:
     """A random secret value, recorded for the leak check."""

@@ -23,7 +23,7 @@ from flytekitplugins_awssecrets.aptible.errors import (
     AptibleUnavailableError,
     MfaRequiredError,
 )
-from tests.conftest import fingerprint, new_value
+from tests.conftest import new_value
 from tests.support.fake_aptible import (
     ADA,
     ADMIN_ROLE,
@@ -37,18 +37,6 @@ from tests.support.fake_aptible import (
 )
 
 FAST = AptibleClientSettings(backoff_initial_seconds=0.01, backoff_max_seconds=0.05, timeout_seconds=5)
-
-
-class Password(str):
-    """The bot password; its repr is a fingerprint so a failing test's report never shows it."""
-
-    def __repr__(self) -> str:
-        return f"<password {fingerprint(str(self))}>"
-
-
-@pytest.fixture
-def bot_password() -> str:
-    return Password(new_value("aptible-pw"))
 
 
 @pytest.fixture

@@ -26,15 +26,13 @@ from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, identifier_pb2
 from flyteidl.service.agent_pb2_grpc import AsyncAgentServiceStub
 
-from tests.conftest import ROOT, fingerprint, new_value
+from tests.conftest import ROOT
 from tests.support.fake_aptible import (
     ADA,
     ADMIN_ROLE,
     BOB,
     ORG,
     FakeAptible,
-    standard_seed,
-    start_fake_aptible,
 )
 from tests.support.moto_server import free_port
 
@@ -47,11 +45,6 @@ RUNNING, SUCCEEDED, FAILED = (
 )
 
 
-class Password(str):
-    def __repr__(self) -> str:
-        return f"<password {fingerprint(str(self))}>"
-
-
 @dataclass
 class Connector:
     process: subprocess.Popen[bytes]
@@ -62,23 +55,6 @@ class Connector:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-@pytest.fixture
-def bot_password() -> str:
-    return Password(new_value("aptible-pw"))
-
-
-@pytest.fixture
-def bot_email(unique: str) -> str:
-    return f"bot-{unique}@example.com"
-
-
-@pytest.fixture
-def fake(tmp_path: Path, bot_password: str, bot_email: str) -> Iterator[FakeAptible]:
-    server = start_fake_aptible(standard_seed(bot_password, bot_email=bot_email), str(tmp_path / "seed.json"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

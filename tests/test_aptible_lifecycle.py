@@ -39,7 +39,6 @@ from flytekitplugins_awssecrets.aptible.errors import (
     UnknownTargetError,
 )
 from flytekitplugins_awssecrets.aptible.models import AptibleTaskConfig, IdentitySpec
-from tests.conftest import fingerprint, new_value
 from tests.support.fake_aptible import (
     ADA,
     ADMIN_ROLE,
@@ -59,11 +58,6 @@ from tests.support.fake_aptible import (
 CREDS = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sym/main/aptible-bot-credentials-AbCdEf"
 FAST = AptibleClientSettings(backoff_initial_seconds=0.01, backoff_max_seconds=0.05, max_attempts=3)
 MISSING_ROLE = "99999999-0000-4000-8000-000000000999"
-
-
-class Password(str):
-    def __repr__(self) -> str:
-        return f"<password {fingerprint(str(self))}>"
 
 
 def identity_by_handle(email: str) -> str | None:
@@ -89,11 +83,6 @@ def strategy(max_duration: timedelta = timedelta(hours=1)) -> AptibleAccessStrat
         ],
         max_duration=max_duration,
     )
-
-
-@pytest.fixture
-def bot_password() -> str:
-    return Password(new_value("aptible-pw"))
 
 
 @pytest.fixture

@@ -12,46 +12,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, fingerprint, new_value
+from tests.conftest import ROOT
 from tests.support.fake_aptible import (
     ADA,
     ADMIN_ROLE,
     ORG,
     RO_ROLE,
     FakeAptible,
-    standard_seed,
-    start_fake_aptible,
 )
 
 BIN = Path(sys.executable).parent
 ADA_EMAIL = "ada.lovelace@example.com"
-
-
-class Password(str):
-    def __repr__(self) -> str:
-        return f"<password {fingerprint(str(self))}>"
-
-
-@pytest.fixture
-def bot_password() -> str:
-    return Password(new_value("aptible-pw"))
-
-
-@pytest.fixture
-def bot_email(unique: str) -> str:
-    return f"bot-{unique}@example.com"
-
-
-@pytest.fixture
-def fake(tmp_path: Path, bot_password: str, bot_email: str) -> Iterator[FakeAptible]:
-    server = start_fake_aptible(standard_seed(bot_password, bot_email=bot_email), str(tmp_path / "seed.json"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture
