@@ -76,7 +76,7 @@ def test_single_resource_is_the_default_and_unix_socket(
     value = new_value()
     arn, _ = secrets_factory.secret(f"serve/only-{unique}", {"password": value})
     sock = tmp_path / "agent.sock"
-    cfg = agent_config(tmp_path / "agent.yaml", {"Only": arn}, unix={"path": str(sock)})
+    cfg = agent_config(tmp_path / "agent.yaml", {"Only": arn}, uds={"socket-path": str(sock)})
     srv = ServeProcess(["--config", str(cfg), "--http", "off"], tmp_path).wait_ready()
     try:
         assert srv.bound["unix_socket"] == str(sock)
