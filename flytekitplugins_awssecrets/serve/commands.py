@@ -82,7 +82,7 @@ def _setup_logging(level: str) -> None:
 @click.option(
     "--max-unauthenticated",
     type=int,
-    help="Connections not yet authenticated; the oldest is closed when more arrive [16].",
+    help="Connections not yet authenticated; the oldest is closed when more arrive [128].",
 )
 @click.option(
     "--header-timeout", type=float, help="Seconds an unauthenticated connection gets per request [5]."

@@ -135,7 +135,7 @@ class ServeConfig(BaseModel):
         more are answered with 429 (HTTP) or an error frame, then closed. Health checks get 3 extra. An HTTP
         connection is authenticated once a request carries the token; a Secret Agent connection (the
         protocol has no authentication) once it has sent a well-formed request.
-      max_unauthenticated (16): connections not yet authenticated, kept apart from max_connections; when
+      max_unauthenticated (128): connections not yet authenticated, kept apart from max_connections; when
         one more arrives, the oldest is closed, so idle or token-less connections can never lock out
         clients that have the token.
       header_timeout (5.0): seconds a connection that is not authenticated gets for each request head or
@@ -179,7 +179,7 @@ class ServeConfig(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, ge=64, le=16 * 1024 * 1024)
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
     max_connections: int = Field(default=800, ge=1, le=100_000)
-    max_unauthenticated: int = Field(default=16, ge=1, le=10_000)
+    max_unauthenticated: int = Field(default=128, ge=1, le=10_000)
     header_timeout: float = Field(default=5.0, gt=0, le=600)
     read_timeout: float = Field(default=60.0, gt=0, le=3600)
     shutdown_grace: float = Field(default=5.0, ge=0, le=300)
