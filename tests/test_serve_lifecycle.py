@@ -4,7 +4,6 @@ counted server side)."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import secrets
 import signal
@@ -27,6 +26,7 @@ from tests.support.serve_clients import (
     agent_config,
     clean_env,
     http_get,
+    self_signed,
     value_of,
 )
 
@@ -176,48 +176,8 @@ def test_address_in_use_is_a_clear_error(tmp_path: Path, secret: Hidden, token: 
         assert srv.stop() == 0
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    """A certificate for localhost and 127.0.0.1, made here (cryptography comes with moto)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 def test_tls_on_both_tcp_front_ends(tmp_path: Path, secret: Hidden, token: str) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     srv = _start(tmp_path, secret, token, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         assert srv.bound["tls"] is True
