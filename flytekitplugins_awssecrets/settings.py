@@ -195,21 +195,27 @@ def from_secret_agent(doc: dict[str, Any], path: str) -> dict[str, Any]:
     where = f"file {path}"
     for k in doc:
         if k not in SECRET_AGENT_SECTIONS:
-            raise SettingsError(str(k), where, f"not a Secret Agent section; known: {list(SECRET_AGENT_SECTIONS)}")
+            raise SettingsError(
+                str(k), where, f"not a Secret Agent section; known: {list(SECRET_AGENT_SECTIONS)}"
+            )
     manager = doc.get("secret-manager") or {}
     if not isinstance(manager, dict):
         raise SettingsError("secret-manager", where, "must be a mapping")
     for k in manager:
         if k != "aws":
             raise SettingsError(
-                f"secret-manager.{k}", where, "this plugin reads AWS Secrets Manager only (secret-manager.aws)"
+                f"secret-manager.{k}",
+                where,
+                "this plugin reads AWS Secrets Manager only (secret-manager.aws)",
             )
     aws = manager.get("aws") or {}
     if not isinstance(aws, dict):
         raise SettingsError("secret-manager.aws", where, "must be a mapping")
     for k in aws:
         if k not in SECRET_AGENT_AWS_KEYS:
-            raise SettingsError(f"secret-manager.aws.{k}", where, f"unknown key; known: {list(SECRET_AGENT_AWS_KEYS)}")
+            raise SettingsError(
+                f"secret-manager.aws.{k}", where, f"unknown key; known: {list(SECRET_AGENT_AWS_KEYS)}"
+            )
     if "convert-to-base64" in aws and not isinstance(aws["convert-to-base64"], bool):
         raise SettingsError("secret-manager.aws.convert-to-base64", where, "must be true or false")
     for section in ("service", "log"):

@@ -164,7 +164,9 @@ def test_a_tcp_only_file_serves_only_the_secret_agent_protocol(workdir: Path) ->
     cfg, settings = _load(DATA / "tcp_only.yml")
     assert (cfg.secret_agent, cfg.http, cfg.unix_socket) == ("127.0.0.1:3005", "off", None)
     assert cfg.convert_to_base64 is False, "Aerospike's default"
-    assert settings.aliases == {"TestingSecret": "arn:aws:secretsmanager:us-west-1:999999999999:secret:TestingSecret-tN6s2j"}
+    assert settings.aliases == {
+        "TestingSecret": "arn:aws:secretsmanager:us-west-1:999999999999:secret:TestingSecret-tN6s2j"
+    }
     cfg, _ = _load(DATA / "uds_only.yml")
     assert (cfg.secret_agent, cfg.http, cfg.unix_socket) == ("off", "off", "secret-agent.sock")
     # Options still win: the HTTP front end can be added to a file that has none.
@@ -204,7 +206,10 @@ def test_bad_values_name_the_key(workdir: Path) -> None:
     doc = yaml.safe_load((DATA / "tcp_only.yml").read_text())
     f = workdir / "bad.yml"
     for key, mutate in (
-        ("secret-manager.aws.convert-to-base64", lambda d: d["secret-manager"]["aws"].update({"convert-to-base64": "maybe"})),
+        (
+            "secret-manager.aws.convert-to-base64",
+            lambda d: d["secret-manager"]["aws"].update({"convert-to-base64": "maybe"}),
+        ),
         ("log.level", lambda d: d["log"].update({"level": "loud"})),
         ("service.tcp.endpoint", lambda d: d["service"]["tcp"].update({"endpoint": "nonsense"})),
         ("service.tcp.tls", lambda d: d["service"]["tcp"].update({"tls": {"cert-file": "cert.pem"}})),
@@ -269,7 +274,11 @@ def test_token_from_aws_agents_environment_variables_in_order(tmp_path: Path) ->
 def test_token_file_readable_by_others_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     f = tmp_path / "tok"
     f.write_text("t0ken\n")
-    for mode, expected in ((0o644, "readable by every user"), (0o640, "readable by its group"), (0o600, None)):
+    for mode, expected in (
+        (0o644, "readable by every user"),
+        (0o640, "readable by its group"),
+        (0o600, None),
+    ):
         f.chmod(mode)
         caplog.clear()
         with caplog.at_level(logging.WARNING):

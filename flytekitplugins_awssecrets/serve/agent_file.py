@@ -108,7 +108,9 @@ def serve_fields(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[s
                     raise _unknown(f"service.tcp.{k}", path, ["endpoint", "tls"])
             if "endpoint" not in tcp:
                 raise SettingsError("service.tcp.endpoint", f"file {path}", "is mandatory in a tcp section")
-            put("secret_agent", _string(tcp["endpoint"], "service.tcp.endpoint", path), "service.tcp.endpoint")
+            put(
+                "secret_agent", _string(tcp["endpoint"], "service.tcp.endpoint", path), "service.tcp.endpoint"
+            )
             tls = _mapping(tcp.get("tls"), "service.tcp.tls", path)
             names = {"cert-file": "tls_cert", "key-file": "tls_key", "ca-file": "tls_ca"}
             for k in tls:
@@ -117,7 +119,9 @@ def serve_fields(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[s
                 put(names[k], _string(tls[k], f"service.tcp.tls.{k}", path), f"service.tcp.tls.{k}")
             if tls and not ("cert-file" in tls and "key-file" in tls):
                 raise SettingsError(
-                    "service.tcp.tls", f"file {path}", "needs both cert-file and key-file (ca-file is optional)"
+                    "service.tcp.tls",
+                    f"file {path}",
+                    "needs both cert-file and key-file (ca-file is optional)",
                 )
         elif section == "uds":
             uds = _mapping(service["uds"], "service.uds", path)
@@ -125,8 +129,14 @@ def serve_fields(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[s
                 if k != "socket-path":
                     raise _unknown(f"service.uds.{k}", path, ["socket-path"])
             if "socket-path" not in uds:
-                raise SettingsError("service.uds.socket-path", f"file {path}", "is mandatory in a uds section")
-            put("unix_socket", _string(uds["socket-path"], "service.uds.socket-path", path), "service.uds.socket-path")
+                raise SettingsError(
+                    "service.uds.socket-path", f"file {path}", "is mandatory in a uds section"
+                )
+            put(
+                "unix_socket",
+                _string(uds["socket-path"], "service.uds.socket-path", path),
+                "service.uds.socket-path",
+            )
         elif section in ("http", "https"):
             raise SettingsError(f"service.{section}", f"file {path}", _REST)
         else:
@@ -141,21 +151,29 @@ def serve_fields(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[s
             raise SettingsError("log.level", f"file {path}", f"must be one of {sorted(_LEVELS)}")
         put("log_level", _LEVELS[level.lower()], "log.level")
 
-    aws = (doc.get("secret-manager") or {}).get("aws") if isinstance(doc.get("secret-manager"), dict) else None
+    aws = (
+        (doc.get("secret-manager") or {}).get("aws") if isinstance(doc.get("secret-manager"), dict) else None
+    )
     if isinstance(aws, dict) and "convert-to-base64" in aws:
         value = aws["convert-to-base64"]
         if not isinstance(value, bool):
-            raise SettingsError("secret-manager.aws.convert-to-base64", f"file {path}", "must be true or false")
+            raise SettingsError(
+                "secret-manager.aws.convert-to-base64", f"file {path}", "must be true or false"
+            )
         put("convert_to_base64", value, "secret-manager.aws.convert-to-base64")
 
     additions = _mapping(doc.get(ADDITIONS), ADDITIONS, path)
     for k in additions:
         if k not in ("serve", "settings"):
-            raise SettingsError(f"{ADDITIONS}.{k}", f"file {path}", "unknown section; known: ['serve', 'settings']")
+            raise SettingsError(
+                f"{ADDITIONS}.{k}", f"file {path}", "unknown section; known: ['serve', 'settings']"
+            )
     for k, v in _mapping(additions.get("serve"), f"{ADDITIONS}.serve", path).items():
         name = str(k).replace("-", "_")
         key = f"{ADDITIONS}.serve.{k}"
         if name in origin and not origin[name].endswith("(not configured there)"):
-            raise SettingsError(key, f"file {path}", f"is also set by {origin[name].split(' key ')[-1]}; set it once")
+            raise SettingsError(
+                key, f"file {path}", f"is also set by {origin[name].split(' key ')[-1]}; set it once"
+            )
         put(name, v, key)
     return fields, origin

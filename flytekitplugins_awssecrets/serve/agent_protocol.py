@@ -23,10 +23,9 @@ connection stays usable.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import struct
-
-import binascii
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 

@@ -307,7 +307,11 @@ def _token_ok(ctx: Context, headers: dict[str, str]) -> bool:
 
 
 async def route(
-    ctx: Context, method: str, target: str, headers: dict[str, str], writer: asyncio.StreamWriter | None = None
+    ctx: Context,
+    method: str,
+    target: str,
+    headers: dict[str, str],
+    writer: asyncio.StreamWriter | None = None,
 ) -> Response:
     path, _, query = target.partition("?")
     token_ok = _token_ok(ctx, headers)

@@ -127,7 +127,9 @@ async def handle_connection(ctx: Context, reader: asyncio.StreamReader, writer: 
             continue
         ctx.authenticate(writer)
         if ctx.over_limit:
-            logger.warning("secret-agent %s: connection limit (%d) exceeded", peer, ctx.config.max_connections)
+            logger.warning(
+                "secret-agent %s: connection limit (%d) exceeded", peer, ctx.config.max_connections
+            )
             await _send(writer, error_frame("connection limit exceeded; retry later"))
             return
         frame, outcome = await ctx.blocking(lambda req=req: answer(ctx, req))  # type: ignore[misc]
