@@ -288,3 +288,20 @@ def test_token_file_readable_by_others_is_a_warning(tmp_path: Path, caplog: pyte
         else:
             assert "readable" not in caplog.text
         assert "t0ken" not in caplog.text
+
+
+def test_a_token_written_in_a_readable_file_is_a_warning(
+    workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    doc = yaml.safe_load((DATA / "tcp_only.yml").read_text())
+    doc["x-awssecrets"] = {"serve": {"http": "127.0.0.1:0", "token": "in-the-file-t0ken"}}
+    f = workdir / "agent.yml"
+    f.write_text(yaml.safe_dump(doc))
+    for mode, warned in ((0o644, True), (0o600, False)):
+        f.chmod(mode)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            cfg = load_serve_config({}, {}, str(f))
+        assert read_token(cfg, {})[0] == "in-the-file-t0ken"
+        assert ("readable by other users" in caplog.text) is warned
+        assert "in-the-file-t0ken" not in caplog.text

@@ -30,11 +30,14 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flytekitplugins_awssecrets.errors import SettingsError
 
 __all__ = ["ADDITIONS", "is_secret_agent_doc", "read_doc", "serve_fields"]
+
+logger = logging.getLogger(__name__)
 
 #: The section holding this project's additions; Aerospike's agent has no such key.
 ADDITIONS = "x-awssecrets"
@@ -53,6 +56,25 @@ _REST = (
     "Aerospike's REST secrets API and Prometheus metrics are not implemented by this server; for an HTTP "
     f"API use {ADDITIONS}.serve.http (AWS Secrets Manager Agent's API) or remove the section"
 )
+
+
+def _warn_if_readable(path: str, key: str) -> None:
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        logger.warning(
+            "%s holds %s and is readable by other users (mode %o): they can read secrets over HTTP; "
+            "run: chmod 600 %s (or use token_file)",
+            path,
+            key,
+            stat.S_IMODE(mode),
+            path,
+        )
 
 
 def is_secret_agent_doc(doc: object) -> bool:
@@ -168,7 +190,10 @@ def serve_fields(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[s
             raise SettingsError(
                 f"{ADDITIONS}.{k}", f"file {path}", "unknown section; known: ['serve', 'settings']"
             )
-    for k, v in _mapping(additions.get("serve"), f"{ADDITIONS}.serve", path).items():
+    serve = _mapping(additions.get("serve"), f"{ADDITIONS}.serve", path)
+    if "token" in serve:
+        _warn_if_readable(path, f"{ADDITIONS}.serve.token")
+    for k, v in serve.items():
         name = str(k).replace("-", "_")
         key = f"{ADDITIONS}.serve.{k}"
         if name in origin and not origin[name].endswith("(not configured there)"):

@@ -61,9 +61,12 @@ class Context:
         while len(self._pending) > self.config.max_unauthenticated:
             oldest, _ = self._pending.popitem(last=False)
             self.evicted += 1
-            logger.info(
-                "%d unauthenticated connections (max_unauthenticated): closing the oldest",
-                self.config.max_unauthenticated + 1,
+            # Warn once, then count (in /healthz): a flood of connections must not flood the log too.
+            logger.log(
+                logging.WARNING if self.evicted == 1 else logging.DEBUG,
+                "more than %d unauthenticated connections (max_unauthenticated): closing the oldest; "
+                "further closings are counted in /healthz",
+                self.config.max_unauthenticated,
             )
             transport = oldest.transport
             if transport is not None and not transport.is_closing():
