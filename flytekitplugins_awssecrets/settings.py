@@ -167,28 +167,72 @@ _FIELDS = list(Settings.model_fields)
 _JSON_FIELDS = {"required_tags", "account_roles", "aliases", "assume_role"}
 
 
+#: Top-level keys of a Secret Agent file: Aerospike's three sections and this project's additions.
+SECRET_AGENT_SECTIONS = ("service", "secret-manager", "log", "x-awssecrets")
+#: Keys of ``secret-manager.aws``: Aerospike's, and ``session-token`` (a project addition kept for files
+#: that already use it; Aerospike reads session tokens from the shared credentials file only).
+SECRET_AGENT_AWS_KEYS = (
+    "region",
+    "resources",
+    "access-key-id",
+    "secret-access-key",
+    "assume-role",
+    "convert-to-base64",
+    "session-token",
+)
+
+
 def from_secret_agent(doc: dict[str, Any], path: str) -> dict[str, Any]:
     """Translate a Secret Agent configuration file (seed 004) into settings fields.
 
     ``secret-manager.aws`` gives ``region``, ``resources`` (-> aliases), ``access-key-id``,
-    ``secret-access-key`` and ``assume-role``; the ``service`` and ``log`` sections are ignored with a notice
-    (``pyflyte-awssecrets serve`` reads ``service`` itself).
+    ``secret-access-key``, ``session-token`` and ``assume-role``; ``convert-to-base64`` is checked (true or
+    false) and only changes what ``pyflyte-awssecrets serve`` sends (tasks get the stored value as it is).
+    ``x-awssecrets.settings`` holds any other settings field (``cache_ttl_seconds: 60``), the project's
+    addition. ``service``, ``log`` and ``x-awssecrets.serve`` configure ``pyflyte-awssecrets serve``, which
+    checks them; any other key is refused, naming it.
     """
-    aws = ((doc.get("secret-manager") or {}).get("aws")) or {}
-    if not isinstance(aws, dict):
-        raise SettingsError("secret-manager.aws", f"file {path}", "must be a mapping")
-    known = {"region", "resources", "access-key-id", "secret-access-key", "assume-role", "session-token"}
-    for k in aws:
-        if k not in known:
+    where = f"file {path}"
+    for k in doc:
+        if k not in SECRET_AGENT_SECTIONS:
             raise SettingsError(
-                f"secret-manager.aws.{k}", f"file {path}", f"unknown key; known: {sorted(known)}"
+                str(k), where, f"not a Secret Agent section; known: {list(SECRET_AGENT_SECTIONS)}"
             )
+    manager = doc.get("secret-manager") or {}
+    if not isinstance(manager, dict):
+        raise SettingsError("secret-manager", where, "must be a mapping")
+    for k in manager:
+        if k != "aws":
+            raise SettingsError(
+                f"secret-manager.{k}",
+                where,
+                "this plugin reads AWS Secrets Manager only (secret-manager.aws)",
+            )
+    aws = manager.get("aws") or {}
+    if not isinstance(aws, dict):
+        raise SettingsError("secret-manager.aws", where, "must be a mapping")
+    for k in aws:
+        if k not in SECRET_AGENT_AWS_KEYS:
+            raise SettingsError(
+                f"secret-manager.aws.{k}", where, f"unknown key; known: {list(SECRET_AGENT_AWS_KEYS)}"
+            )
+    if "convert-to-base64" in aws and not isinstance(aws["convert-to-base64"], bool):
+        raise SettingsError("secret-manager.aws.convert-to-base64", where, "must be true or false")
     for section in ("service", "log"):
         if section in doc:
             logger.info(
-                "settings file %s: section %r is not used for secret resolution; ignored", path, section
+                "settings file %s: section %r is not used for secret resolution; pyflyte-awssecrets serve reads it",
+                path,
+                section,
             )
     out: dict[str, Any] = {}
+    additions = doc.get("x-awssecrets") or {}
+    if not isinstance(additions, dict):
+        raise SettingsError("x-awssecrets", where, "must be a mapping")
+    extra = additions.get("settings") or {}
+    if not isinstance(extra, dict):
+        raise SettingsError("x-awssecrets.settings", where, "must be a mapping of settings fields")
+    out.update({str(k).replace("-", "_"): v for k, v in extra.items()})
     if "region" in aws:
         out["region"] = aws["region"]
     if "resources" in aws:
@@ -201,6 +245,12 @@ def from_secret_agent(doc: dict[str, Any], path: str) -> dict[str, Any]:
         out["session_token"] = aws["session-token"]
     if "assume-role" in aws:
         out["assume_role"] = aws["assume-role"]
+    for k in extra:
+        name = str(k).replace("-", "_")
+        if name in out and out[name] is not extra[k]:
+            raise SettingsError(
+                f"x-awssecrets.settings.{k}", where, "is also set by a secret-manager.aws key; set it once"
+            )
     return out
 
 
