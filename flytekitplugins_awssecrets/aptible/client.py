@@ -28,6 +28,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,7 +42,9 @@ from flytekitplugins_awssecrets.aptible.errors import (
     AptibleApiError,
     AptibleAuthError,
     AptibleUnavailableError,
+    LoginRateLimitedError,
     MfaRequiredError,
+    ShortReadError,
 )
 from flytekitplugins_awssecrets.aptible.models import DEFAULT_AUTH_URL
 
@@ -52,6 +56,7 @@ __all__ = [
     "AptibleMembership",
     "clear_token_cache",
     "link_id",
+    "parse_time",
 ]
 
 
@@ -65,6 +70,7 @@ class AptibleClientSettings(BaseSettings):
     * ``token_lifetime_seconds`` (3600): the ``expires_in`` asked for at login.
     * ``token_refresh_margin_seconds`` (120): a cached token is replaced this long before it expires.
     * ``max_pages`` (1000): a guard against a ``_links.next`` loop.
+    * ``retry_after_max_seconds`` (60): the longest ``Retry-After`` honoured before a retry.
 
     Example::
 
@@ -81,6 +87,7 @@ class AptibleClientSettings(BaseSettings):
     token_lifetime_seconds: int = Field(default=3600, ge=60)
     token_refresh_margin_seconds: float = Field(default=120, ge=0)
     max_pages: int = Field(default=1000, ge=1)
+    retry_after_max_seconds: float = Field(default=60.0, ge=0)
 
 
 def link_id(link: Any) -> str:
@@ -149,6 +156,8 @@ class AptibleMembership(BaseModel):
     user_id: str
     role_id: str = ""
     privileged: bool = False
+    #: Aptible's ``created_at`` (``None`` when absent or unparseable): tells a grant from standing access.
+    created_at: datetime | None = None
 
     @classmethod
     def from_api(cls, body: dict[str, Any], role_id: str = "") -> AptibleMembership:
@@ -158,7 +167,36 @@ class AptibleMembership(BaseModel):
             user_id=link_id(links.get("user")).lower(),
             role_id=(link_id(links.get("role")) or role_id).lower(),
             privileged=bool(body.get("privileged", False)),
+            created_at=parse_time(body.get("created_at")),
         )
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An Aptible timestamp (``2024-01-02T03:04:05.000Z``) as an aware datetime, or ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or ``None``."""
+    raw = resp.headers.get("Retry-After")
+    if not raw:
+        return None
+    raw = raw.strip()
+    if raw.isdigit():
+        return float(raw)
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 @dataclass
@@ -192,6 +230,16 @@ def _error_fields(resp: httpx.Response) -> tuple[str, str]:
     return str(body.get("error") or ""), str(body.get("message") or body.get("error_description") or "")
 
 
+def _membership_or_none(resp: httpx.Response, role_id: str) -> AptibleMembership | None:
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not body.get("id"):
+        return None
+    return AptibleMembership.from_api(body, role_id)
+
+
 class AptibleClient:
     """An async client for one bot user on one auth host; use it as ``async with``.
 
@@ -210,7 +258,9 @@ class AptibleClient:
         settings: AptibleClientSettings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        verify: str | bool = True,
     ) -> None:
+        self._verify = verify
         self.auth_url = auth_url.rstrip("/")
         self.username = username
         self._password = password
@@ -228,8 +278,10 @@ class AptibleClient:
         self._http = httpx.AsyncClient(
             base_url=self.auth_url,
             timeout=self.settings.timeout_seconds,
-            headers={"Accept": "application/hal+json", "Content-Type": "application/json"},
+            # Aptible answers HAL; some error paths answer plain JSON.
+            headers={"Accept": "application/hal+json, application/json", "Content-Type": "application/json"},
             transport=self._transport,
+            verify=self._verify,
             follow_redirects=False,
         )
         return self
@@ -270,7 +322,10 @@ class AptibleClient:
             "scope": "manage",
             "expires_in": lifetime,
         }
-        resp = await self._send("POST", "/tokens", json=body, auth=False)
+        # Never retried on 429 (or on a refusal): Aptible locks accounts after repeated logins.
+        resp = await self._send("POST", "/tokens", json=body, auth=False, retry_429=False)
+        if resp.status_code == 429:
+            raise LoginRateLimitedError(self.auth_url)
         if resp.status_code not in (200, 201):
             code, message = _error_fields(resp)
             if code == "otp_token_required":
@@ -311,6 +366,7 @@ class AptibleClient:
         json: dict[str, Any] | None = None,
         auth: bool = True,
         retry: bool = True,
+        retry_429: bool = True,
     ) -> httpx.Response:
         """One call with retries on 5xx/429/transport errors and one re-login on a stale token."""
         if self._http is None:
@@ -342,10 +398,15 @@ class AptibleClient:
                     relogged = True
                     attempts -= 1  # a stale token is not Aptible failing
                     continue
+            if resp.status_code == 429 and not retry_429:
+                return resp
             if resp.status_code >= 500 or resp.status_code == 429:
                 if not retry or attempts >= self.settings.max_attempts:
                     raise AptibleUnavailableError(method, path, attempts, f"HTTP {resp.status_code}")
-                await self._sleep(self._backoff(attempts))
+                wait = _retry_after(resp)
+                if wait is None:
+                    wait = self._backoff(attempts)
+                await self._sleep(min(wait, self.settings.retry_after_max_seconds))
                 continue
             return resp
 
@@ -359,7 +420,10 @@ class AptibleClient:
             return None
         if resp.status_code != 200:
             raise self._api_error("GET", url, resp)
-        body = resp.json()
+        try:
+            body = resp.json()
+        except ValueError:
+            raise AptibleApiError("GET", urlsplit(url).path, 200, "bad_body", "answer is not JSON") from None
         return body if isinstance(body, dict) else {}
 
     async def _list(self, url: str, key: str) -> list[dict[str, Any]]:
@@ -367,6 +431,7 @@ class AptibleClient:
         items: list[dict[str, Any]] = []
         seen: set[str] = set()
         next_url: str | None = url
+        total: int | None = None
         while next_url:
             if next_url in seen or len(seen) >= self.settings.max_pages:
                 raise AptibleApiError(
@@ -378,8 +443,18 @@ class AptibleClient:
                 raise AptibleApiError("GET", urlsplit(next_url).path, 404, "not_found")
             page = body.get("_embedded", {}).get(key, [])
             items.extend(x for x in page if isinstance(x, dict))
+            if isinstance(body.get("total_count"), int):
+                total = body["total_count"]
             nxt = _href(body.get("_links", {}).get("next")) or None
+            per_page = body.get("per_page")
+            if nxt and isinstance(per_page, int) and len(page) < per_page:
+                # Only the last page may be short.
+                raise ShortReadError(urlsplit(next_url).path, len(items), total or len(items) + 1)
             next_url = nxt
+        if total is not None and len(items) < total:
+            # A page went missing (a proxy, a collection that shrank mid-read): deciding "this user holds no
+            # membership" on a partial list could grant twice or report standing access wrongly.
+            raise ShortReadError(urlsplit(url).path, len(items), total)
         return items
 
     # -- resources --------------------------------------------------------------------------------------
@@ -395,6 +470,15 @@ class AptibleClient:
             AptibleRoleInfo.from_api(r)
             for r in await self._list(f"/organizations/{organization_id}/roles", "roles")
         ]
+
+    async def get_organization(self, organization_id: str) -> dict[str, Any] | None:
+        """The organization resource (``sso_enforced`` among its attributes), or ``None`` if not visible."""
+        try:
+            return await self._get(f"/organizations/{organization_id}")
+        except AptibleApiError as e:
+            if e.status in (401, 403):
+                return None
+            raise
 
     async def get_role(self, role_id: str) -> AptibleRoleInfo | None:
         body = await self._get(f"/roles/{role_id}")
@@ -433,7 +517,17 @@ class AptibleClient:
                 await self._sleep(self._backoff(attempt))
                 continue
             if resp.status_code in (200, 201):
-                return AptibleMembership.from_api(resp.json(), role_id)
+                created = _membership_or_none(resp, role_id)
+                if created is not None:
+                    return created
+                # Created, but the answer is empty, not JSON or has no id: look it up and adopt it, so it is
+                # removed at the end like any grant (never an orphan).
+                existing = await self.find_membership(role_id, user_id)
+                if existing is not None:
+                    return existing
+                raise AptibleApiError(
+                    "POST", url, resp.status_code, "bad_body", "created, but the membership is not listed"
+                )
             if resp.status_code in (409, 422):
                 existing = await self.find_membership(role_id, user_id)
                 if existing is not None:
