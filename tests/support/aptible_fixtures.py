@@ -81,6 +81,9 @@ def kms_key(secrets_factory: Any) -> str:
     return str(kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")["KeyMetadata"]["Arn"])
 
 
+DEFAULT_TARGETS = {"main-aptible-admin-role": ADMIN_ROLE.upper(), "main-aptible-ro-role": RO_ROLE}
+
+
 def operator_yaml(
     fake: FakeAptible,
     creds_arn: str,
@@ -89,12 +92,19 @@ def operator_yaml(
     *,
     approval_required: bool = True,
     max_duration: str = "PT1H",
+    targets: dict[str, str] | None = None,
     extra: str = "",
 ) -> str:
+    """An operator file as an operator writes one, for the fake Aptible, the bot secret and the KMS key."""
+    targets = targets or DEFAULT_TARGETS
     approval = (
         f'{{required: true, kms_key_arn: "{kms_key}", max_validity: PT1H, wait: PT10M}}'
         if approval_required
         else "{required: false}"
+    )
+    target_lines = "".join(
+        f"  - type: aptible_role\n    name: {name}\n    settings: {{role_id: {role}}}\n"
+        for name, role in targets.items()
     )
     return f"""\
 version: 1
@@ -109,18 +119,11 @@ integrations:
       username_secret: "{creds_arn}:username"
       password_secret: "{creds_arn}:password"
 targets:
-  - type: aptible_role
-    name: main-aptible-admin-role
-    label: Admin Role
-    settings: {{role_id: {ADMIN_ROLE.upper()}}}
-  - type: aptible_role
-    name: main-aptible-ro-role
-    settings: {{role_id: {RO_ROLE}}}
-strategies:
+{target_lines}strategies:
   - type: aptible
     name: main-aptible-strategy
     integration: main-aptible
-    targets: [main-aptible-admin-role, main-aptible-ro-role]
+    targets: [{", ".join(targets)}]
     max_duration: {max_duration}
     approval: {approval}
 {extra}"""
