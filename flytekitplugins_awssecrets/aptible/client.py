@@ -46,7 +46,6 @@ from flytekitplugins_awssecrets.aptible.errors import (
     MfaRequiredError,
     ShortReadError,
 )
-from flytekitplugins_awssecrets.aptible.models import DEFAULT_AUTH_URL
 
 __all__ = [
     "AptibleClientSettings",
@@ -63,7 +62,8 @@ __all__ = [
 class AptibleClientSettings(BaseSettings):
     """Client settings; each can be set with ``FLYTE_AWS_SECRETS_APTIBLE_<NAME>`` in the connector's env.
 
-    * ``auth_url`` (``https://auth.aptible.com``): the auth API, when the integration names none.
+    The auth host is not among them: it is the operator file's (``integrations[].auth_url``).
+
     * ``timeout_seconds`` (30): per HTTP request.
     * ``max_attempts`` (5): tries per call on 5xx, 429 and transport errors.
     * ``backoff_initial_seconds`` (0.5) and ``backoff_max_seconds`` (8): exponential backoff, full jitter.
@@ -79,7 +79,6 @@ class AptibleClientSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FLYTE_AWS_SECRETS_APTIBLE_", extra="ignore")
 
-    auth_url: str = DEFAULT_AUTH_URL
     timeout_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=50)
     backoff_initial_seconds: float = Field(default=0.5, ge=0)

@@ -140,7 +140,9 @@ async def _bot_credentials(integration: OperatorIntegration) -> tuple[str, Secre
         # botocore is synchronous: keep the connector's event loop free while Secrets Manager answers.
         username, password = await asyncio.to_thread(get_secret_values, refs)
     except AwsSecretsError as e:
-        raise BotCredentialsError(integration.name, str(e)) from None
+        # The resolver's own summary speaks of "this task" and "user code"; name the first cause instead.
+        first = next(iter(getattr(e, "errors", None) or [e]))
+        raise BotCredentialsError(integration.name, f"{first.reference}: {first.reason}") from None
     if isinstance(username, bytes):
         username = username.decode("utf-8")
     if isinstance(password, bytes):
