@@ -10,7 +10,9 @@ Exit codes: 0 done, 1 refused or nothing to approve, 2 bad usage, 3 an AWS error
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import click
 
@@ -38,14 +40,19 @@ def _store(operator_file: str | None, prefix: str | None, region: str | None) ->
 
 _where = [
     click.option("--operator-file", type=click.Path(dir_okay=False), help="The connector's operator file."),
-    click.option("--prefix", help="The SSM prefix of request records (the operator file's state.ssm_prefix)."),
+    click.option(
+        "--prefix", help="The SSM prefix of request records (the operator file's state.ssm_prefix)."
+    ),
     click.option("--region", help="The region of the SSM records (state.region)."),
 ]
 
 
-def _with_where(f: object) -> object:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _with_where(f: F) -> F:
     for opt in reversed(_where):
-        f = opt(f)  # type: ignore[operator]
+        f = opt(f)
     return f
 
 
@@ -82,7 +89,12 @@ def list_pending(operator_file: str | None, prefix: str | None, region: str | No
 @click.option("--valid-for", default=900, show_default=True, help="Seconds the approval stays valid.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def approve(
-    request_id: str, operator_file: str | None, prefix: str | None, region: str | None, valid_for: int, yes: bool
+    request_id: str,
+    operator_file: str | None,
+    prefix: str | None,
+    region: str | None,
+    valid_for: int,
+    yes: bool,
 ) -> None:
     """Approve REQUEST_ID as your AWS identity (kms:Sign on the strategy's key)."""
     from flytekitplugins_awssecrets.aptible.approval import StateStoreError, sign_approval

@@ -63,10 +63,10 @@ class AccessRequest(BaseModel):
 def _string(field: str, value: Any, pattern: re.Pattern[str] | None = None, limit: int = 256) -> str:
     if not isinstance(value, str):
         raise TemplateFieldError(field, f"must be a string, not {type(value).__name__}")
-    value = value.strip()
-    if len(value) > limit or (pattern is not None and not pattern.match(value)):
+    text = value.strip()
+    if len(text) > limit or (pattern is not None and not pattern.match(text)):
         raise TemplateFieldError(field, "is not valid here")
-    return value
+    return text
 
 
 def _literal_value(name: str, lit: Any) -> Any:
@@ -76,7 +76,7 @@ def _literal_value(name: str, lit: Any) -> Any:
     if prim is None:
         raise TemplateFieldError(f"inputs.{name}", "must be a primitive")
     if name == "duration":
-        d = getattr(prim, "duration", None)
+        d: Any = getattr(prim, "duration", None)
         if hasattr(d, "ToTimedelta"):  # protobuf Duration
             return d.ToTimedelta()
         return d
