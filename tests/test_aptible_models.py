@@ -191,3 +191,27 @@ def test_connector_settings_do_not_upset_the_core_settings(monkeypatch: pytest.M
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert AptibleClientSettings().max_attempts == 2
+
+
+def test_every_code_block_of_the_aptible_docs_is_valid() -> None:
+    """YAML blocks parse (and an operator file validates), Python blocks compile, JSON blocks load."""
+    import re
+
+    import yaml
+
+    text = (ROOT / "docs" / "aptible.md").read_text()
+    blocks = re.findall(r"^( *)```(\w+)\n(.*?)^\1```", text, flags=re.S | re.M)
+    kinds = [k for _, k, _ in blocks]
+    assert kinds.count("yaml") >= 3 and "python" in kinds and "json" in kinds
+    for indent, kind, body in blocks:
+        body = "\n".join(line[len(indent) :] for line in body.splitlines())
+        if kind == "yaml":
+            data = yaml.safe_load(body)
+            if isinstance(data, dict) and "strategies" in data:
+                parse_operator(body, "docs/aptible.md")
+        elif kind == "python":
+            compile(body, "docs/aptible.md", "exec")
+        elif kind == "json":
+            json.loads(body)
+    clear_operator_cache()
+    parse_operator((ROOT / "examples" / "aptible-operator.yaml").read_text(), "examples/aptible-operator.yaml")

@@ -153,7 +153,13 @@ def _page(path: str, query: dict[str, list[str]], key: str, items: list[dict[str
     links: dict[str, Any] = {"self": _link(f"{path}?page={page}")}
     if page * size < len(items):
         links["next"] = _link(f"{path}?page={page + 1}")
-    return {"_embedded": {key: chunk}, "_links": links, "total_count": len(items), "per_page": size}
+    return {
+        "_embedded": {key: chunk},
+        "_links": links,
+        "current_page": page,
+        "total_count": len(items),
+        "per_page": size,
+    }
 
 
 def _can_manage(user_id: str, role: dict[str, Any]) -> bool:
