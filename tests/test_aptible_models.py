@@ -214,4 +214,17 @@ def test_every_code_block_of_the_aptible_docs_is_valid() -> None:
         elif kind == "json":
             json.loads(body)
     clear_operator_cache()
-    parse_operator((ROOT / "examples" / "aptible-operator.yaml").read_text(), "examples/aptible-operator.yaml")
+    parse_operator(
+        (ROOT / "examples" / "aptible-operator.yaml").read_text(), "examples/aptible-operator.yaml"
+    )
+
+
+def test_an_identity_hook_that_does_not_import_stops_the_load(tmp_path: Path) -> None:
+    from flytekitplugins_awssecrets.aptible.operator import load_operator
+
+    path = tmp_path / "op.yaml"
+    path.write_text(GOOD + "identity: {function: 'no_such_module_xyz:get_identity'}\n")
+    clear_operator_cache()
+    with pytest.raises(OperatorConfigError) as info:
+        load_operator(str(path))
+    assert info.value.field == "identity.function" and str(path) in str(info.value)

@@ -10,12 +10,16 @@ What it speaks, as Aptible does (sources in ``docs/aptible.md``):
 * ``GET /organizations/{id}/users``, ``GET /organizations/{id}/roles``, ``GET /roles/{id}``,
   ``GET /users/{id}/roles``, ``GET /roles/{id}/memberships``, ``POST /roles/{id}/memberships`` with
   ``{"user_url": ...}``, ``DELETE /memberships/{id}``.
-* HAL: collections under ``_embedded.<name>``, links under ``_links``, pages chained by ``_links.next``.
+* HAL: ``Accept: application/hal+json, application/json``; collections under ``_embedded.<name>``, links
+  under ``_links``, pages chained by ``_links.next``; when ``total_count``/``per_page`` are present, a
+  collection that comes up short is a :class:`ShortReadError`, never a partial answer.
 * Errors: ``{"code": <status>, "error": "<code>", "message": "<text>"}``.
 
 5xx answers, 429 and transport errors (time-outs included) are retried with exponential backoff and
-jitter. Creating a membership is not idempotent, so after a failed ``POST`` the client looks before it
-tries again. Deleting is retried as is: a ``404`` afterwards means "already gone", which is success.
+jitter, or after ``Retry-After`` when Aptible sends one. ``POST /tokens`` is never retried on 429: Aptible
+locks accounts after repeated logins. Creating a membership is not idempotent, so after a failed ``POST``
+the client looks before it tries again, and a created membership whose answer is empty, not JSON or has no
+id is looked up and adopted. Deleting is retried as is: a ``404`` afterwards means "already gone".
 
 The password and tokens live in :class:`pydantic.SecretStr` and never reach a log, an error or a repr.
 """
