@@ -77,6 +77,8 @@ def test_a_strategy_object_is_refused_with_directions() -> None:
         ({"version": 2, "strategy": "s"}, {"identity": "os:system"}, "inputs.identity"),
         ({"version": 2, "strategy": "s"}, {"email": 3}, "inputs.email"),
         ({"version": 2, "strategy": "s"}, {"email": "not an email"}, "inputs.email"),
+        ({"version": 2, "strategy": "s"}, {"reason": "INC-1\x1b[2K\rapproved"}, "inputs.reason"),
+        ({"version": 2, "strategy": "s"}, {"email": "ada\x1b]0;x@example.com"}, "inputs.email"),
     ],
 )
 def test_a_template_field_a_requester_may_not_set_is_named(

@@ -19,23 +19,37 @@ import click
 __all__ = ["aptible"]
 
 
-def _store(operator_file: str | None, prefix: str | None, region: str | None) -> object:
-    from flytekitplugins_awssecrets.aptible.approval import StateStoreClient
+def _operator(operator_file: str | None) -> Any:
+    import os
+
     from flytekitplugins_awssecrets.aptible.errors import OperatorConfigError
     from flytekitplugins_awssecrets.aptible.operator import OPERATOR_FILE_ENV, load_operator
 
+    if not (operator_file or os.environ.get(OPERATOR_FILE_ENV)):
+        return None
+    try:
+        return load_operator(operator_file)
+    except OperatorConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+def _store(operator_file: str | None, prefix: str | None, region: str | None) -> Any:
+    from flytekitplugins_awssecrets.aptible.approval import StateStoreClient
+
     if prefix and region:
         return StateStoreClient(prefix.rstrip("/"), region)
-    import os
-
-    if operator_file or os.environ.get(OPERATOR_FILE_ENV):
-        try:
-            state = load_operator(operator_file).state
-        except OperatorConfigError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-        return StateStoreClient(prefix or state.ssm_prefix, region or state.region)
+    config = _operator(operator_file)
+    if config is not None:
+        return StateStoreClient(prefix or config.state.ssm_prefix, region or config.state.region)
     raise click.UsageError("give --operator-file, or --prefix and --region (the operator file's state)")
+
+
+def _show(text: object) -> str:
+    """A field of a request record, safe to print (the record is in SSM, and SSM is not the operator)."""
+    from flytekitplugins_awssecrets.errors import clean_aws_message
+
+    return clean_aws_message(text)
 
 
 _where = [
@@ -78,8 +92,11 @@ def list_pending(operator_file: str | None, prefix: str | None, region: str | No
         return
     for p in pending:
         click.echo(
-            f"{p.request_id}  {p.email} -> {p.target} ({p.strategy}) for {timedelta(seconds=p.duration_seconds)}"
-            f"  reason: {p.reason or '-'}  execution: {p.execution_id}  requested: {p.requested_at}"
+            _show(
+                f"{p.request_id}  {p.email} -> {p.target} ({p.strategy}) for "
+                f"{timedelta(seconds=p.duration_seconds)}  reason: {p.reason or '-'}  "
+                f"execution: {p.execution_id}  requested: {p.requested_at}"
+            )
         )
 
 
@@ -106,10 +123,29 @@ def approve(
             click.echo(f"error: no request {request_id} waiting for approval", err=True)
             sys.exit(1)
         click.echo(
-            f"{pending.email} asks for {pending.target} ({pending.strategy}) for "
-            f"{timedelta(seconds=pending.duration_seconds)}: {pending.reason or '-'} "
-            f"(execution {pending.execution_id})"
+            _show(
+                f"{pending.email} asks for {pending.target} ({pending.strategy}) for "
+                f"{timedelta(seconds=pending.duration_seconds)}: {pending.reason or '-'} "
+                f"(execution {pending.execution_id})"
+            )
         )
+        config = _operator(operator_file)
+        if config is not None:
+            # Sign with the key the operator file names for the strategy, not whatever the record says.
+            from flytekitplugins_awssecrets.aptible.errors import AptibleError
+
+            try:
+                key = config.strategy(pending.strategy).approval.kms_key_arn
+            except AptibleError as e:
+                click.echo(f"error: {e}", err=True)
+                sys.exit(1)
+            if key != pending.kms_key_arn:
+                click.echo(
+                    f"error: the request names key {_show(pending.kms_key_arn)}, the operator file's strategy "
+                    f"{key}: not signing",
+                    err=True,
+                )
+                sys.exit(1)
         if not yes and not click.confirm("Approve?", default=False):
             click.echo("not approved")
             sys.exit(1)

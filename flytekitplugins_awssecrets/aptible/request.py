@@ -40,6 +40,7 @@ INPUT_FIELDS = ("email", "target", "duration", "reason")
 
 _EMAIL = re.compile(r"^[^@\s]{1,128}@[^@\s]{1,255}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class AccessRequest(BaseModel):
@@ -64,6 +65,9 @@ def _string(field: str, value: Any, pattern: re.Pattern[str] | None = None, limi
     if not isinstance(value, str):
         raise TemplateFieldError(field, f"must be a string, not {type(value).__name__}")
     text = value.strip()
+    if _CONTROL.search(text):
+        # Approvers read these on a terminal: no escape sequence may rewrite what they see.
+        raise TemplateFieldError(field, "contains control characters")
     if len(text) > limit or (pattern is not None and not pattern.match(text)):
         raise TemplateFieldError(field, "is not valid here")
     return text
