@@ -390,14 +390,15 @@ def test_attack_4_a_template_identity_hook_is_never_imported(
         "strategy": "main-aptible-strategy",
         "identity": {"function": "os:system", "mapping": {}},
     }
+    # A valid email and a shell command at once: os.system(email) would create the marker.
     template, inputs = template_and_inputs(
-        f"touch${{IFS}}{marker}@example.com", "main-aptible-admin-role", timedelta(minutes=5), custom
+        f"touch${{IFS}}{marker};#@example.com", "main-aptible-admin-role", timedelta(minutes=5), custom
     )
     with pytest.raises(grpc.RpcError) as info:
         create(connector, template, inputs)
     assert "custom.identity" in info.value.details()
     time.sleep(0.5)
-    assert not marker.exists()
+    assert list(tmp_path.glob("pwned*")) == []
     assert_nothing_happened(tls_fake, attacker, before)
 
 
