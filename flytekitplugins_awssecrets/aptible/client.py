@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -284,10 +285,16 @@ class AptibleClient:
             # Aptible answers HAL; some error paths answer plain JSON.
             headers={"Accept": "application/hal+json, application/json", "Content-Type": "application/json"},
             transport=self._transport,
-            verify=self._verify,
+            verify=self._ssl_context(),
             follow_redirects=False,
         )
         return self
+
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        if isinstance(self._verify, str):
+            # The operator file's ca_bundle: trust exactly that CA for the auth host.
+            return ssl.create_default_context(cafile=self._verify)
+        return self._verify
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None

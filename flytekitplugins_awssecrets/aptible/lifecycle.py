@@ -428,12 +428,11 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
         # A crash between the grant record and the membership (or its answer): finish it, adopting the
         # membership if it landed (create_membership looks before it adds).
         return await _grant(config, strategy, state, store, None, record)
-    if kind in ("timed-out", "aborted", "corrupt"):
-        raise (
-            ApprovalTimeoutError(state.request_id, strategy.approval.wait)
-            if kind == "timed-out"
-            else (ApprovalRefusedError(state.request_id, f"the request was {kind}"))
-        )
+    if kind == "timed-out":
+        raise ApprovalTimeoutError(state.request_id, strategy.approval.wait)
+    if kind in ("aborted", "corrupt"):
+        # Aborted before the grant (or a record nobody can read): never granted now.
+        raise ApprovalRefusedError(state.request_id, f"the request was {kind}; nothing was granted")
     granted_at = _at(record, "at") or state.requested
     membership_id = str(record.get("membership_id", ""))
     if kind == "revoked":

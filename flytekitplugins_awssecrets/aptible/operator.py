@@ -130,6 +130,13 @@ class OperatorIntegration(BaseModel):
             raise ValueError(f"{v!r} must be an https:// URL such as {DEFAULT_AUTH_URL}")
         return v.rstrip("/")
 
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca(cls, v: str | None) -> str | None:
+        if v is not None and not os.path.isfile(v):
+            raise ValueError(f"{v!r} is not a readable PEM file")
+        return v
+
     @property
     def organization_id(self) -> str:
         return self.external_id
