@@ -114,8 +114,7 @@ integrations:
     name: main-aptible
     external_id: {ORG}
     auth_url: {fake.url}
-    ca_bundle: {fake.ca_file}
-    settings:
+{f"    ca_bundle: {fake.ca_file}" + chr(10) if fake.ca_file else ""}    settings:
       username_secret: "{creds_arn}:username"
       password_secret: "{creds_arn}:password"
 targets:
