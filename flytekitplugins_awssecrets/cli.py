@@ -22,6 +22,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Keep parameters and secrets in a committed, KMS-encrypted YAML file.",
     ),
     "serve": ("flytekitplugins_awssecrets.serve.commands", "serve", "Serve secrets on a local endpoint."),
+    "aptible": (
+        "flytekitplugins_awssecrets.aptible.commands",
+        "aptible",
+        "Approve Aptible access requests, and list the ones waiting.",
+    ),
 }
 
 

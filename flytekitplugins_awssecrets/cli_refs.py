@@ -121,7 +121,35 @@ def collect_requests(module: Any, workflow: str | None = None) -> list[tuple[str
         ctx = getattr(t, "security_context", None)
         for s in ctx.secrets if ctx is not None and ctx.secrets else []:
             out.append((t.name, s))
+        out.extend(_aptible_credentials(t))
     return out
+
+
+@dataclass(frozen=True)
+class _Unresolvable:
+    """A request that could not even be named (an Aptible task whose operator file or strategy is wrong)."""
+
+    group: str
+    detail: str
+    key: None = None
+    group_version: None = None
+
+
+def _aptible_credentials(task: Any) -> list[tuple[str, Any]]:
+    """An ``aptible_access`` task's bot credential references, as the operator file names them."""
+    if getattr(task, "task_type", None) != "aptible_access" or not hasattr(task, "strategy_name"):
+        return []
+    from flytekit import Secret
+
+    from flytekitplugins_awssecrets.aptible.errors import AptibleError
+    from flytekitplugins_awssecrets.aptible.models import SecretReference
+    from flytekitplugins_awssecrets.aptible.operator import credential_arns
+
+    try:
+        refs = [SecretReference.of(r) for r in credential_arns(task)]
+    except AptibleError as e:
+        return [(task.name, _Unresolvable(f"Aptible strategy {task.strategy_name!r}", str(e)))]
+    return [(task.name, Secret(group=r.group, key=r.key, group_version=r.group_version)) for r in refs]
 
 
 # -- checking -------------------------------------------------------------------------------------------------
@@ -163,6 +191,9 @@ def check_requests(requests: list[tuple[str, Any]]) -> list[CheckResult]:
     results: list[CheckResult] = []
     for task, s in requests:
         mount = str(getattr(getattr(s, "mount_requirement", None), "name", "ANY"))
+        if isinstance(s, _Unresolvable):
+            results.append(CheckResult(task, s.group, mount, False, s.detail))
+            continue
         if not is_aws_group(s.group):
             results.append(
                 CheckResult(task, _request_text(s), mount, None, "not an AWS reference; flytekit's")

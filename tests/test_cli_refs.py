@@ -195,3 +195,39 @@ def test_check_bad_usage_exits_2(workflow_file: Path, tmp_path: Path) -> None:
     broken.write_text("import does_not_exist_anywhere\n")
     r = _cli("check", str(broken))
     assert r.exit_code == 2 and "ModuleNotFoundError" in r.stderr
+
+
+def test_check_covers_the_bot_credentials_of_aptible_tasks(
+    tmp_path: Path, secrets_factory: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An Aptible task names a strategy; its bot credentials are the operator file's, and check reads them."""
+    from flytekitplugins_awssecrets.aptible.operator import clear_operator_cache
+    from tests.support.aptible_fixtures import operator_yaml
+
+    arn, _ = secrets_factory.secret(f"sym/{unique}/bot", {"username": f"bot-{unique}@example.com"})
+    key = secrets_factory.client("kms").create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")
+
+    class Host:
+        url, ca_file = "https://auth.aptible.com", None
+
+    op = tmp_path / "op.yaml"
+    op.write_text(operator_yaml(Host(), arn, key["KeyMetadata"]["Arn"], "/flyte/x"))  # type: ignore[arg-type]
+    flows = tmp_path / f"aptible_flows_{unique}.py"
+    flows.write_text(
+        "from flytekitplugins_awssecrets.aptible import AptibleAccessTask\n"
+        "ok = AptibleAccessTask(name='ok', strategy='main-aptible-strategy')\n"
+        "typo = AptibleAccessTask(name='typo', strategy='main-aptible-strategyy')\n"
+    )
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_APTIBLE_OPERATOR_FILE", str(op))
+    clear_operator_cache()
+    r = _cli("check", "--format", "json", str(flows))
+    assert r.exit_code == 1, r.output
+    results = {(x["task"], x["request"].rsplit(":", 1)[-1]): x for x in json.loads(r.stdout)}
+    assert results[("ok", "username")]["ok"] is True
+    # The secret has no "password" key: check says so, as the connector would at its first request.
+    assert results[("ok", "password")]["ok"] is False and "password" in results[("ok", "password")]["detail"]
+    typo = next(x for (t, _), x in results.items() if t == "typo")
+    assert (
+        typo["ok"] is False and "UnknownStrategy" not in typo["detail"] and "not declared" in typo["detail"]
+    )
+    clear_operator_cache()
