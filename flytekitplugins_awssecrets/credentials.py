@@ -26,7 +26,7 @@ from flytekitplugins_awssecrets.settings import AssumeRole, Settings
 if TYPE_CHECKING:
     import botocore.session
 
-__all__ = ["ClientFactory"]
+__all__ = ["ClientFactory", "endpoint_source", "unreachable_error", "limit_connection_retries"]
 
 
 class _FileWatchingCredentials:
@@ -134,6 +134,15 @@ class ClientFactory:
             )
             return core
         if s.credentials_file is not None:
+            if not os.path.isfile(s.credentials_file):
+                from flytekitplugins_awssecrets.errors import SettingsError
+
+                raise SettingsError(
+                    "credentials_file",
+                    "settings",
+                    f"file {s.credentials_file!r} does not exist (create it, or unset credentials_file "
+                    "to use the default AWS credential chain)",
+                )
             core = self._new_session()
             core._credentials = _FileWatchingCredentials(  # noqa: SLF001 - botocore's documented hook point
                 s.credentials_file, s.credentials_profile
@@ -201,5 +210,105 @@ class ClientFactory:
                     user_agent_extra="flytekitplugins-awssecrets",
                 )
                 c = session.create_client(service, region_name=region, config=cfg)
+                limit_connection_retries(c, s.connect_attempts)
                 self._clients[key] = c
             return c
+
+
+# -- endpoints: where requests go, and failing fast when they cannot get there ------------------------------
+
+#: botocore's per-service endpoint variables (``AWS_ENDPOINT_URL_<SERVICE_ID>``).
+SERVICE_ENDPOINT_ENV = {
+    "secretsmanager": "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    "ssm": "AWS_ENDPOINT_URL_SSM",
+    "kms": "AWS_ENDPOINT_URL_KMS",
+    "sts": "AWS_ENDPOINT_URL_STS",
+}
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.netloc else url.strip().rstrip("/").lower()
+
+
+def endpoint_source(service: str, url: str, environ: dict[str, str] | None = None) -> str:
+    """Where botocore took ``url`` from: an env var, the AWS config file, or its built-in default."""
+    env = os.environ if environ is None else environ
+    if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
+        # Unknown service (""): any per-service variable that points there.
+        candidates = [SERVICE_ENDPOINT_ENV[service]] if service in SERVICE_ENDPOINT_ENV else []
+        candidates = candidates or list(SERVICE_ENDPOINT_ENV.values())
+        for var in candidates:
+            if env.get(var) and _origin(env[var]) == _origin(url):
+                return f"env var {var}"
+        if env.get("AWS_ENDPOINT_URL") and _origin(env["AWS_ENDPOINT_URL"]) == _origin(url):
+            return "env var AWS_ENDPOINT_URL"
+    if _origin(url).endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws")):
+        return "botocore's default for the region"
+    return "the AWS config file (endpoint_url in the profile or its services section)"
+
+
+def endpoint_origin(url: str) -> str:
+    """``scheme://host:port`` of a request or endpoint URL: the unit that is reachable or not."""
+    return _origin(url)
+
+
+def unreachable_error(reference: str, exc: BaseException, service: str) -> Any:
+    """The :class:`~flytekitplugins_awssecrets.errors.EndpointUnreachableError` for a botocore connection
+    failure or time-out, or ``None`` when ``exc`` is something else. The one translation every caller
+    (task resolution, ``check``, the manifest commands) uses."""
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectionError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    from flytekitplugins_awssecrets.errors import EndpointUnreachableError
+
+    if not isinstance(exc, ConnectionError | ReadTimeoutError):
+        return None
+    url = str(getattr(exc, "kwargs", {}).get("endpoint_url", "") or "")
+    if isinstance(exc, ConnectTimeoutError):
+        problem = "connect timed out (connect_timeout)"
+    elif isinstance(exc, ReadTimeoutError):
+        problem = "no answer within the read time-out (read_timeout)"
+    elif isinstance(exc, ConnectionClosedError):
+        problem = "the connection was closed before an answer"
+    elif isinstance(exc, EndpointConnectionError):
+        problem = "connection failed (refused or no route)"
+    else:
+        problem = type(exc).__name__
+    attempts = int(getattr(exc, "_awssecrets_attempts", 1) or 1)
+    origin = _origin(url) if url else "(unknown)"
+    return EndpointUnreachableError(reference, origin, endpoint_source(service, url), problem, attempts)
+
+
+def limit_connection_retries(client: Any, attempts: int) -> None:
+    """Stop retrying a request after ``attempts`` tries when the endpoint cannot be reached.
+
+    botocore's ``max_attempts`` covers throttling and connection failures alike; a count that rides out
+    throttling (5, or 10 for the manifest writes) would keep an unreachable endpoint hanging for a minute.
+    botocore asks every ``needs-retry`` handler in turn and takes the first answer that is not ``None``;
+    this one goes first and answers ``False`` (do not retry) once connection failures reach ``attempts``.
+    """
+    from botocore.exceptions import ConnectionError, ReadTimeoutError
+
+    service_id = client.meta.service_model.service_id.hyphenize()
+
+    def handler(attempts_so_far: int = 0, caught_exception: BaseException | None = None, **_: Any) -> Any:
+        if isinstance(caught_exception, ConnectionError | ReadTimeoutError):
+            caught_exception._awssecrets_attempts = attempts_so_far  # type: ignore[union-attr]
+            if attempts_so_far >= attempts:
+                return False
+        return None
+
+    def adapter(**kwargs: Any) -> Any:
+        return handler(kwargs.pop("attempts", 0), kwargs.pop("caught_exception", None))
+
+    client.meta.events.register_first(
+        f"needs-retry.{service_id}", adapter, unique_id=f"awssecrets-connect-attempts-{service_id}"
+    )
