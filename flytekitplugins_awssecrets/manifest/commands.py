@@ -130,10 +130,18 @@ def _write_options(fn: F) -> F:
         show_default=True,
         help="Writes in flight at once (throttling is retried with backoff).",
     )(fn)
+    fn = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="json: the report as one JSON object on stdout (messages stay on stderr).",
+    )(fn)
     return click.option(
         "--progress/--no-progress",
         default=None,
-        help="Show a progress bar (default: on a terminal, from 20 writes).",
+        help="Show progress (default: from 20 writes; a bar on a terminal, a line every 10 s without one).",
     )(fn)
 
 
@@ -217,19 +225,58 @@ def refresh(file: str, output: str | None, in_place: bool, force: bool, dry_run:
     _err(f"refresh: re-encrypted under {current}")
 
 
-def _report(report: Any, verbose: bool = False) -> None:
-    """Print a write report on stderr; a partly applied change always lists what succeeded and failed."""
+_WOULD = {
+    "add": "would add",
+    "update": "would update",
+    "tags": "would update tags",
+    "remove": "would remove (delete)",
+}
+
+
+def _planned(action: str) -> str:
+    """A dry run's action as a sentence: "would update tags", not "would tags"."""
+    if action.startswith("already gone"):
+        return "already absent: nothing to delete"
+    return _WOULD.get(action, f"would {action}")
+
+
+def _report(report: Any, verbose: bool = False, fmt: str = "text") -> None:
+    """Print a write report on stderr (or as JSON on stdout); a partly applied change always lists what
+    succeeded and failed."""
     failed = report.failed
-    list_all = verbose or failed or len(report.outcomes) <= LIST_ALL_UP_TO
-    prefix = "would " if report.dry_run else ""
-    for o in report.outcomes:
-        if o.ok and list_all:
-            _err(f"  ok     {o.kind} {o.name}: {prefix}{o.action}")
-    for o in failed:
-        _err(f"  FAILED {o.kind} {o.name}: {o.action}: {o.detail}")
+    if fmt == "json":
+        from flytekitplugins_awssecrets.cli_output import print_json
+
+        print_json(
+            {
+                "command": report.command,
+                "dry_run": report.dry_run,
+                "counts": report.counts(),
+                "outcomes": [o.model_dump() for o in report.outcomes],
+            }
+        )
+    else:
+        list_all = verbose or failed or len(report.outcomes) <= LIST_ALL_UP_TO
+        for o in report.outcomes:
+            if o.ok and list_all:
+                _err(f"  ok     {o.kind} {o.name}: {_planned(o.action) if report.dry_run else o.action}")
+        for o in failed:
+            _err(f"  FAILED {o.kind} {o.name}: {o.action}: {o.detail}")
+        if not list_all:
+            _err(f"  ({len(report.outcomes) - len(failed)} entries not listed; -v lists them)")
     _err(report.summary())
     if failed:
         sys.exit(EXIT_AWS)
+
+
+def _confirm_deletion(what: str, yes: bool) -> None:
+    """Deleting needs a person at a terminal saying yes, or --yes: never a silent delete in a pipe."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        _err(f"error: refusing to delete {what} without confirmation: no terminal to ask; pass --yes")
+        sys.exit(EXIT_INPUT)
+    click.confirm(f"Delete {what}?", abort=True, err=True)
 
 
 @manifest.command()
@@ -237,12 +284,13 @@ def _report(report: Any, verbose: bool = False) -> None:
 @_write_options
 @click.option("-v", "--verbose", is_flag=True, help="List every entry, however many.")
 @_handle_errors
-def save(file: str, dry_run: bool, concurrency: int, progress: bool | None, verbose: bool) -> None:
+def save(file: str, dry_run: bool, concurrency: int, fmt: str, progress: bool | None, verbose: bool) -> None:
     """Write every entry of FILE to AWS (values, types, descriptions, KMS keys, tags)."""
     from flytekitplugins_awssecrets.manifest import store
 
     m = _plain(_load(file))
-    _report(store.save(m, store.Clients(m.region, concurrency), dry_run=dry_run, progress=progress), verbose)
+    report = store.save(m, store.Clients(m.region, concurrency), dry_run=dry_run, progress=progress)
+    _report(report, verbose, fmt)
 
 
 def _recovery_option(fn: F) -> F:
@@ -264,36 +312,52 @@ def _recovery_option(fn: F) -> F:
 @FILE
 @_write_options
 @_recovery_option
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
+@click.option(
+    "-y", "--yes", is_flag=True, help="Delete without asking (needed without a terminal, e.g. in CI)."
+)
 @click.option("-v", "--verbose", is_flag=True, help="List every entry, however many.")
 @_handle_errors
 def nuke(
     file: str,
     dry_run: bool,
     concurrency: int,
+    fmt: str,
     progress: bool | None,
     recovery_days: int,
     force_delete_without_recovery: bool,
     yes: bool,
     verbose: bool,
 ) -> None:
-    """Delete every entry FILE lists from AWS; entries already gone are reported, not errors."""
+    """Delete every entry FILE lists from AWS; entries already gone are reported, not errors.
+
+    Asks for confirmation on a terminal; without one (CI, a pipe) it refuses unless --yes is given.
+    --dry-run reads which entries exist and says which would be deleted and which are already absent.
+    """
     from flytekitplugins_awssecrets.manifest import store
 
     m = _load(file)  # deleting needs names only: no decryption, no KMS permission
     n = len(m.parameters) + len(m.secrets)
-    if not dry_run and not yes and sys.stdin.isatty():
-        click.confirm(f"Delete {n} entries listed in {file} from {m.region}?", abort=True)
+    if not dry_run:
+        _confirm_deletion(f"{n} entries listed in {file} from {m.region}", yes)
     days = None if force_delete_without_recovery else recovery_days
     clients = store.Clients(m.region, concurrency)
-    _report(store.nuke(m, clients, dry_run=dry_run, recovery_days=days, progress=progress), verbose)
+    report = store.nuke(m, clients, dry_run=dry_run, recovery_days=days, progress=progress)
+    _report(report, verbose, fmt)
 
 
 @manifest.command()
 @FILE
 @click.option("--listed-only", is_flag=True, help="Compare only the entries FILE lists (no 'removed').")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: a list of changes on stdout (values are never in it).",
+)
 @_handle_errors
-def diff(file: str, listed_only: bool) -> None:
+def diff(file: str, listed_only: bool, fmt: str) -> None:
     """Show what differs between FILE and AWS: added, changed, removed, tag changes. Values are masked.
 
     Exit code 0 when AWS matches FILE, 1 when something differs.
@@ -302,8 +366,13 @@ def diff(file: str, listed_only: bool) -> None:
 
     m = _plain(_load(file))
     changes = store.plan(m, store.Clients(m.region), "listed" if listed_only else "path")
-    for c in changes:
-        click.echo(c.describe())
+    if fmt == "json":
+        from flytekitplugins_awssecrets.cli_output import print_json
+
+        print_json([c.model_dump(exclude={"label"}) | {"line": c.describe()} for c in changes])
+    else:
+        for c in changes:
+            click.echo(c.describe())
     total = len(m.parameters) + len(m.secrets)
     if not changes:
         _err(f"diff: AWS matches {file} ({total} entries)")
@@ -317,6 +386,9 @@ def diff(file: str, listed_only: bool) -> None:
 @click.option("--prune", is_flag=True, help="Also delete entries under `path` that FILE no longer lists.")
 @_write_options
 @_recovery_option
+@click.option(
+    "-y", "--yes", is_flag=True, help="Delete pruned entries without asking (needed without a terminal)."
+)
 @click.option("-v", "--verbose", is_flag=True, help="List every entry, however many.")
 @_handle_errors
 def sync(
@@ -324,19 +396,40 @@ def sync(
     prune: bool,
     dry_run: bool,
     concurrency: int,
+    fmt: str,
     progress: bool | None,
     recovery_days: int,
     force_delete_without_recovery: bool,
+    yes: bool,
     verbose: bool,
 ) -> None:
-    """Write only what differs between FILE and AWS; add and remove tags; delete extras with --prune."""
+    """Write only what differs between FILE and AWS; add and remove tags; delete extras with --prune.
+
+    With --prune, deletions are confirmed on a terminal; without one they need --yes, or nothing is
+    written at all.
+    """
     from flytekitplugins_awssecrets.manifest import store
 
     m = _plain(_load(file))
     days = None if force_delete_without_recovery else recovery_days
     clients = store.Clients(m.region, concurrency)
-    report = store.sync(m, clients, prune=prune, dry_run=dry_run, recovery_days=days, progress=progress)
-    _report(report, verbose)
+
+    def confirm(removals: list[Any]) -> bool:
+        for c in removals[:LIST_ALL_UP_TO]:
+            _err(f"  to delete: {c.kind} {c.name}")
+        _confirm_deletion(f"{len(removals)} entries under {m.path} that {file} no longer lists", yes)
+        return True
+
+    report = store.sync(
+        m,
+        clients,
+        prune=prune,
+        dry_run=dry_run,
+        recovery_days=days,
+        progress=progress,
+        confirm_removals=confirm,
+    )
+    _report(report, verbose, fmt)
 
 
 @manifest.command(name="export")
