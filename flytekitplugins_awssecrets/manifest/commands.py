@@ -84,6 +84,20 @@ def _yaml_text(m: Manifest) -> str:
     return yamlio.dump(manifest_to_yaml_data(m))
 
 
+def _edited_text(file: str, old: Manifest, new: Manifest) -> str:
+    """FILE's own text with only the changed values replaced (comments, order, quoting kept); if its YAML
+    is beyond an in-place edit, the whole file re-written, said loudly."""
+    from flytekitplugins_awssecrets.manifest.roundtrip import RoundTripError, apply_changes
+
+    with open(file, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return apply_changes(text, old, new)
+    except RoundTripError as e:
+        _err(f"warning: {file}: could not keep the file's layout ({e}); writing it in full, comments dropped")
+        return _yaml_text(new)
+
+
 def _write_file(path: str, text: str, private: bool = False) -> None:
     """Replace ``path`` atomically (write a temporary file, then rename), keeping its mode."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -167,7 +181,8 @@ def manifest() -> None:
 def encrypt(file: str, output: str | None, in_place: bool, create_key: bool, dry_run: bool) -> None:
     """Encrypt every plain SecureString value (and secret) of FILE with the file key.
 
-    Values already encrypted are kept as they are; types are written lowercase, as psyml does. Prints the
+    Only the encrypted values change (an encrypted parameter's type becomes `securestring`, as psyml
+    writes it); comments, order, quoting and layout of the rest of FILE are kept byte for byte. Prints the
     result on stdout unless -i/-o is given.
     """
     from flytekitplugins_awssecrets.manifest.crypto import PsymlCipher, encrypt_manifest
@@ -182,7 +197,7 @@ def encrypt(file: str, output: str | None, in_place: bool, create_key: bool, dry
         return
     cipher = PsymlCipher()
     key = None if m.encrypted_with else cipher.key_arn(create=create_key)
-    _emit(_yaml_text(encrypt_manifest(m, cipher, key)), output, in_place, file)
+    _emit(_edited_text(file, m, encrypt_manifest(m, cipher, key)), output, in_place, file)
     _err(f"encrypt: {len(todo)} value(s) encrypted")
 
 
@@ -219,9 +234,10 @@ def refresh(file: str, output: str | None, in_place: bool, force: bool, dry_run:
         # psyml raised here; an unchanged file is not an error, but printing it keeps `refresh f > g` safe.
         _err("refresh: already encrypted with the current key; nothing to do (--force to re-encrypt)")
         if not in_place:
-            _emit(_yaml_text(m), output, False, file)
+            with open(file, encoding="utf-8") as f:
+                _emit(f.read(), output, False, file)
         return
-    _emit(_yaml_text(new), output, in_place, file)
+    _emit(_edited_text(file, m, new), output, in_place, file)
     _err(f"refresh: re-encrypted under {current}")
 
 
