@@ -140,8 +140,9 @@ class ClientFactory:
                 raise SettingsError(
                     "credentials_file",
                     "settings",
-                    f"file {s.credentials_file!r} does not exist (create it, or unset credentials_file "
-                    "to use the default AWS credential chain)",
+                    f"the credentials_file {s.credentials_file!r} does not exist (create it, or unset "
+                    "credentials_file / FLYTE_AWS_SECRETS_CREDENTIALS_FILE to use the default AWS credential "
+                    "chain)",
                 )
             core = self._new_session()
             core._credentials = _FileWatchingCredentials(  # noqa: SLF001 - botocore's documented hook point

@@ -138,5 +138,23 @@ def install() -> None:
         translator.get_serializable_task = _wrap_serializable_task(translator.get_serializable_task)
 
 
+def log_through_flytekit() -> None:
+    """Send the plugin's log records where flytekit's go, at flytekit's level.
+
+    flytekit's ``flytekit`` logger does not propagate to the root logger, and ours did, so under
+    ``pyflyte run`` our records met Python's last-resort handler (warnings only) and ``FLYTE_SDK_LOGGING_LEVEL``
+    did not reach them. Making flytekit's logger our logger's parent gives them flytekit's handlers (rich
+    locally, JSON in a pod) and its level, whatever flytekit later sets it to. A logger the user configured
+    (its own handlers or level) is left alone.
+    """
+    import logging
+
+    ours = logging.getLogger("flytekitplugins_awssecrets")
+    if ours.handlers or ours.level != logging.NOTSET or ours.parent is not logging.getLogger():
+        return
+    ours.parent = logging.getLogger("flytekit")
+
+
 if os.environ.get("FLYTE_AWS_SECRETS_DISABLE", "").lower() not in ("1", "true", "yes"):
     install()
+    log_through_flytekit()

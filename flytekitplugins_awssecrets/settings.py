@@ -299,7 +299,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         loc = [str(p) for p in err.get("loc", ())]
         field = loc[0] if loc else "?"
         source = origin.get(field, "defaults")
-        problem = err.get("msg", "invalid")
+        problem = str(err.get("msg", "invalid")).removeprefix("Value error, ")  # pydantic's prefix
         if err.get("type") == "extra_forbidden":
             problem = f"unknown setting; known: {_FIELDS}"
         where = ".".join(loc[1:])

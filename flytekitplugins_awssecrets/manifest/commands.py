@@ -52,7 +52,8 @@ def _handle_errors(fn: F) -> F:
         except pydantic.ValidationError as e:
             # Its str() shows the input; list only where and what (the manifest loader does the same).
             where = "; ".join(
-                f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors(include_input=False)
+                f"{'.'.join(map(str, x['loc']))}: {str(x['msg']).removeprefix('Value error, ')}"
+                for x in e.errors(include_input=False)
             )
             _err(f"error: invalid entry: {where}")
             sys.exit(EXIT_INPUT)
@@ -195,9 +196,24 @@ def encrypt(file: str, output: str | None, in_place: bool, create_key: bool, dry
             _err(f"would encrypt {t}")
         _err(f"encrypt: {len(todo)} value(s) would be encrypted (dry run)")
         return
+    from flytekitplugins_awssecrets.manifest.awsclient import AwsCallError
+
     cipher = PsymlCipher()
     key = None if m.encrypted_with else cipher.key_arn(create=create_key)
-    _emit(_edited_text(file, m, encrypt_manifest(m, cipher, key)), output, in_place, file)
+    try:
+        encrypted = encrypt_manifest(m, cipher, key)
+    except AwsCallError as e:
+        if m.encrypted_with:
+            # New values go under the file's own key: say where that key came from.
+            raise AwsCallError(
+                e.reference,
+                e.reason,
+                e.code,
+                f"the key is the file's encrypted_with ({m.encrypted_with}); if that is a placeholder or an "
+                "old key, delete the encrypted_with line to encrypt under the file key (PSYML_KEY_ALIAS)",
+            ) from None
+        raise
+    _emit(_edited_text(file, m, encrypted), output, in_place, file)
     _err(f"encrypt: {len(todo)} value(s) encrypted")
 
 
