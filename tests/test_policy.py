@@ -183,3 +183,27 @@ def test_unknown_alias_exits_2(setup: dict[str, Any], monkeypatch: pytest.Monkey
     monkeypatch.delenv("FLYTE_AWS_SECRETS_ALIASES")
     r = _cli("policy", str(setup["file"]), "wf")
     assert r.exit_code == 2 and "DbAlias" in r.stderr and "unknown alias" in r.stderr
+
+
+def test_the_docs_show_what_the_generator_prints() -> None:
+    """docs/cluster.md shows the policy once, as `policy` prints it: the example must be the generator's."""
+    from flytekitplugins_awssecrets.refs import parse_reference
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cluster.md").read_text()
+    block = re.search(r"```json\n(\{\n  \"Version\".*?)```", text, re.S)
+    assert block is not None
+    shown = json.loads(block.group(1))
+    inputs = policy_module.PolicyInputs(
+        secrets=[
+            parse_reference("arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-XyZ123:password"),
+            parse_reference("arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api"),
+        ],
+        parameters=[parse_reference("arn:aws:ssm:us-east-1:123456789012:parameter/prod/token")],
+        kms_keys={
+            "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab": {"secretsmanager"}
+        },
+    )
+    assert shown == policy_module.build_policy(inputs)
+    for page in ("cluster.md", "credentials.md"):  # no hand-written copy of the read policy elsewhere
+        other = (Path(__file__).resolve().parent.parent / "docs" / page).read_text()
+        assert other.count('"secretsmanager:GetSecretValue"') <= (1 if page == "cluster.md" else 0)
