@@ -163,8 +163,27 @@ class ClientFactory:
         }
         if role.external_id:
             extra["ExternalId"] = role.external_id
+
+        def sts_client(service: str, **kwargs: Any) -> Any:
+            # The same time-outs and connection attempts as every other client: an unreachable STS
+            # endpoint must fail in seconds too, not after botocore's 60 s defaults.
+            from botocore.config import Config
+
+            s = self.settings
+            cfg = Config(
+                retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
+                connect_timeout=s.connect_timeout,
+                read_timeout=s.read_timeout,
+            )
+            kwargs["config"] = cfg.merge(kwargs["config"]) if kwargs.get("config") else cfg
+            # STS needs a region even when no default is configured (ARNs carry the secrets' regions).
+            kwargs.setdefault("region_name", source.get_config_variable("region") or "us-east-1")
+            client = source.create_client(service, **kwargs)
+            limit_connection_retries(client, s.connect_attempts)
+            return client
+
         fetcher = AssumeRoleCredentialFetcher(
-            client_creator=source.create_client,
+            client_creator=sts_client,
             source_credentials=source.get_credentials(),
             role_arn=role.role_arn,
             extra_args=extra,
@@ -238,14 +257,13 @@ def endpoint_source(service: str, url: str, environ: dict[str, str] | None = Non
     """Where botocore took ``url`` from: an env var, the AWS config file, or its built-in default."""
     env = os.environ if environ is None else environ
     if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
-        # Unknown service (""): any per-service variable that points there.
-        candidates = [SERVICE_ENDPOINT_ENV[service]] if service in SERVICE_ENDPOINT_ENV else []
-        candidates = candidates or list(SERVICE_ENDPOINT_ENV.values())
-        for var in candidates:
+        specific = [SERVICE_ENDPOINT_ENV[service]] if service in SERVICE_ENDPOINT_ENV else []
+        # The service's own variable, then the global one, then any other service's (the failing call may
+        # have been STS, fetching credentials for a Secrets Manager read).
+        others = [v for v in SERVICE_ENDPOINT_ENV.values() if v not in specific]
+        for var in [*specific, "AWS_ENDPOINT_URL", *others]:
             if env.get(var) and _origin(env[var]) == _origin(url):
                 return f"env var {var}"
-        if env.get("AWS_ENDPOINT_URL") and _origin(env["AWS_ENDPOINT_URL"]) == _origin(url):
-            return "env var AWS_ENDPOINT_URL"
     if _origin(url).endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws")):
         return "botocore's default for the region"
     return "the AWS config file (endpoint_url in the profile or its services section)"

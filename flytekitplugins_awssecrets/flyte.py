@@ -18,6 +18,7 @@ heavy (no boto3, no pydantic models, no I/O):
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -139,20 +140,36 @@ def install() -> None:
 
 
 def log_through_flytekit() -> None:
-    """Send the plugin's log records where flytekit's go, at flytekit's level.
+    """Show the plugin's log records where flytekit's go, at flytekit's level (idempotent).
 
-    flytekit's ``flytekit`` logger does not propagate to the root logger, and ours did, so under
-    ``pyflyte run`` our records met Python's last-resort handler (warnings only) and ``FLYTE_SDK_LOGGING_LEVEL``
-    did not reach them. Making flytekit's logger our logger's parent gives them flytekit's handlers (rich
-    locally, JSON in a pod) and its level, whatever flytekit later sets it to. A logger the user configured
-    (its own handlers or level) is left alone.
+    flytekit's ``flytekit`` logger does not propagate to the root logger and ours did, so under
+    ``pyflyte run`` our records met Python's last-resort handler (warnings only) and
+    ``FLYTE_SDK_LOGGING_LEVEL`` did not reach them. A small handler on our logger hands each record to
+    flytekit's handlers (rich locally, JSON in a pod) when the root logger has none, and our level follows
+    flytekit's when flytekit's is lower. A program that configures logging (``serve``, a notebook with
+    ``basicConfig``, pytest) keeps getting our records through the root logger as before.
     """
-    import logging
-
     ours = logging.getLogger("flytekitplugins_awssecrets")
-    if ours.handlers or ours.level != logging.NOTSET or ours.parent is not logging.getLogger():
+    if any(isinstance(h, _ToFlytekit) for h in ours.handlers):
         return
-    ours.parent = logging.getLogger("flytekit")
+    ours.addHandler(_ToFlytekit())
+    flytekit_level = logging.getLogger("flytekit").getEffectiveLevel()
+    if ours.level == logging.NOTSET and flytekit_level < ours.getEffectiveLevel():
+        ours.setLevel(flytekit_level)
+
+
+class _ToFlytekit(logging.Handler):
+    """Hands a record to flytekit's handlers when nothing else would show it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers:
+            return  # the root logger is configured: it shows the record
+        fk = logging.getLogger("flytekit")
+        if record.levelno < fk.getEffectiveLevel():
+            return
+        for h in fk.handlers:
+            if record.levelno >= h.level:
+                h.handle(record)
 
 
 if os.environ.get("FLYTE_AWS_SECRETS_DISABLE", "").lower() not in ("1", "true", "yes"):

@@ -167,3 +167,19 @@ def test_pyflyte_run_task_names_the_endpoint(tmp_path: Path) -> None:
     out = p.stdout + p.stderr
     assert p.returncode != 0
     assert f"cannot reach endpoint {url}" in out and "env var AWS_ENDPOINT_URL" in out, out[-3000:]
+
+
+def test_assumed_role_sts_call_fails_fast_and_names_its_variable(
+    creds: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STS (credentials for an assumed role) gets the same time-outs and attempts as the reads."""
+    hole = Blackhole().start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", hole.url)
+        monkeypatch.setenv("FLYTE_AWS_SECRETS_ASSUME_ROLE", "arn:aws:iam::123456789012:role/Reader")
+        monkeypatch.setenv("FLYTE_AWS_SECRETS_READ_TIMEOUT", "0.3")
+        (err,) = _resolve_error(SM)
+    finally:
+        hole.stop()
+    assert err.source == "env var AWS_ENDPOINT_URL_STS" and err.endpoint == hole.url
+    assert hole.connections == 2
