@@ -341,3 +341,10 @@ def test_long_run_without_terminal_prints_progress_lines(
     assert len(lines) >= 2 and lines[-1].startswith(f"progress: {n}/{n} done, 0 failed")
     r = _cli("manifest", "save", "--no-progress", str(f))
     assert "progress: " not in r.stderr
+
+
+def test_dry_run_wording_is_a_sentence() -> None:
+    from flytekitplugins_awssecrets.manifest.commands import _planned
+
+    assert _planned("tags") == "would update tags"
+    assert _planned("add") == "would add" and _planned("already gone") == "already absent: nothing to delete"
