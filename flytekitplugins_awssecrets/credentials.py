@@ -46,7 +46,17 @@ class _FileWatchingCredentials:
     def _current(self) -> Any:
         from botocore.credentials import SharedCredentialProvider
 
-        mtime = os.stat(self._path).st_mtime_ns
+        try:
+            mtime = os.stat(self._path).st_mtime_ns
+        except FileNotFoundError:
+            from flytekitplugins_awssecrets.errors import SettingsError
+
+            # Removed while the process runs (the automation that rewrites it failed?): say which file.
+            raise SettingsError(
+                "credentials_file",
+                self._path,
+                "the file no longer exists; restore it or unset credentials_file",
+            ) from None
         with self._lock:
             if self._creds is None or mtime != self._mtime:
                 creds = SharedCredentialProvider(creds_filename=self._path, profile_name=self._profile).load()

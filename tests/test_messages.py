@@ -97,3 +97,23 @@ def test_plugin_log_line_visible_under_pyflyte_run(
     assert p.returncode == 0, p.stderr[-3000:]
     # flytekit's rich handler wraps lines at 80 columns without a terminal: match across the wrap.
     assert re.search(r"1\s+AWS\s+secret\s+request\(s\)\s+mounted", p.stdout + p.stderr), p.stdout[-2000:]
+
+
+def test_credentials_file_removed_while_running_is_named(
+    tmp_path: Path, aws_env: dict[str, str], secrets_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flytekitplugins_awssecrets.resolver import resolve_values
+
+    arn, _ = secrets_factory.secret(f"credfile/{tmp_path.name[-12:]}")
+    creds = tmp_path / "credentials"
+    creds.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_CACHE_TTL_SECONDS", "0")
+    assert len(resolve_values([arn])) == 1
+    creds.unlink()
+    with pytest.raises(SecretResolutionError) as info:
+        resolve_values([arn])
+    assert "credentials_file" in str(info.value) and "no longer exists" in str(info.value)
+    assert "unexpected" not in str(info.value)
