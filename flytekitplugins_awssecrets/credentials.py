@@ -260,7 +260,11 @@ def _origin(url: str) -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url.strip())
-    return f"{parts.scheme}://{parts.netloc}".lower() if parts.netloc else url.strip().rstrip("/").lower()
+    if not parts.netloc:
+        return url.strip().rstrip("/").lower()
+    # Host and port only: a user:password@ in an endpoint URL must not reach a message.
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}".lower()
 
 
 def endpoint_source(service: str, url: str, environ: dict[str, str] | None = None) -> str:

@@ -183,3 +183,20 @@ def test_assumed_role_sts_call_fails_fast_and_names_its_variable(
         hole.stop()
     assert err.source == "env var AWS_ENDPOINT_URL_STS" and err.endpoint == hole.url
     assert hole.connections == 2
+
+
+def test_endpoint_source_and_no_userinfo_in_messages() -> None:
+    from flytekitplugins_awssecrets.credentials import endpoint_origin, endpoint_source
+
+    assert endpoint_origin("http://user:pw@127.0.0.1:9/x") == "http://127.0.0.1:9"
+    env = {"AWS_ENDPOINT_URL": "http://a:1", "AWS_ENDPOINT_URL_SSM": "http://b:2"}
+    assert endpoint_source("ssm", "http://b:2/", env) == "env var AWS_ENDPOINT_URL_SSM"
+    assert endpoint_source("ssm", "http://a:1/", env) == "env var AWS_ENDPOINT_URL"
+    assert endpoint_source("secretsmanager", "http://b:2/", env) == "env var AWS_ENDPOINT_URL_SSM"
+    assert (
+        endpoint_source("ssm", "https://ssm.eu-west-1.amazonaws.com/", env)
+        == "botocore's default for the region"
+    )
+    assert endpoint_source("ssm", "http://c:3/", env).startswith("the AWS config file")
+    ignored = {**env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"}
+    assert not endpoint_source("ssm", "http://b:2/", ignored).startswith("env var")
