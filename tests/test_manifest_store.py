@@ -338,7 +338,7 @@ def test_long_run_without_terminal_prints_progress_lines(
     assert r.exit_code == 0, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("progress: ")]
     n = len(params)
-    assert len(lines) >= 2 and lines[-1].startswith(f"progress: {n}/{n} done, 0 failed")
+    assert lines and lines[-1].startswith(f"progress: {n}/{n} done, 0 failed")
     r = _cli("manifest", "save", "--no-progress", str(f))
     assert "progress: " not in r.stderr
 
@@ -348,3 +348,30 @@ def test_dry_run_wording_is_a_sentence() -> None:
 
     assert _planned("tags") == "would update tags"
     assert _planned("add") == "would add" and _planned("already gone") == "already absent: nothing to delete"
+
+
+def test_progress_lines_come_at_a_steady_interval(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(store, "PROGRESS_INTERVAL", 0.05)
+    gates = [threading.Event() for _ in range(4)]
+
+    def work(i: int) -> store.Outcome:
+        gates[i].wait(timeout=10)
+        return store.Outcome(kind="parameter", name=f"p{i}", action="added", ok=i != 2)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        futures = [pool.submit(work, i) for i in range(4)]
+        releaser = threading.Thread(
+            target=lambda: [(threading.Event().wait(0.12), g.set()) for g in gates], daemon=True
+        )
+        releaser.start()
+        results = store._with_progress_lines(futures)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("progress: ")]
+    assert [o.name for o in results] == ["p0", "p1", "p2", "p3"]
+    # One task finishes every ~0.12 s and a line is due every 0.05 s: lines appear while work goes on,
+    # not only at the end.
+    assert len(lines) >= 3 and lines[-1].startswith("progress: 4/4 done, 1 failed")
