@@ -29,6 +29,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         [],
         ["split"],
         ["check"],
+        ["policy"],
         ["manifest"],
         *[
             ["manifest", c]
