@@ -27,6 +27,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "aptible",
         "Approve Aptible access requests, and list the ones waiting.",
     ),
+    "policy": (
+        "flytekitplugins_awssecrets.policy",
+        "policy",
+        "Print the least-privilege IAM policy a workflow's secrets need.",
+    ),
 }
 
 

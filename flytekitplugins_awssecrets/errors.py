@@ -20,6 +20,7 @@ __all__ = [
     "SecretDecryptionError",
     "SecretThrottledError",
     "SecretFetchError",
+    "EndpointUnreachableError",
     "JsonKeyNotFoundError",
     "SecretNotJsonError",
     "BinaryToEnvVarError",
@@ -139,6 +140,36 @@ class SecretFetchError(AwsSecretsError):
     def __init__(self, reference: str, detail: str, *, retryable: bool = False) -> None:
         self.retryable = retryable
         super().__init__(reference, f"could not be read: {clean_aws_message(detail)}")
+
+
+class EndpointUnreachableError(SecretFetchError):
+    """The AWS endpoint could not be reached (refused, connect or read time-out); names the endpoint URL and
+    where it came from (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_<SERVICE>``, the config file or botocore's
+    default), so a stale moto/LocalStack variable is found at once.
+
+    Example::
+
+        EndpointUnreachableError("arn:...:secret:db", "http://127.0.0.1:5000", "env var AWS_ENDPOINT_URL",
+                                 "connection refused", attempts=2)
+    """
+
+    def __init__(self, reference: str, endpoint: str, source: str, problem: str, attempts: int = 1) -> None:
+        self.endpoint = endpoint
+        self.source = source
+        self.problem = problem
+        self.attempts = attempts
+        self.retryable = True
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        #: The part without the reference, for callers that word their own message (the manifest commands).
+        self.detail = f"cannot reach endpoint {endpoint} (from {source}): {problem}{tries}"
+        AwsSecretsError.__init__(
+            self,
+            reference,
+            f"could not be read: {self.detail}",
+            "check that the endpoint is up and reachable from here, or unset the variable that points at it"
+            if source.startswith("env var")
+            else "check the network path to AWS (proxy, VPC endpoint, firewall) and the region",
+        )
 
 
 class JsonKeyNotFoundError(AwsSecretsError, KeyError):

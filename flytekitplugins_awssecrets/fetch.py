@@ -81,6 +81,8 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
     )
 
     ref_s = str(ref)
+    if isinstance(exc, AwsSecretsError):  # e.g. a SettingsError raised while botocore fetched credentials
+        return exc
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
@@ -93,7 +95,9 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
             "no AWS credentials found (set AWS_PROFILE, static keys or a role; see docs/credentials.md)",
         )
     if isinstance(exc, (ReadTimeoutError, ConnectionError)):
-        return SecretFetchError(ref_s, f"network error talking to AWS: {type(exc).__name__}", retryable=True)
+        from flytekitplugins_awssecrets.credentials import unreachable_error
+
+        return unreachable_error(ref_s, exc, ref.service or "secretsmanager")  # type: ignore[no-any-return]
     if isinstance(exc, BotoCoreError):
         return SecretFetchError(ref_s, f"{type(exc).__name__}: {exc}")
     return SecretFetchError(ref_s, f"unexpected {type(exc).__name__}")

@@ -66,8 +66,10 @@ class Settings(BaseModel):
       cache_ttl_seconds (300): how long a fetched secret is reused in this process; 0 disables the cache.
       max_concurrency (16): parallel AWS requests (batches and regions) at most.
       batch_size (20): secrets per BatchGetSecretValue call (AWS's maximum is 20).
-      retry_mode ("standard"), max_attempts (5): botocore's retry mode and attempt count.
-      connect_timeout (5.0), read_timeout (10.0): seconds, per HTTP request.
+      retry_mode ("standard"), max_attempts (5): botocore's retry mode and attempt count (throttling, 5xx).
+      connect_attempts (2): attempts when the endpoint cannot be reached (refused, connect or read
+        time-out), so that an unreachable endpoint fails in about 10 s rather than after every retry.
+      connect_timeout (3.0), read_timeout (4.0): seconds, per HTTP request.
       required_tags ({}): tags a secret must carry (key -> value, "*" for any value) to be handed to a task,
         like Sym's ``SymEnv``; checked once per secret per cache lifetime.
 
@@ -103,8 +105,9 @@ class Settings(BaseModel):
     batch_size: int = Field(default=20, ge=1, le=20)
     retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
     max_attempts: int = Field(default=5, ge=1, le=20)
-    connect_timeout: float = Field(default=5.0, gt=0)
-    read_timeout: float = Field(default=10.0, gt=0)
+    connect_attempts: int = Field(default=2, ge=1, le=20)
+    connect_timeout: float = Field(default=3.0, gt=0)
+    read_timeout: float = Field(default=4.0, gt=0)
     required_tags: dict[str, str] = Field(default_factory=dict)
 
     mount_dir: str | None = None
@@ -346,7 +349,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         loc = [str(p) for p in err.get("loc", ())]
         field = loc[0] if loc else "?"
         source = origin.get(field, "defaults")
-        problem = err.get("msg", "invalid")
+        problem = str(err.get("msg", "invalid")).removeprefix("Value error, ")  # pydantic's prefix
         if err.get("type") == "extra_forbidden":
             problem = f"unknown setting; known: {_FIELDS}"
         where = ".".join(loc[1:])

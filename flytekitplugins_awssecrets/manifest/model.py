@@ -396,7 +396,30 @@ def parse_manifest(raw: Any, source: str = "<manifest>") -> Manifest:
     try:
         return Manifest.model_validate(raw)
     except ValidationError as e:
-        raise ManifestError(source, _problems(raw, e)) from None
+        # Duplicate names are checked after every field is valid; list them with the other problems so
+        # that one run shows everything to fix.
+        raise ManifestError(source, _problems(raw, e) + _raw_duplicates(raw)) from None
+
+
+def _raw_duplicates(raw: dict[str, Any]) -> list[str]:
+    """Entries of the unvalidated data that share a name (by full name when ``path`` is usable)."""
+    out: list[str] = []
+    path = raw.get("path") if isinstance(raw.get("path"), str) else "/"
+    for section, full_name in (("parameters", parameter_full_name), ("secrets", secret_full_name)):
+        items = raw.get(section)
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            name = item.get("name") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not name.strip():
+                continue
+            try:
+                full = full_name(str(path), name)
+            except Exception:  # noqa: BLE001 - a bad path or name is reported by validation already
+                full = name
+            if full in seen:
+                out.append(f"top level: {section}[{i}] and {section}[{seen[full]}] are both {full}")
+            seen.setdefault(full, i)
+    return out
 
 
 def load_manifest(path: str) -> Manifest:

@@ -56,6 +56,7 @@ from flytekitplugins_awssecrets.errors import (
     SecretDecryptionError,
     SecretNotFoundError,
     SecretThrottledError,
+    SettingsError,
     UnknownAliasError,
 )
 from flytekitplugins_awssecrets.refs import SecretRef, parse_reference
@@ -170,6 +171,8 @@ def error_response(err: AwsSecretsError) -> Response:
         return _aws_error(400, "DecryptionFailure", msg)
     if isinstance(err, SecretThrottledError):
         return _aws_error(400, "ThrottlingException", msg)
+    if isinstance(err, SettingsError):  # e.g. no region for a plain name: the request cannot be served
+        return _aws_error(400, "InvalidRequestException", msg)
     if err.retryable:
         return _aws_error(502, "ConnectionError", msg)
     return _aws_error(500, "InternalFailure", msg)
