@@ -72,14 +72,21 @@ class Settings(BaseModel):
         like Sym's ``SymEnv``; checked once per secret per cache lifetime.
 
     Mounting:
-      mount_dir (None): where FILE secrets are written; default ``/dev/shm`` (memory) if writable, else the
-        system temporary directory (with a warning).
+      mount_dir (None): where FILE secrets are written; default ``/dev/shm``. It must be a memory filesystem
+        (tmpfs or ramfs, checked in ``/proc/mounts``): otherwise a task with a FILE secret fails before user
+        code with :class:`~flytekitplugins_awssecrets.errors.FileMountOnDiskError`.
+      allow_disk_mount (False): accept a ``mount_dir`` (or, without ``/dev/shm``, the system temporary
+        directory) that is on disk. The file is removed after the task, at exit and on SIGTERM, but a
+        SIGKILLed or crashed process leaves it on persistent disk until the next plugin process sweeps it.
       cluster_mode ("plugin"): "plugin" keeps AWS requests out of the serialised task spec, so a cluster's
         Kubernetes secret webhook never sees them and the plugin resolves them in the pod; "webhook" hands
         them (without JSON key) to a cluster whose Flyte secret webhook is the AWS type, and the plugin
         reads the mounted files and applies JSON keys.
       webhook_dir ("/etc/flyte/secrets"): where the cluster's AWS webhook mounts secrets.
       leak_guard (True): fail a task whose outputs contain a secret value resolved for it.
+      allow_opaque_outputs (False): with the leak guard on, accept outputs the guard cannot look into
+        (pickled objects: outputs typed ``Any`` or as a class without a flytekit type transformer);
+        otherwise such a task fails with :class:`~flytekitplugins_awssecrets.errors.UninspectableOutputError`.
       redact_logs (True): replace resolved values in log records by ``[REDACTED]`` while a task runs.
 
     Credentials (all through boto3/botocore):
@@ -108,9 +115,11 @@ class Settings(BaseModel):
     required_tags: dict[str, str] = Field(default_factory=dict)
 
     mount_dir: str | None = None
+    allow_disk_mount: bool = False
     cluster_mode: Literal["plugin", "webhook"] = "plugin"
     webhook_dir: str = "/etc/flyte/secrets"
     leak_guard: bool = True
+    allow_opaque_outputs: bool = False
     redact_logs: bool = True
 
     profile: str | None = None
@@ -349,8 +358,5 @@ def default_mount_root(settings: Settings) -> Path:
         return shm
     import tempfile
 
-    logger.warning(
-        "no writable memory filesystem (/dev/shm); FILE secrets go to %s and are removed after the task",
-        tempfile.gettempdir(),
-    )
+    # FILE mounts refuse this directory unless allow_disk_mount is set (see mount.memory_filesystem).
     return Path(tempfile.gettempdir())
