@@ -280,7 +280,7 @@ def test_shell_export_is_not_expanded_by_sh() -> None:
 
 _NASTY = [
     "plain",
-    "it's $HOME `id` \"q\" \\n",
+    'it\'s $HOME `id` "q" \\n',
     "$(touch /tmp/awssecrets-pwned)",
     "`touch /tmp/awssecrets-pwned`",
     "a'b''c'" + "''",
@@ -307,7 +307,11 @@ def _sourced(text: str, names: list[str], how: str, tmp: Path) -> dict[str, str]
     """What bash gives back after sourcing (``set -a; . file``) or eval-ing an export, as digests."""
     f = tmp / "app.env"
     f.write_text(text, encoding="utf-8")
-    load = f"set -a; . {shlex.quote(str(f))}; set +a" if how == "source" else f'eval "$(cat {shlex.quote(str(f))})"'
+    load = (
+        f"set -a; . {shlex.quote(str(f))}; set +a"
+        if how == "source"
+        else f'eval "$(cat {shlex.quote(str(f))})"'
+    )
     script = f"{load}; exec python3 -c {shlex.quote(_PRINT_DIGESTS)} {' '.join(names)}"
     p = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp)
     assert p.returncode == 0, p.stderr[-500:]

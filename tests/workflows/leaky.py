@@ -100,7 +100,8 @@ def raises_secret() -> int:
     except ValueError:
         err = RuntimeError(f"could not connect with password={v}")
         err.add_note(f"token (base64) {base64.b64encode(v.encode()).decode()}")
-        raise err  # __context__: the ValueError, whose __cause__ is the ApiError
+        raise err  # noqa: B904 - __context__ is the ValueError, whose __cause__ is the ApiError
+    return len(v)
 
 
 @task(secret_requests=[JSON_REQ])
