@@ -226,6 +226,8 @@ def _read_file(path: str) -> tuple[dict[str, Any], dict[str, str]]:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise SettingsError("config", f"file {path}", f"is not valid YAML{where}") from None
+    except RecursionError:
+        raise SettingsError("config", f"file {path}", "is nested too deeply to read") from None
     if not isinstance(doc, dict):
         raise SettingsError("config", f"file {path}", "must be a YAML mapping of setting names to values")
     if "secret-manager" in doc:
@@ -266,7 +268,7 @@ def _read_env(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         if name in _JSON_FIELDS and raw.strip().startswith(("{", "[")):
             try:
                 value = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise SettingsError(name, f"env var {var}", "is not valid JSON") from None
         fields[name] = value
         origin[name] = f"env var {var}"
