@@ -86,8 +86,8 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
         ConnectionError,
         NoCredentialsError,
         ReadTimeoutError,
-        ResponseParserError,
     )
+    from botocore.parsers import ResponseParserError
 
     ref_s = str(ref)
     if isinstance(exc, ClientError):

@@ -452,6 +452,13 @@ def test_answer_without_a_value_is_retryable_and_never_cached(
             counting_proxy.reset_counts()
         del counting_proxy.canned[op]
     assert get_secret_value(arn) == v
+    from botocore.parsers import ResponseParserError
+
+    from flytekitplugins_awssecrets.fetch import translate_error
+    from flytekitplugins_awssecrets.refs import parse_reference
+
+    err = translate_error(parse_reference(arn), ResponseParserError("<html>proxy</html>"))
+    assert isinstance(err, SecretFetchError) and err.retryable and "html" not in str(err)
 
 
 # --- parsers ---------------------------------------------------------------------------------------------------
