@@ -58,7 +58,11 @@ def redact_record(record: logging.LogRecord, sens: SensitiveSet, *, extras: bool
     try:
         msg = record.getMessage()
     except Exception:  # noqa: BLE001 - a broken record is logging's problem, not ours
+        # logging.Handler.handleError prints the message and the arguments of a record it cannot format.
         msg = None
+        record.msg = scrub_value(record.msg, sens)
+        if record.args:
+            record.args = scrub_value(record.args, sens)
     if msg is not None:
         new = sens.redact(msg)
         if new != msg:

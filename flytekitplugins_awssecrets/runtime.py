@@ -65,8 +65,8 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
         with _redaction(settings, sensitive):
             try:
                 out = call()
-            except Exception as e:
-                leak = _leak_in(e)
+            except BaseException as e:
+                leak = _leak_in(e) if isinstance(e, Exception) else None
                 if leak is None:
                     # The exception goes on to flytekit (error.pb, the pod log, the console) after the
                     # redaction below is gone: scrub it, its chain and flytekit's wrapper, in place.

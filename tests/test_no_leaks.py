@@ -310,6 +310,30 @@ def test_extras_args_and_exceptions_redacted_in_records(
     assert records[0].ctx == {"nested": ["[REDACTED]"]}  # type: ignore[attr-defined]
 
 
+def test_arguments_of_an_unformattable_record_are_redacted() -> None:
+    """logging's handleError prints the arguments of a record it cannot format, to stderr."""
+    import contextlib
+    import io
+
+    from flytekitplugins_awssecrets.redact import install_redaction
+    from flytekitplugins_awssecrets.sensitive import SensitiveSet
+
+    v = new_value()
+    stream = io.StringIO()
+    lg = logging.getLogger("user.unformattable")
+    lg.propagate = False
+    handler = logging.StreamHandler(stream)
+    lg.addHandler(handler)
+    undo = install_redaction(SensitiveSet.build([("ref", v)]))
+    try:
+        with contextlib.redirect_stderr(stream):
+            lg.warning("no placeholder", v)
+    finally:
+        undo()
+        lg.removeHandler(handler)
+    assert "Arguments: ('[REDACTED]',)" in stream.getvalue() and _leaked_forms(stream.getvalue(), v) == []
+
+
 def test_get_secret_value_quiet_with_botocore_at_debug(
     secrets_factory: Any, unique: str, caplog: pytest.LogCaptureFixture
 ) -> None:
