@@ -12,10 +12,9 @@ Formats:
   quotes, with ``'`` written as ``'\\''``, so nothing in a value is expanded;
 * ``dotenv``: ``NAME='value'``, quoted exactly as ``shell`` (without ``export``), so that
   ``set -a; . ./app.env`` expands and runs nothing in a value (no ``$``, backtick or ``\\`` is special inside
-  single quotes) and gives back every value byte for byte, newlines included. python-dotenv and docker
-  compose read single-quoted values literally too; the one form they do not share with POSIX shells is a
-  ``'`` inside a value, written ``'\\''`` (close, escaped quote, reopen), which only shells read back
-  exactly;
+  single quotes) and gives back every value byte for byte, newlines included. Other dotenv readers
+  (python-dotenv, docker compose) agree for values without ``'`` or ``\\``: python-dotenv reads ``\\\\`` and
+  ``\\'`` inside single quotes as escapes, and ``'`` is written ``'\\''`` (close, escaped quote, reopen);
 * ``json``: one object ``{"NAME": "value"}``.
 
 A StringList is its comma-joined text; a JSON secret its JSON text.

@@ -37,7 +37,7 @@ def encoded_forms(value: str, min_len: int = MIN_LEN) -> set[str]:
     return {f for f in out if len(f) >= min_len}
 
 
-_forms_cache: dict[str, set[str]] = {}
+_forms_cache: dict[str, frozenset[str]] = {}
 
 
 def find_leaks(values: Iterable[str], sections: Iterable[tuple[str, str]]) -> list[str]:
@@ -45,11 +45,9 @@ def find_leaks(values: Iterable[str], sections: Iterable[tuple[str, str]]) -> li
     needles: set[str] = set()
     for v in values:
         if len(v) >= MIN_LEN:
-            if v not in _forms_cache:
-                _forms_cache[v] = encoded_forms(v)
-            needles |= _forms_cache[v]
-    hits = []
-    for title, text in sections:
-        if any(n in text for n in needles):
-            hits.append(title)
-    return hits
+            forms = _forms_cache.get(v)
+            if forms is None:
+                forms = _forms_cache[v] = frozenset(encoded_forms(v))
+            needles.update(forms)
+    texts = [(title, text) for title, text in sections if text]
+    return [title for title, text in texts if any(n in text for n in needles)]
