@@ -235,9 +235,11 @@ def _scrub_one(e: BaseException, sens: SensitiveSet) -> None:
         if name in getattr(e, "__dict__", {}):
             continue
         value = getattr(e, name, None)
-        if isinstance(value, str | bytes) and sens.contains(_safe_repr(value)):
-            with contextlib.suppress(Exception):
-                setattr(e, name, scrub_value(value, sens))
+        if isinstance(value, str | bytes):
+            new = scrub_value(value, sens)
+            if new != value:
+                with contextlib.suppress(Exception):
+                    setattr(e, name, new)
     text = _safe_repr(e)
     if sens.contains(text):
         _override_text(e, sens)
