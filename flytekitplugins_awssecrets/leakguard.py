@@ -33,7 +33,7 @@ ACTIVE: contextvars.ContextVar[LeakScanner | None] = contextvars.ContextVar(
     "awssecrets_leak_guard", default=None
 )
 
-_MAX_DEPTH = 64
+_MAX_DEPTH = 128
 
 
 class _Opaque(Exception):

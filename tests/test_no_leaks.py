@@ -234,7 +234,7 @@ def test_guard_fails_closed_where_it_cannot_look(secrets_factory: Any, unique: s
     @task(secret_requests=[req])
     def too_deep() -> dict:  # type: ignore[type-arg]
         node: dict = {}  # type: ignore[type-arg]
-        for _ in range(100):
+        for _ in range(200):
             node = {"k": node}
         return node
 
@@ -434,6 +434,35 @@ def test_required_tags_hold_for_webhook_and_flytekit_sources(
         (err,) = e.value.errors
         assert isinstance(err, MissingTagError) and err.reference == untagged, source
         assert dict(counting_proxy.calls) == {"DescribeSecret": 2}, source  # one per secret, no value read
+
+
+def test_pod_required_tags_hold_for_webhook_files(
+    aws_env: dict[str, str],
+    secrets_factory: Any,
+    counting_proxy: Any,
+    unique: str,
+    pod_specs: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """In the pod, a secret the cluster webhook mounted is refused like a fetched one when it lacks the tag."""
+    arn, _ = secrets_factory.secret(f"{unique}/pod-untagged", {"password": new_value()})
+    group, key = split_arn(arn)
+    mounted = tmp_path / "etc-flyte-secrets" / group.lower() / key.lower()
+    mounted.parent.mkdir(parents=True)
+    mounted.write_text(json.dumps({"password": new_value()}))
+    env = _env(
+        aws_env,
+        LEAKY_JSON_ARN=arn,
+        AWS_ENDPOINT_URL=counting_proxy.url,
+        FLYTE_AWS_SECRETS_REQUIRED_TAGS='{"SymEnv": "main"}',
+        FLYTE_AWS_SECRETS_WEBHOOK_DIR=str(tmp_path / "etc-flyte-secrets"),
+    )
+    counting_proxy.reset_counts()
+    p, doc = _pod(_spec(pod_specs, "returns_json_field"), tmp_path / "pod", env)
+    assert doc is not None, p.stderr[-3000:]
+    assert "required tag 'SymEnv' is missing" in doc.error.message
+    assert "user code was not run" in doc.error.message
+    assert dict(counting_proxy.calls) == {"DescribeSecret": 1}
 
 
 # --- payloads --------------------------------------------------------------------------------------------------
