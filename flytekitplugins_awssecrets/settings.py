@@ -69,7 +69,9 @@ class Settings(BaseModel):
       retry_mode ("standard"), max_attempts (5): botocore's retry mode and attempt count.
       connect_timeout (5.0), read_timeout (10.0): seconds, per HTTP request.
       required_tags ({}): tags a secret must carry (key -> value, "*" for any value) to be handed to a task,
-        like Sym's ``SymEnv``; checked once per secret per cache lifetime.
+        like Sym's ``SymEnv``; checked once per secret per cache lifetime, and for every source: a value
+        the cluster webhook mounted or flytekit's env var/file holds costs one DescribeSecret (SSM:
+        ListTagsForResource) per secret per task, so the role needs that permission.
 
     Mounting:
       mount_dir (None): where FILE secrets are written; default ``/dev/shm``. It must be a memory filesystem
