@@ -59,7 +59,7 @@ class LeakScanner:
     ) -> None:
         self.sensitive = values if isinstance(values, SensitiveSet) else SensitiveSet.build(values)
         self.allow_opaque = allow_opaque
-        refs = [ref for ref, _ in self.sensitive._pairs]  # noqa: SLF001 - sibling module
+        refs = self.sensitive.references
         self.first_reference = refs[0] if refs else ""
 
     def __repr__(self) -> str:

@@ -50,7 +50,7 @@ def _current() -> SensitiveSet | None:
         return None
     if len(sets) == 1:
         return sets[0]
-    return SensitiveSet(pair for s in sets for pair in s._pairs)  # noqa: SLF001 - same module family
+    return SensitiveSet.union(sets)
 
 
 def redact_record(record: logging.LogRecord, sens: SensitiveSet, *, extras: bool = False) -> None:

@@ -130,6 +130,16 @@ class SensitiveSet:
         """The set for ``(reference, value)`` pairs."""
         return cls((ref, n) for ref, v in values for base in _bases(v) for n in _encodings(base))
 
+    @classmethod
+    def union(cls, sets: Iterable[SensitiveSet]) -> SensitiveSet:
+        """One set holding the patterns of ``sets`` (nested tasks)."""
+        return cls(pair for s in sets for pair in s._pairs)
+
+    @property
+    def references(self) -> list[str]:
+        """The references whose values this set holds, each once."""
+        return list(dict.fromkeys(ref for ref, _ in self._pairs))
+
     def __repr__(self) -> str:
         return f"SensitiveSet({len(self._pairs)} patterns)"
 
