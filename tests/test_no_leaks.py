@@ -148,6 +148,30 @@ def test_exception_scrubbing_keeps_type_and_covers_every_field() -> None:
     assert caught.__traceback__ is not None and "several" in text and "No such file" in text
 
 
+def test_requests_connection_error_is_scrubbed(secrets_factory: Any, unique: str) -> None:
+    """``requests`` puts the URL, query string and all, into its ConnectionError (and urllib3's chain)."""
+    import traceback
+    from urllib.parse import quote
+
+    import requests
+
+    v = new_value() + "/+ &"
+    arn, _ = secrets_factory.secret(f"{unique}/requests", v)
+    req = aws_secret(arn)
+
+    @task(secret_requests=[req])
+    def call_api() -> int:
+        key = current_context().secrets.get(req.group, req.key)
+        # Port 9 on loopback (discard): refused at once, nothing leaves the machine.
+        return requests.get(f"http://127.0.0.1:9/x?api_key={quote(key, safe='')}", timeout=2).status_code
+
+    with pytest.raises(requests.exceptions.ConnectionError) as e:
+        call_api()
+    text = "".join(traceback.format_exception(e.value)) + repr(e.value.args)
+    assert _leaked_forms(text, v) == []
+    assert "api_key=[REDACTED]" in text and "127.0.0.1" in text
+
+
 # --- outputs ---------------------------------------------------------------------------------------------------
 
 
