@@ -191,7 +191,9 @@ def check_native_outputs(task: Any, native_outputs: Any) -> None:
     try:
         hits = scanner.scan_python(outputs)
     except _Opaque as e:
-        raise UninspectableOutputError(scanner.first_reference, repr(e.where), e.why) from None
+        where = repr(scanner.sensitive.hide_keys(e.where))
+        raise UninspectableOutputError(scanner.first_reference, where, e.why) from None
     if hits:
         ref, where = hits[0]
-        raise SecretLeakError(ref, f"{where!r}")
+        # The path names dict keys, and a key can be a secret itself.
+        raise SecretLeakError(ref, repr(scanner.sensitive.hide_keys(where)))

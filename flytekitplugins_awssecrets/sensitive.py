@@ -37,25 +37,41 @@ _MAX_JSON_LEAVES = 10_000
 _MAX_DEPTH = 64
 
 
-def _json_leaves(text: str) -> list[str]:
-    """String leaves of ``text`` when it is a JSON object or list (bounded; malformed input gives none)."""
+def _json_parts(text: str) -> tuple[list[str], set[str]]:
+    """String leaves and object keys of ``text`` when it is a JSON object or list (bounded; malformed input
+    gives none)."""
     if not text.lstrip().startswith(("{", "[")):
-        return []
+        return [], set()
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError):
-        return []
+        return [], set()
     out: list[str] = []
+    keys: set[str] = set()
     stack: list[tuple[Any, int]] = [(doc, 0)]
-    while stack and len(out) < _MAX_JSON_LEAVES:
+    while stack and len(out) + len(keys) < _MAX_JSON_LEAVES:
         node, depth = stack.pop()
         if isinstance(node, str):
             out.append(node)
         elif depth < _MAX_DEPTH and isinstance(node, dict):
+            keys.update(str(k) for k in node)
             stack.extend((v, depth + 1) for v in node.values())
         elif depth < _MAX_DEPTH and isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
-    return out
+    return out, keys
+
+
+def _json_leaves(text: str) -> list[str]:
+    return _json_parts(text)[0]
+
+
+def _json_keys(value: str | bytes) -> set[str]:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return set()
+    return _json_parts(value)[1]
 
 
 def _bases(value: str | bytes) -> set[bytes]:
@@ -114,7 +130,10 @@ class SensitiveSet:
     The repr shows only how many patterns it holds.
     """
 
-    def __init__(self, pairs: Iterable[tuple[str, bytes]]) -> None:
+    def __init__(self, pairs: Iterable[tuple[str, bytes]], key_names: Iterable[str] = ()) -> None:
+        #: Object keys of the resolved JSON values: not secret enough to redact everywhere ("password"), but
+        #: never shown in the plugin's own messages, where a key can be a token (a map of tokens to owners).
+        self.key_names = frozenset(key_names)
         unique = dict.fromkeys(pairs)
         self._pairs: list[tuple[str, bytes]] = sorted(unique, key=lambda p: len(p[1]), reverse=True)
         texts: dict[str, None] = {}
@@ -128,12 +147,14 @@ class SensitiveSet:
     @classmethod
     def build(cls, values: Sequence[tuple[str, str | bytes]]) -> SensitiveSet:
         """The set for ``(reference, value)`` pairs."""
-        return cls((ref, n) for ref, v in values for base in _bases(v) for n in _encodings(base))
+        keys = {k for _, v in values for k in _json_keys(v)}
+        return cls(((ref, n) for ref, v in values for base in _bases(v) for n in _encodings(base)), keys)
 
     @classmethod
     def union(cls, sets: Iterable[SensitiveSet]) -> SensitiveSet:
         """One set holding the patterns of ``sets`` (nested tasks)."""
-        return cls(pair for s in sets for pair in s._pairs)
+        sets = list(sets)
+        return cls((pair for s in sets for pair in s._pairs), (k for s in sets for k in s.key_names))
 
     @property
     def references(self) -> list[str]:
@@ -159,6 +180,12 @@ class SensitiveSet:
 
     def contains(self, text: str) -> bool:
         return any(t in text for t in self.texts)
+
+    def hide_keys(self, path: str) -> str:
+        """An output path (``o0['k'][0]``) with the resolved values' JSON keys as ``[<key>]``, and redacted."""
+        for k in self.key_names:
+            path = path.replace(f"[{k!r}]", "[<key>]")
+        return self.redact(path)
 
     def redact(self, text: str) -> str:
         """``text`` with every sensitive string replaced by ``[REDACTED]`` (longest first)."""

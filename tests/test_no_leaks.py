@@ -231,6 +231,21 @@ def test_every_encoding_of_a_multiline_value_fails_the_task(secrets_factory: Any
         assert e.value.reference == arn, name
 
 
+def test_leak_error_does_not_name_a_secret_dict_key(secrets_factory: Any, unique: str) -> None:
+    token, owner = new_value("tok"), new_value("own")
+    arn, _ = secrets_factory.secret(f"{unique}/keys", {"owners": {token: owner}})
+    req = aws_secret(arn)
+
+    @task(secret_requests=[req])
+    def leaky() -> dict[str, str]:
+        owners = json.loads(current_context().secrets.get(req.group, req.key))["owners"]
+        return {k: "owner " + o for k, o in owners.items()}  # a secret key holding a secret value
+
+    with pytest.raises(SecretLeakError) as e:
+        leaky()
+    assert _leaked_forms(str(e.value) + repr(vars(e.value)), token, owner) == []
+
+
 def test_pod_pickled_output_fails_closed_unless_allowed(
     aws_env: dict[str, str], secrets_factory: Any, unique: str, pod_specs: dict[str, Any], tmp_path: Path
 ) -> None:
