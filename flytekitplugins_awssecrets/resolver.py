@@ -90,13 +90,10 @@ class Resolver:
         self, refs: Sequence[SecretRef], refresh: bool = False
     ) -> dict[tuple[str, ...], Fetched | AwsSecretsError]:
         """Payloads (before JSON-key extraction) for ``refs``, from the cache or AWS in one round."""
-        from flytekitplugins_awssecrets.quiet import aws_logs_quieted
-
         by_id = {r.fetch_id: r for r in refs}
-        with aws_logs_quieted():
-            got = self.cache.get_many(
-                list(by_id), lambda ids: self._load([by_id[i] for i in ids]), refresh=refresh
-            )
+        got = self.cache.get_many(
+            list(by_id), lambda ids: self._load([by_id[i] for i in ids]), refresh=refresh
+        )
         out: dict[tuple[str, ...], Fetched | AwsSecretsError] = {}
         for k, v in got.items():
             if isinstance(v, AwsSecretsError | Fetched):
@@ -106,6 +103,13 @@ class Resolver:
         return out
 
     def _load(self, refs: list[SecretRef]) -> Result:
+        from flytekitplugins_awssecrets.quiet import aws_logs_quieted
+
+        # botocore logs response bodies (the values) at DEBUG, whatever the user's logging configuration.
+        with aws_logs_quieted():
+            return self._load_quietly(refs)
+
+    def _load_quietly(self, refs: list[SecretRef]) -> Result:
         groups: dict[tuple[str, str, str, str], list[SecretRef]] = defaultdict(list)
         for r in refs:
             groups[(r.service or "", r.partition, r.region, r.account)].append(r)
