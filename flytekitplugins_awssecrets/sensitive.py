@@ -86,9 +86,11 @@ def _bases(value: str | bytes) -> set[bytes]:
         raw, text = value.encode("utf-8", "surrogatepass"), value
     out = {raw, raw.strip()}
     if text is not None:
-        parts = [text.strip(), *_json_leaves(text)]
-        if "\n" in text or "\r" in text:
-            parts += text.splitlines()
+        parts: list[str] = []
+        for part in (text, *_json_leaves(text)):
+            parts.append(part)
+            if "\n" in part or "\r" in part:
+                parts += part.splitlines()  # a PEM key logged one line at a time
         for p in parts:
             out.add(p.encode("utf-8", "surrogatepass"))
             out.add(p.strip().encode("utf-8", "surrogatepass"))

@@ -87,6 +87,21 @@ def _pyflyte_run(env: dict[str, str], path: str, wf: str) -> subprocess.Complete
     )
 
 
+def test_sensitive_set_holds_leaves_lines_and_encodings_of_min_length() -> None:
+    from flytekitplugins_awssecrets.sensitive import MIN_LEN, SensitiveSet
+
+    pw, line = new_value(), new_value()
+    doc = json.dumps({"user": "app", "port": 5432, "db": {"password": pw}, "pem": f"-----B-----\n{line}\n"})
+    sens = SensitiveSet.build([("ref", doc)])
+    assert MIN_LEN == 4 and sens.references == ["ref"]
+    for shown in (pw, line, pw.encode().hex(), json.dumps(f"-----B-----\n{line}\n")):
+        found = sens.contains(f"x{shown}y")
+        assert found, fingerprint(shown)
+    assert not sens.contains("app 5432")  # shorter than the minimum, and numbers are not leaves
+    assert sens.hide_keys("o0['password']") == "o0[<key>]"
+    assert repr(sens).startswith("SensitiveSet(") and pw not in repr(sens)
+
+
 # --- exceptions ------------------------------------------------------------------------------------------------
 
 
