@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -35,6 +36,7 @@ MIN_LEN = 4
 _MIN_B64 = 8
 _MAX_JSON_LEAVES = 10_000
 _MAX_DEPTH = 64
+_PEM_ARMOR = re.compile(r"-----(BEGIN|END) [A-Z0-9 ]+-----$")
 
 
 def _json_parts(text: str) -> tuple[list[str], set[str]]:
@@ -90,7 +92,8 @@ def _bases(value: str | bytes) -> set[bytes]:
         for part in (text, *_json_leaves(text)):
             parts.append(part)
             if "\n" in part or "\r" in part:
-                parts += part.splitlines()  # a PEM key logged one line at a time
+                # A PEM key logged one line at a time; its armor lines are public and the same in every key.
+                parts += [ln for ln in part.splitlines() if not _PEM_ARMOR.match(ln.strip())]
         for p in parts:
             out.add(p.encode("utf-8", "surrogatepass"))
             out.add(p.strip().encode("utf-8", "surrogatepass"))

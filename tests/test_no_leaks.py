@@ -98,6 +98,9 @@ def test_sensitive_set_holds_leaves_lines_and_encodings_of_min_length() -> None:
         found = sens.contains(f"x{shown}y")
         assert found, fingerprint(shown)
     assert not sens.contains("app 5432")  # shorter than the minimum, and numbers are not leaves
+    pem = SensitiveSet.build([("ref", f"-----BEGIN PRIVATE KEY-----\n{line}\n-----END PRIVATE KEY-----\n")])
+    found = pem.contains(line)
+    assert found and not pem.contains("-----BEGIN PRIVATE KEY-----")  # armor is public, the body is not
     assert sens.hide_keys("o0['password']") == "o0[<key>]"
     assert repr(sens).startswith("SensitiveSet(") and pw not in repr(sens)
 
