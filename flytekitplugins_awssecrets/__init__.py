@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from flytekitplugins_awssecrets.errors import (
     AwsSecretsError,
     BinaryToEnvVarError,
+    FileMountOnDiskError,
     InvalidReferenceError,
     JsonKeyNotFoundError,
     MissingTagError,
@@ -35,6 +36,7 @@ from flytekitplugins_awssecrets.errors import (
     SecretResolutionError,
     SecretThrottledError,
     SettingsError,
+    UninspectableOutputError,
     UnknownAliasError,
 )
 from flytekitplugins_awssecrets.refs import ALIAS_GROUP, SecretRef, parse_reference, split_arn
@@ -46,6 +48,7 @@ __all__ = [
     "ALIAS_GROUP",
     "AwsSecretsError",
     "BinaryToEnvVarError",
+    "FileMountOnDiskError",
     "InvalidReferenceError",
     "JsonKeyNotFoundError",
     "MissingTagError",
@@ -60,6 +63,7 @@ __all__ = [
     "SecretResolutionError",
     "SecretThrottledError",
     "SettingsError",
+    "UninspectableOutputError",
     "UnknownAliasError",
     "aws_secret",
     "get_secret_value",

@@ -28,6 +28,8 @@ __all__ = [
     "SecretResolutionError",
     "SettingsError",
     "SecretLeakError",
+    "UninspectableOutputError",
+    "FileMountOnDiskError",
     "UnknownAliasError",
     "MissingTagError",
     "clean_aws_message",
@@ -173,13 +175,22 @@ class EndpointUnreachableError(SecretFetchError):
 
 
 class JsonKeyNotFoundError(AwsSecretsError, KeyError):
-    """The JSON key asked for is not in the secret; lists the top-level keys that are (never a value)."""
+    """The JSON key asked for is not in the secret.
 
-    def __init__(self, reference: str, json_key: str, available: Sequence[str]) -> None:
+    Says where the path broke and what is there ("an object with 3 keys"), but names no key of the secret:
+    key names can be secret themselves (a map of tokens to owners), and this message reaches error.pb.
+    """
+
+    def __init__(self, reference: str, json_key: str, at: str = "the top level", found: str = "") -> None:
         self.json_key = json_key
-        self.available = list(available)
-        shown = ", ".join(repr(k) for k in self.available[:50]) or "none"
-        super().__init__(reference, f"JSON key {json_key!r} not found", f"available top-level keys: {shown}")
+        self.at = at
+        self.found = found
+        super().__init__(
+            reference,
+            f"JSON key {json_key!r} not found: no match at {at}" + (f" (there: {found})" if found else ""),
+            "check the key's spelling and case; list the keys with "
+            "`aws secretsmanager get-secret-value --secret-id <ARN> --query SecretString --output text | jq keys`",
+        )
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return self.args[0] if self.args else ""
@@ -260,6 +271,41 @@ class SecretLeakError(AwsSecretsError):
             f"its value appears in the task output {where}; the outputs were not written",
             "do not return secret values from tasks (they would reach the control plane); "
             "set FLYTE_AWS_SECRETS_LEAK_GUARD=false only if this is intended",
+        )
+
+
+class UninspectableOutputError(SecretLeakError):
+    """A task holding secrets returns an output the leak guard cannot look into (it would be pickled).
+
+    A pickled object (an output typed ``Any`` or as a class flytekit has no type transformer for, such as a
+    class with ``__slots__``) goes to the raw-data store as opaque bytes, so the guard fails closed.
+    """
+
+    def __init__(self, reference: str, where: str, why: str) -> None:
+        self.where = where
+        self.why = why
+        AwsSecretsError.__init__(
+            self,
+            reference,
+            f"the task output {where} cannot be checked for secret values ({why}); the outputs were not written",
+            "return a type flytekit stores as data (str, int, dataclass, pydantic model, list, dict...), "
+            "or set FLYTE_AWS_SECRETS_ALLOW_OPAQUE_OUTPUTS=true to accept unchecked outputs",
+        )
+
+
+class FileMountOnDiskError(AwsSecretsError):
+    """A FILE secret would be written to a filesystem that is not in memory (tmpfs/ramfs)."""
+
+    def __init__(self, reference: str, directory: str, fstype: str) -> None:
+        self.directory = directory
+        self.fstype = fstype
+        AwsSecretsError.__init__(
+            self,
+            reference,
+            f"FILE secrets are written to a memory filesystem only, and {directory} is "
+            f"{fstype or 'of unknown type'}, not tmpfs/ramfs",
+            "set FLYTE_AWS_SECRETS_MOUNT_DIR to a tmpfs directory (e.g. /dev/shm), use Secret.MountType.ANY, "
+            "or accept the file on disk with FLYTE_AWS_SECRETS_ALLOW_DISK_MOUNT=true (see docs/security.md)",
         )
 
 

@@ -71,17 +71,26 @@ class Settings(BaseModel):
         time-out), so that an unreachable endpoint fails in about 10 s rather than after every retry.
       connect_timeout (3.0), read_timeout (4.0): seconds, per HTTP request.
       required_tags ({}): tags a secret must carry (key -> value, "*" for any value) to be handed to a task,
-        like Sym's ``SymEnv``; checked once per secret per cache lifetime.
+        like Sym's ``SymEnv``; checked once per secret per cache lifetime, and for every source: a value
+        the cluster webhook mounted or flytekit's env var/file holds costs one DescribeSecret (SSM:
+        ListTagsForResource) per secret per task, so the role needs that permission.
 
     Mounting:
-      mount_dir (None): where FILE secrets are written; default ``/dev/shm`` (memory) if writable, else the
-        system temporary directory (with a warning).
+      mount_dir (None): where FILE secrets are written; default ``/dev/shm``. It must be a memory filesystem
+        (tmpfs or ramfs, checked in ``/proc/mounts``): otherwise a task with a FILE secret fails before user
+        code with :class:`~flytekitplugins_awssecrets.errors.FileMountOnDiskError`.
+      allow_disk_mount (False): accept a ``mount_dir`` (or, without ``/dev/shm``, the system temporary
+        directory) that is on disk. The file is removed after the task, at exit and on SIGTERM, but a
+        SIGKILLed or crashed process leaves it on persistent disk until the next plugin process sweeps it.
       cluster_mode ("plugin"): "plugin" keeps AWS requests out of the serialised task spec, so a cluster's
         Kubernetes secret webhook never sees them and the plugin resolves them in the pod; "webhook" hands
         them (without JSON key) to a cluster whose Flyte secret webhook is the AWS type, and the plugin
         reads the mounted files and applies JSON keys.
       webhook_dir ("/etc/flyte/secrets"): where the cluster's AWS webhook mounts secrets.
       leak_guard (True): fail a task whose outputs contain a secret value resolved for it.
+      allow_opaque_outputs (False): with the leak guard on, accept outputs the guard cannot look into
+        (pickled objects: outputs typed ``Any`` or as a class without a flytekit type transformer);
+        otherwise such a task fails with :class:`~flytekitplugins_awssecrets.errors.UninspectableOutputError`.
       redact_logs (True): replace resolved values in log records by ``[REDACTED]`` while a task runs.
 
     Credentials (all through boto3/botocore):
@@ -111,9 +120,11 @@ class Settings(BaseModel):
     required_tags: dict[str, str] = Field(default_factory=dict)
 
     mount_dir: str | None = None
+    allow_disk_mount: bool = False
     cluster_mode: Literal["plugin", "webhook"] = "plugin"
     webhook_dir: str = "/etc/flyte/secrets"
     leak_guard: bool = True
+    allow_opaque_outputs: bool = False
     redact_logs: bool = True
 
     profile: str | None = None
@@ -270,6 +281,8 @@ def _read_file(path: str) -> tuple[dict[str, Any], dict[str, str]]:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise SettingsError("config", f"file {path}", f"is not valid YAML{where}") from None
+    except RecursionError:
+        raise SettingsError("config", f"file {path}", "is nested too deeply to read") from None
     if not isinstance(doc, dict):
         raise SettingsError("config", f"file {path}", "must be a YAML mapping of setting names to values")
     if "secret-manager" in doc:
@@ -310,7 +323,7 @@ def _read_env(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         if name in _JSON_FIELDS and raw.strip().startswith(("{", "[")):
             try:
                 value = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise SettingsError(name, f"env var {var}", "is not valid JSON") from None
         fields[name] = value
         origin[name] = f"env var {var}"
@@ -402,8 +415,5 @@ def default_mount_root(settings: Settings) -> Path:
         return shm
     import tempfile
 
-    logger.warning(
-        "no writable memory filesystem (/dev/shm); FILE secrets go to %s and are removed after the task",
-        tempfile.gettempdir(),
-    )
+    # FILE mounts refuse this directory unless allow_disk_mount is set (see mount.memory_filesystem).
     return Path(tempfile.gettempdir())

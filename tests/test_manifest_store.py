@@ -200,7 +200,7 @@ def test_export_formats(tmp_path: Path, base: dict[str, Any], aws_env: dict[str,
     r = _cli("manifest", "export", "--format", "json", "--prefix", "APP_", str(f))
     assert json.loads(r.stdout)["APP_API_TOKEN"] == token
     r = _cli("manifest", "export", "-f", "dotenv", str(f))
-    assert r.stdout.splitlines()[0] == 'API_VERSION="0123"'
+    assert r.stdout.splitlines()[0] == "API_VERSION='0123'"
     base["parameters"].append({"name": "api-version", "description": "", "type": "String", "value": "x"})
     _write(f, base)
     r = _cli("manifest", "export", str(f))

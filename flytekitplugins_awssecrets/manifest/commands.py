@@ -473,7 +473,7 @@ def sync(
     type=click.Choice(["shell", "dotenv", "json"]),
     default="shell",
     show_default=True,
-    help="shell: export NAME='value' lines to eval; dotenv: NAME=\"value\"; json: one object.",
+    help="shell: export NAME='value' lines to eval; dotenv: NAME='value' lines to source; json: one object.",
 )
 @click.option("--prefix", default="", help="Put this before every variable name (e.g. APP_).")
 @_handle_errors

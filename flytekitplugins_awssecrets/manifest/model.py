@@ -266,7 +266,7 @@ class SecretEntry(BaseModel):
         elif self.is_json:
             try:
                 json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 # Never chain or quote: JSONDecodeError keeps the whole document (the secret).
                 raise ValueError("value: 'json: true' but the value is not valid JSON") from None
         return self
@@ -399,6 +399,8 @@ def parse_manifest(raw: Any, source: str = "<manifest>") -> Manifest:
         # Duplicate names are checked after every field is valid; list them with the other problems so
         # that one run shows everything to fix.
         raise ManifestError(source, _problems(raw, e) + _raw_duplicates(raw)) from None
+    except RecursionError:
+        raise ManifestError(source, ["a value is nested too deeply to read"]) from None
 
 
 def _raw_duplicates(raw: dict[str, Any]) -> list[str]:
@@ -442,7 +444,7 @@ def _json_as_yaml(text: str) -> Any:
     """A JSON secret shown as a YAML mapping when that round-trips exactly (all leaves strings), else text."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
     def strings_only(x: Any) -> bool:

@@ -152,8 +152,8 @@ def decode_request(body: bytes) -> AgentRequest:
         doc = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise FrameError("body is not UTF-8", fatal=False) from None
-    except ValueError:
-        # Never chain or quote: JSONDecodeError.doc holds the whole body.
+    except (ValueError, RecursionError):
+        # Never chain or quote: JSONDecodeError.doc holds the whole body. Deep nesting is refused too.
         raise FrameError("body is not valid JSON", fatal=False) from None
     if not isinstance(doc, dict):
         raise FrameError(f"body must be a JSON object, not a {type(doc).__name__}", fatal=False)

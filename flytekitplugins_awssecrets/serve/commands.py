@@ -28,8 +28,9 @@ def _setup_logging(level: str) -> None:
     root.setLevel(logging.WARNING)
     logging.getLogger("flytekitplugins_awssecrets").setLevel(level.upper())
     # botocore at debug level prints request and response bodies, which hold secret values.
-    for noisy in ("botocore", "boto3", "urllib3", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from flytekitplugins_awssecrets.quiet import quiet_aws_loggers
+
+    quiet_aws_loggers(extra=("asyncio",))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
