@@ -138,8 +138,8 @@ def _walk(entity: Any, seen: set[int]) -> Iterator[Any]:
         yield entity
 
 
-def collect_requests(module: Any, workflow: str | None = None) -> list[tuple[str, Any]]:
-    """``(task name, flytekit Secret)`` for every secret request of the tasks in scope, in a stable order."""
+def tasks_in_scope(module: Any, workflow: str | None = None) -> list[Any]:
+    """The tasks of ``workflow`` (a workflow, launch plan or task of ``module``), or of the whole module."""
     from flytekit.core.base_task import Task
     from flytekit.core.launch_plan import LaunchPlan
     from flytekit.core.workflow import WorkflowBase
@@ -157,9 +157,14 @@ def collect_requests(module: Any, workflow: str | None = None) -> list[tuple[str
         for value in vars(module).values():
             if isinstance(value, Task | WorkflowBase | LaunchPlan):
                 tasks.extend(_walk(value, seen))
+    return tasks
+
+
+def collect_requests(module: Any, workflow: str | None = None) -> list[tuple[str, Any]]:
+    """``(task name, flytekit Secret)`` for every secret request of the tasks in scope, in a stable order."""
     out: list[tuple[str, Any]] = []
     done: set[str] = set()
-    for t in tasks:
+    for t in tasks_in_scope(module, workflow):
         if t.name in done:
             continue
         done.add(t.name)

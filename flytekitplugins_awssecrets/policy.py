@@ -69,6 +69,8 @@ class PolicyInputs:
         default_factory=dict
     )  # key ARN -> services ("secretsmanager", "ssm")
     notes: list[str] = field(default_factory=list)
+    #: Statements for another principal than the task pods (the Aptible connector's role), added as they are.
+    extra_statements: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _secret_resource(ref: Any) -> str:
@@ -111,6 +113,7 @@ def build_policy(inputs: PolicyInputs) -> dict[str, Any]:
                 "Condition": {"StringEquals": {"kms:ViaService": via}},
             }
         )
+    statements.extend(inputs.extra_statements)
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -166,6 +169,15 @@ def gather(
         batch=strategy in BATCH_STRATEGIES,
         tags=bool(settings.required_tags),
     )
+    aptible = _aptible_strategies(module, workflow)
+    if aptible:
+        from flytekitplugins_awssecrets.aptible.operator import connector_statements
+
+        inputs.extra_statements = connector_statements(aptible)
+        inputs.notes.append(
+            "note: the Aptible bot credentials and the AptibleConnector* statements are for the role the "
+            "Aptible connector runs as (tasks of type aptible_access run there, not in a pod)"
+        )
     if resolve_kms:
         inputs.kms_keys = _kms_keys(resolver, inputs)
     elif refs:
@@ -179,6 +191,19 @@ def gather(
             "them to the identity the task runs as"
         )
     return inputs
+
+
+def _aptible_strategies(module: Any, workflow: str | None) -> list[str]:
+    """The strategy names of the ``aptible_access`` tasks in scope."""
+    from flytekitplugins_awssecrets.cli_refs import tasks_in_scope
+
+    return sorted(
+        {
+            str(t.strategy_name)
+            for t in tasks_in_scope(module, workflow)
+            if getattr(t, "task_type", None) == "aptible_access" and hasattr(t, "strategy_name")
+        }
+    )
 
 
 def _key_arn(resolver: Any, key_id: str, ref: Any) -> str | None:
@@ -251,7 +276,7 @@ def policy(file: str, workflow: str | None, fmt: str, resolve_kms: bool, name: s
     Attach it to the role the task pods run as (IRSA, Pod Identity, instance profile). Exit codes: 0 printed,
     2 bad usage or input (no such workflow, unknown alias, invalid settings), 3 an AWS error (--resolve-kms).
     """
-    from flytekitplugins_awssecrets.cli_refs import collect_requests, load_module
+    from flytekitplugins_awssecrets.cli_refs import _Unresolvable, collect_requests, load_module
     from flytekitplugins_awssecrets.errors import AwsSecretsError, SecretFetchError
 
     try:
@@ -262,6 +287,13 @@ def policy(file: str, workflow: str | None, fmt: str, resolve_kms: bool, name: s
         click.echo(f"error: could not import {file}: {type(e).__name__}: {e}", err=True)
         sys.exit(2)
     requests = collect_requests(module, workflow)
+    unnamed = [f"{t}: {s.group}: {s.detail}" for t, s in requests if isinstance(s, _Unresolvable)]
+    if unnamed:
+        # A policy without these references would look complete and fail at run time: refuse it.
+        click.echo("error: some references cannot be named, so no policy is printed:", err=True)
+        for line in unnamed:
+            click.echo(f"  {line}", err=True)
+        sys.exit(2)
     try:
         inputs = gather(module, workflow, requests, resolve_kms)
     except SecretFetchError as e:

@@ -207,3 +207,56 @@ def test_the_docs_show_what_the_generator_prints() -> None:
     for page in ("cluster.md", "credentials.md"):  # no hand-written copy of the read policy elsewhere
         other = (Path(__file__).resolve().parent.parent / "docs" / page).read_text()
         assert other.count('"secretsmanager:GetSecretValue"') <= (1 if page == "cluster.md" else 0)
+
+
+def _aptible_setup(
+    tmp_path: Path, secrets_factory: Any, unique: str, monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> tuple[Path, str, str]:
+    from flytekitplugins_awssecrets.aptible.operator import clear_operator_cache
+    from tests.support.aptible_fixtures import operator_yaml
+
+    arn, _ = secrets_factory.secret(f"sym/{unique}/bot", {"username": f"bot-{unique}@example.com"})
+    key = secrets_factory.client("kms").create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")
+    key_arn = key["KeyMetadata"]["Arn"]
+
+    class Host:
+        url, ca_file = "https://auth.aptible.com", None
+
+    op = tmp_path / "op.yaml"
+    op.write_text(operator_yaml(Host(), arn, key_arn, f"/flyte/{unique}"))  # type: ignore[arg-type]
+    flows = tmp_path / f"aptible_policy_{unique}.py"
+    flows.write_text(
+        "from flytekitplugins_awssecrets.aptible import AptibleAccessTask\n"
+        f"grant = AptibleAccessTask(name='grant', strategy={strategy!r})\n"
+    )
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_APTIBLE_OPERATOR_FILE", str(op))
+    clear_operator_cache()
+    return flows, arn, key_arn
+
+
+def test_aptible_tasks_add_the_bot_credentials_and_the_connectors_statements(
+    tmp_path: Path, secrets_factory: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An Aptible task's policy names its bot secret, the approval key (kms:Verify) and the state path."""
+    flows, arn, key_arn = _aptible_setup(
+        tmp_path, secrets_factory, unique, monkeypatch, "main-aptible-strategy"
+    )
+    r = _cli("policy", str(flows))
+    assert r.exit_code == 0, r.stderr
+    st = _statements(json.loads(r.stdout))
+    assert st["ReadSecrets"]["Resource"] == [arn]
+    assert st["AptibleConnectorVerifyApprovals"]["Resource"] == [key_arn]
+    (state,) = st["AptibleConnectorState"]["Resource"]
+    assert state.endswith(f":parameter/flyte/{unique}/*") and key_arn.split(":")[4] in state
+    assert "Aptible connector" in r.stderr
+    secrets_factory.client("iam").create_policy(PolicyName=f"apt{unique}"[:60], PolicyDocument=r.stdout)
+
+
+def test_aptible_task_with_an_unknown_strategy_prints_no_policy(
+    tmp_path: Path, secrets_factory: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A policy that silently left out the bot credentials would look complete and fail at run time."""
+    flows, _, _ = _aptible_setup(tmp_path, secrets_factory, unique, monkeypatch, "no-such-strategy")
+    r = _cli("policy", str(flows))
+    assert r.exit_code == 2 and r.stdout == ""
+    assert "no-such-strategy" in r.stderr

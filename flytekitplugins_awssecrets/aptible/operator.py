@@ -420,3 +420,40 @@ def credential_arns(task_or_strategy: Any, path: str | None = None) -> list[str]
     integration = config.integration_of(config.strategy(name))
     refs = [integration.settings.username_secret.reference, integration.settings.password_secret.reference]
     return list(dict.fromkeys(refs))
+
+
+def connector_statements(strategy_names: list[str], path: str | None = None) -> list[dict[str, Any]]:
+    """IAM statements the connector's role needs for ``strategy_names`` beyond reading the bot credentials.
+
+    ``kms:Verify`` on each strategy's approval key, and the request, approval and grant records under the
+    state store's SSM prefix (in the approval key's account where one is named, else any account)::
+
+        connector_statements(["main-aptible-strategy"])
+        # -> [{"Sid": "AptibleConnectorVerifyApprovals", "Action": ["kms:Verify"], ...}, ...]
+    """
+    config = load_operator(path)
+    strategies = [config.strategy(n) for n in dict.fromkeys(strategy_names)]
+    keys = sorted({s.approval.kms_key_arn for s in strategies if s.approval.kms_key_arn})
+    accounts = sorted({k.split(":")[4] for k in keys}) or ["*"]
+    statements: list[dict[str, Any]] = []
+    if keys:
+        statements.append(
+            {
+                "Sid": "AptibleConnectorVerifyApprovals",
+                "Effect": "Allow",
+                "Action": ["kms:Verify"],
+                "Resource": keys,
+            }
+        )
+    statements.append(
+        {
+            "Sid": "AptibleConnectorState",
+            "Effect": "Allow",
+            "Action": ["ssm:GetParameter", "ssm:PutParameter", "ssm:DeleteParameter"],
+            "Resource": [
+                f"arn:aws:ssm:{config.state.region}:{a}:parameter{config.state.ssm_prefix}/*"
+                for a in accounts
+            ],
+        }
+    )
+    return statements
