@@ -1,20 +1,19 @@
-"""Reading secrets from AWS: batched, per client, with AWS errors turned into the plugin's typed errors.
+"""Reading secrets from AWS: one function per API call, with AWS errors turned into the plugin's typed errors.
 
-* Secrets Manager, current versions: ``BatchGetSecretValue`` in chunks of ``batch_size`` (20), honouring
-  its per-secret ``Errors``; if the batch call itself is denied (the role lacks
-  ``secretsmanager:BatchGetSecretValue``) it falls back to ``GetSecretValue`` per secret.
-* Secrets Manager, pinned versions: ``GetSecretValue`` with ``VersionStage`` or ``VersionId``.
-* SSM Parameter Store: ``GetParameters`` with decryption, 10 names per call (``name:label`` and
-  ``name:version`` selectors for pinned ones).
+* ``GetSecretValue``: one secret, current version or pinned by ``VersionStage`` / ``VersionId``.
+* ``BatchGetSecretValue``: up to 20 current versions, honouring its per-secret ``Errors``; when the call
+  itself fails it says why (:class:`BatchRefused`) and leaves the next step to the caller.
+* SSM ``GetParameters`` with decryption, 10 names per call (``name:label`` and ``name:version`` selectors).
 * Tags, when the settings require some: ``DescribeSecret`` / ``ListTagsForResource``, one per secret.
 
+Which of them is used, how often and with which retries is decided in one place, :mod:`strategies`.
 Every function here takes a client and returns, for each reference, a :class:`Fetched` payload or the
 typed error that explains why there is none. Nothing here caches; see :mod:`resolver`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +27,17 @@ from flytekitplugins_awssecrets.errors import (
 )
 from flytekitplugins_awssecrets.refs import SecretRef
 
-__all__ = ["Fetched", "Job", "secretsmanager_jobs", "ssm_jobs", "fetch_tags", "translate_error"]
+__all__ = [
+    "Fetched",
+    "Result",
+    "BatchRefused",
+    "get_secret_value",
+    "batch_get_secret_value",
+    "get_parameters",
+    "parse_payload",
+    "fetch_tags",
+    "translate_error",
+]
 
 SSM_BATCH = 10
 
@@ -136,13 +145,54 @@ def _short(message: str) -> str:
     return clean_aws_message(message)[:120]
 
 
-def _payload(item: dict[str, Any]) -> str | bytes:
-    if "SecretString" in item and item["SecretString"] is not None:
-        return str(item["SecretString"])
-    return bytes(item.get("SecretBinary", b""))
+def parse_payload(ref: SecretRef, item: Any, *, binary_is_base64: bool = False) -> Fetched | AwsSecretsError:
+    """The one place a Secrets Manager payload is read: a GetSecretValue answer, a BatchGetSecretValue item
+    or the agent HTTP API's JSON (same fields; ``SecretBinary`` base64 there) as :class:`Fetched`.
+
+    An answer with neither ``SecretString`` nor ``SecretBinary`` is a typed, retryable error (never cached:
+    the cache keeps only :class:`Fetched`), not an empty secret.
+    """
+    if not isinstance(item, dict):
+        return SecretFetchError(str(ref), "the answer is not a JSON object", retryable=True)
+    string, binary = item.get("SecretString"), item.get("SecretBinary")
+    value: str | bytes
+    if string is not None:
+        value = str(string)
+    elif binary is not None:
+        if binary_is_base64:
+            import base64
+            import binascii
+
+            try:
+                value = base64.b64decode(str(binary), validate=True)
+            except (binascii.Error, ValueError):
+                return SecretFetchError(str(ref), "SecretBinary is not valid base64", retryable=True)
+        else:
+            value = bytes(binary)
+    else:
+        return SecretFetchError(
+            str(ref), "the answer holds neither SecretString nor SecretBinary", retryable=True
+        )
+    stages = item.get("VersionStages")
+    created = item.get("CreatedDate")
+    return Fetched(
+        value,
+        str(item.get("ARN", "")),
+        str(item.get("VersionId", "")),
+        name=str(item.get("Name", "")),
+        version_stages=tuple(str(s) for s in stages) if isinstance(stages, list) else None,
+        created_date=(
+            created.timestamp()
+            if hasattr(created, "timestamp")
+            else float(created)
+            if isinstance(created, int | float)
+            else None
+        ),
+    )
 
 
-def _get_one(client: Any, ref: SecretRef) -> Fetched | AwsSecretsError:
+def get_secret_value(client: Any, ref: SecretRef) -> Fetched | AwsSecretsError:
+    """One ``GetSecretValue`` (current version, or the pinned stage / id)."""
     kwargs: dict[str, Any] = {"SecretId": ref.arn}
     if ref.version_id:
         kwargs["VersionId"] = ref.version_id
@@ -152,45 +202,20 @@ def _get_one(client: Any, ref: SecretRef) -> Fetched | AwsSecretsError:
         r = client.get_secret_value(**kwargs)
     except Exception as e:  # noqa: BLE001 - every failure becomes a typed, value-free error
         return translate_error(ref, e, "GetSecretValue")
-    return _fetched_secret(r)
+    return parse_payload(ref, r)
 
 
-def _fetched_secret(item: Any) -> Fetched:
-    """A GetSecretValue answer or a BatchGetSecretValue item (the same fields) as :class:`Fetched`."""
-    stages = item.get("VersionStages")
-    created = item.get("CreatedDate")
-    return Fetched(
-        _payload(item),
-        str(item.get("ARN", "")),
-        str(item.get("VersionId", "")),
-        name=str(item.get("Name", "")),
-        version_stages=tuple(str(s) for s in stages) if isinstance(stages, list) else None,
-        created_date=created.timestamp() if hasattr(created, "timestamp") else None,
-    )
+@dataclass(frozen=True)
+class BatchRefused:
+    """The ``BatchGetSecretValue`` call itself failed (``reason``: "denied", "throttled", "failed");
+    ``errors`` says why for each secret, for a caller that does not read them another way."""
+
+    reason: str
+    errors: Result
 
 
-Job = Callable[[], Result]
-
-
-def secretsmanager_jobs(client: Any, refs: Sequence[SecretRef], batch_size: int = 20) -> list[Job]:
-    """Independent units of work (one per batch or pinned read) for Secrets Manager references that share
-    one client. The resolver runs the jobs of every client on one thread pool, so batches and regions
-    proceed concurrently."""
-    current = [r for r in refs if not (r.version_id or r.version_stage)]
-    pinned = [r for r in refs if r.version_id or r.version_stage]
-    jobs: list[Job] = []
-    for i in range(0, len(current), batch_size):
-        chunk = current[i : i + batch_size]
-        jobs.append(lambda chunk=chunk: _batch(client, chunk))  # type: ignore[misc]
-    for ref in pinned:
-        jobs.append(lambda ref=ref: {ref.fetch_id: _get_one(client, ref)})  # type: ignore[misc]
-    return jobs
-
-
-def _batch(client: Any, refs: Sequence[SecretRef]) -> Result:
-    if len(refs) == 1:
-        # One secret: GetSecretValue needs one permission fewer and costs the same one call.
-        return {refs[0].fetch_id: _get_one(client, refs[0])}
+def batch_get_secret_value(client: Any, refs: Sequence[SecretRef]) -> Result | BatchRefused:
+    """One ``BatchGetSecretValue`` for up to 20 current versions, honouring its per-secret ``Errors``."""
     from botocore.exceptions import ClientError
 
     ids = [r.arn for r in refs]
@@ -199,12 +224,14 @@ def _batch(client: Any, refs: Sequence[SecretRef]) -> Result:
     except ClientError as e:
         code = str(e.response.get("Error", {}).get("Code", ""))
         status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        errors = {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
         if code in _DENIED or status == 403 or code in ("UnknownOperationException", "InvalidAction"):
-            # The role may read each secret but lacks BatchGetSecretValue: fall back, one read each.
-            return {r.fetch_id: _get_one(client, r) for r in refs}
-        return {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
+            return BatchRefused("denied", errors)
+        if code in _THROTTLE or status == 429:
+            return BatchRefused("throttled", errors)
+        return BatchRefused("failed", errors)
     except Exception as e:  # noqa: BLE001
-        return {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
+        return BatchRefused("failed", {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs})
     by_arn: dict[str, dict[str, Any]] = {}
     by_name: dict[str, dict[str, Any]] = {}
     for item in resp.get("SecretValues", []):
@@ -219,7 +246,7 @@ def _batch(client: Any, refs: Sequence[SecretRef]) -> Result:
             if cand is not None and str(cand.get("ARN", "")).startswith(r.arn + "-"):
                 item = cand
         if item is not None:
-            out[r.fetch_id] = _fetched_secret(item)
+            out[r.fetch_id] = parse_payload(r, item)
         elif r.arn in errors:
             entry = errors[r.arn]
             out[r.fetch_id] = error_from_code(
@@ -238,16 +265,8 @@ def _ssm_selector(ref: SecretRef) -> str:
     return ref.name
 
 
-def ssm_jobs(client: Any, refs: Sequence[SecretRef]) -> list[Job]:
-    """Units of work for SSM parameters that share one client: 10 names per ``GetParameters`` call."""
-    jobs: list[Job] = []
-    for i in range(0, len(refs), SSM_BATCH):
-        chunk = list(refs[i : i + SSM_BATCH])
-        jobs.append(lambda chunk=chunk: _ssm_batch(client, chunk))  # type: ignore[misc]
-    return jobs
-
-
-def _ssm_batch(client: Any, refs: Sequence[SecretRef]) -> Result:
+def get_parameters(client: Any, refs: Sequence[SecretRef]) -> Result:
+    """One ``GetParameters`` (with decryption) for up to 10 parameters (``name:label``, ``name:version``)."""
     names = [_ssm_selector(r) for r in refs]
     try:
         resp = client.get_parameters(Names=names, WithDecryption=True)
