@@ -85,6 +85,7 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
         BotoCoreError,
         ClientError,
         ConnectionError,
+        HTTPClientError,
         NoCredentialsError,
         ReadTimeoutError,
     )
@@ -101,7 +102,8 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
             ref_s,
             "no AWS credentials found (set AWS_PROFILE, static keys or a role; see docs/credentials.md)",
         )
-    if isinstance(exc, (ReadTimeoutError, ConnectionError)):
+    # HTTPClientError: a connection closed or reset mid-answer (ConnectionClosedError), read time-outs.
+    if isinstance(exc, (ReadTimeoutError, ConnectionError, HTTPClientError)):
         return SecretFetchError(ref_s, f"network error talking to AWS: {type(exc).__name__}", retryable=True)
     if isinstance(exc, BotoCoreError):
         return SecretFetchError(ref_s, f"{type(exc).__name__}: {exc}")

@@ -23,9 +23,12 @@ from typing import Any
 @dataclass
 class Faults:
     rate: float = 0.0  # probability that a request gets a fault
+    #: "denied" (an AccessDeniedException, 400) is not among the defaults: it is not a transient fault
     kinds: tuple[str, ...] = ("throttle", "5xx", "reset", "slow")
     slow_seconds: float = 3.0
     seed: int = 0
+    #: only requests signed for these regions get faults (all when empty): a regional outage
+    regions: tuple[str, ...] = ()
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +108,8 @@ class CountingProxy:
                 self.buckets[op] = bucket
         self.throttled: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
+        #: calls by (operation, region the request was signed for)
+        self.by_region: Counter[tuple[str, str]] = Counter()
         #: (operation, access key id that signed it) for every request, and STS request bodies
         self.signed: list[tuple[str, str]] = []
         self.sts_bodies: list[str] = []
@@ -133,14 +138,17 @@ class CountingProxy:
                 body = self.rfile.read(length) if length else b""
                 op = self._op(body)
                 auth = self.headers.get("Authorization", "")
-                akid = auth.split("Credential=")[1].split("/")[0] if "Credential=" in auth else ""
+                scope = auth.split("Credential=")[1].split(",")[0].split("/") if "Credential=" in auth else [""]
+                akid, region = scope[0], (scope[2] if len(scope) > 2 else "")
                 with proxy._lock:
                     proxy.calls[op] += 1
+                    proxy.by_region[(op, region)] += 1
                     proxy.signed.append((op, akid))
                     if op.startswith("AssumeRole"):
                         proxy.sts_bodies.append(body.decode("latin-1"))
                     fault = None
-                    if proxy.faults.rate and proxy.faults.rng.random() < proxy.faults.rate:
+                    in_scope = not proxy.faults.regions or region in proxy.faults.regions
+                    if in_scope and proxy.faults.rate and proxy.faults.rng.random() < proxy.faults.rate:
                         fault = proxy.faults.rng.choice(proxy.faults.kinds)
                         proxy.faulted[fault] += 1
                 if proxy.latency:
@@ -162,6 +170,12 @@ class CountingProxy:
                     time.sleep(proxy.faults.slow_seconds)
                 if fault == "throttle":
                     self._answer(*throttling_answer(op))
+                    return
+                if fault == "denied":
+                    payload = json.dumps(
+                        {"__type": "AccessDeniedException", "message": "injected: not authorized"}
+                    ).encode()
+                    self._answer(400, {"Content-Type": "application/x-amz-json-1.1"}, payload)
                     return
                 if fault == "5xx":
                     payload = json.dumps({"__type": "ServiceUnavailable", "message": "injected"}).encode()
@@ -225,6 +239,7 @@ class CountingProxy:
     def reset_counts(self) -> None:
         with self._lock:
             self.calls.clear()
+            self.by_region.clear()
             self.signed.clear()
             self.sts_bodies.clear()
             self.faulted.clear()
