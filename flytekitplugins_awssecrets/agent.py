@@ -20,7 +20,7 @@ from flytekitplugins_awssecrets.refs import SecretRef
 
 __all__ = ["AgentSource", "AgentError"]
 
-TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
+TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"  # noqa: S105 - a header name, not a token
 
 
 class AgentError(SecretFetchError):
@@ -53,9 +53,7 @@ class AgentSource:
             with open(self.token_file, encoding="utf-8") as f:
                 token = f.read().strip()
         except OSError as e:
-            return AgentError(
-                str(ref), f"cannot read agent_token_file {self.token_file}: {type(e).__name__}"
-            )
+            return AgentError(str(ref), f"cannot read agent_token_file {self.token_file}: {type(e).__name__}")
         if not token:
             return AgentError(str(ref), f"agent_token_file {self.token_file} is empty")
         return token
@@ -93,7 +91,9 @@ class AgentSource:
             try:
                 doc = json.loads(body)
             except ValueError:
-                return AgentError(str(ref), f"{where} answered 200 with a body that is not JSON", retryable=True)
+                return AgentError(
+                    str(ref), f"{where} answered 200 with a body that is not JSON", retryable=True
+                )
             return parse_payload(ref, doc, binary_is_base64=True)
         if "json" in ctype:
             try:

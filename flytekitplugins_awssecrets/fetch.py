@@ -176,7 +176,7 @@ def parse_payload(ref: SecretRef, item: Any, *, binary_is_base64: bool = False) 
             str(ref), "the answer holds neither SecretString nor SecretBinary", retryable=True
         )
     stages = item.get("VersionStages")
-    created = item.get("CreatedDate")
+    created: Any = item.get("CreatedDate")  # a datetime from botocore, epoch seconds from the agent
     return Fetched(
         value,
         str(item.get("ARN", "")),
@@ -226,14 +226,16 @@ def batch_get_secret_value(client: Any, refs: Sequence[SecretRef]) -> Result | B
     except ClientError as e:
         code = str(e.response.get("Error", {}).get("Code", ""))
         status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        errors = {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
+        failed: Result = {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
         if code in _DENIED or status == 403 or code in ("UnknownOperationException", "InvalidAction"):
-            return BatchRefused("denied", errors)
+            return BatchRefused("denied", failed)
         if code in _THROTTLE or status == 429:
-            return BatchRefused("throttled", errors)
-        return BatchRefused("failed", errors)
+            return BatchRefused("throttled", failed)
+        return BatchRefused("failed", failed)
     except Exception as e:  # noqa: BLE001
-        return BatchRefused("failed", {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs})
+        return BatchRefused(
+            "failed", {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
+        )
     by_arn: dict[str, dict[str, Any]] = {}
     by_name: dict[str, dict[str, Any]] = {}
     for item in resp.get("SecretValues", []):

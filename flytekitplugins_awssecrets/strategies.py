@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from flytekitplugins_awssecrets import fetch
@@ -81,7 +82,7 @@ class Reads:
         if service == "ssm":
             return self._ssm(region, account, refs)
         if self._agent is not None:
-            return [self._job(r, lambda r=r: self._via_agent(region, account, r)) for r in refs]
+            return [self._job(r, partial(self._via_agent, region, account, r)) for r in refs]
         current = [r for r in refs if not (r.version_id or r.version_stage)]
         pinned = [r for r in refs if r.version_id or r.version_stage]
         if self.settings.read_strategy == "batch" and len(current) > 1 and not self._batch_paused():
@@ -95,7 +96,9 @@ class Reads:
         network error, a 5xx or throttling (``retryable``), never for a 4xx such as not found or denied."""
         if ref.service != "secretsmanager" or not error.retryable:
             return []
-        regions = self.settings.failover_regions.get(ref.region) or self.settings.failover_regions.get("*", ())
+        regions = self.settings.failover_regions.get(ref.region) or self.settings.failover_regions.get(
+            "*", ()
+        )
         return [dataclasses.replace(ref, region=r) for r in regions if r != ref.region]
 
     # -- strategies ------------------------------------------------------------------------------------------
@@ -114,9 +117,10 @@ class Reads:
         return run
 
     def _gets(self, region: str, account: str, refs: Sequence[SecretRef]) -> list[Job]:
-        return [
-            self._job(r, lambda r=r: fetch.get_secret_value(self._sm_client(region, account), r)) for r in refs
-        ]
+        return [self._job(r, partial(self._get, region, account, r)) for r in refs]
+
+    def _get(self, region: str, account: str, ref: SecretRef) -> Fetched | AwsSecretsError:
+        return fetch.get_secret_value(self._sm_client(region, account), ref)
 
     def _batch_paused(self) -> bool:
         with self._lock:
@@ -168,7 +172,9 @@ class Reads:
         def job(chunk: list[SecretRef]) -> Job:
             def run() -> Result:
                 try:
-                    client = self.factory.client("ssm", region, account, retry_mode=self.settings.ssm_retry_mode)
+                    client = self.factory.client(
+                        "ssm", region, account, retry_mode=self.settings.ssm_retry_mode
+                    )
                 except Exception as e:  # noqa: BLE001
                     err = e if isinstance(e, AwsSecretsError) else None
                     return {r.fetch_id: err or fetch.translate_error(r, e) for r in chunk}

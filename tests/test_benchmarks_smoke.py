@@ -74,7 +74,7 @@ def _rows(out: str, scenario: str) -> list[list[str]]:
                 rows.append([])  # a rule ends the current row
             continue
         if cells[0]:
-            rows.append(cells) if cells[0] == scenario else rows.append([])
+            rows.append(cells if cells[0] == scenario else [])
         elif rows and rows[-1]:
             rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells, strict=True)]
     return [r for r in rows if r]
@@ -91,7 +91,7 @@ def test_p8_small_fleet_no_failures_and_the_calls_the_strategy_says() -> None:
     # Default strategy: one GetSecretValue per secret per pod, never the scarce batch API.
     assert plugin[2].startswith("0 failed"), plugin
     assert f"GetSecretValue {pods * secrets}" in plugin[2] and "Batch" not in plugin[2], plugin
-    assert f"boto3 loop: 0 failed" in plugin[3] and f"GetSecretValue {pods * secrets}" in plugin[3]
+    assert "boto3 loop: 0 failed" in plugin[3] and f"GetSecretValue {pods * secrets}" in plugin[3]
     # read_strategy=batch: one batch per pod (3 fit in the 4/s bucket), no single reads.
     assert batch[2].startswith("0 failed") and f"BatchGetSecretValue {pods};" in batch[2] + ";", batch
     assert " GetSecretValue" not in batch[2].replace("BatchGetSecretValue", ""), batch

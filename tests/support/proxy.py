@@ -138,7 +138,9 @@ class CountingProxy:
                 body = self.rfile.read(length) if length else b""
                 op = self._op(body)
                 auth = self.headers.get("Authorization", "")
-                scope = auth.split("Credential=")[1].split(",")[0].split("/") if "Credential=" in auth else [""]
+                scope = (
+                    auth.split("Credential=")[1].split(",")[0].split("/") if "Credential=" in auth else [""]
+                )
                 akid, region = scope[0], (scope[2] if len(scope) > 2 else "")
                 with proxy._lock:
                     proxy.calls[op] += 1
