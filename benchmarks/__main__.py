@@ -32,6 +32,7 @@ def parse(argv: list[str]) -> Options:
     p.add_argument("--no-chart", action="store_true", help="do not write the chart")
     p.add_argument("--p8-pods", type=int, default=40, help="P8: processes started at one instant (40)")
     p.add_argument("--p8-secrets", type=int, default=5, help="P8: Secrets Manager secrets per process (5)")
+    p.add_argument("--p8-params", type=int, default=0, help="P8: SSM parameters per process (0)")
     p.add_argument("--p8-scale", type=float, default=25.0, help="P8: AWS's quotas divided by this (25)")
     p.add_argument(
         "--p8-quota",
@@ -51,8 +52,10 @@ def parse(argv: list[str]) -> Options:
             p.error(f"--p8-quota {q!r}: expected API=RATE, e.g. GetSecretValue=400")
         if quotas[-1][1] <= 0:
             p.error(f"--p8-quota {q!r}: the rate must be > 0")
-    if a.p8_pods < 1 or a.p8_secrets < 1 or a.p8_scale <= 0 or not 0 <= a.p8_faults < 1:
-        p.error("--p8-pods and --p8-secrets must be >= 1, --p8-scale > 0, 0 <= --p8-faults < 1")
+    if a.p8_pods < 1 or a.p8_secrets < 1 or a.p8_params < 0 or a.p8_scale <= 0 or not 0 <= a.p8_faults < 1:
+        p.error(
+            "--p8-pods and --p8-secrets must be >= 1, --p8-params >= 0, --p8-scale > 0, 0 <= --p8-faults < 1"
+        )
     only = frozenset(s.strip().upper() for s in a.only.split(",") if s.strip())
     unknown = sorted(only - set(SCENARIOS))
     if unknown:
@@ -66,6 +69,7 @@ def parse(argv: list[str]) -> Options:
         chart=None if a.no_chart else a.chart,
         p8_pods=a.p8_pods,
         p8_secrets=a.p8_secrets,
+        p8_params=a.p8_params,
         p8_scale=a.p8_scale,
         p8_quotas=tuple(quotas),
         p8_fault_rate=a.p8_faults,

@@ -1,7 +1,8 @@
 """P8: a fleet of pods starting at the same instant, against AWS's per-account request quotas.
 
 A map task starts hundreds of pods in one second, all in one account and region. Here ``--p8-pods`` fresh
-processes (40) each read the same ``--p8-secrets`` Secrets Manager secrets (5). Every process does its
+processes (40) each read the same ``--p8-secrets`` Secrets Manager secrets (5), and ``--p8-params`` SSM
+parameters (0; SSM's shared quota of 40/s is the tightest of all). Every process does its
 imports, says it is ready, and waits; when all are ready they are released at one instant
 (:mod:`benchmarks.fleet_child`). A pod's start time runs from that instant to its last secret in hand.
 
@@ -33,7 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.harness import ROOT, AwsStandIn, Options, Results, Row, _no_delay, ms
+from benchmarks.harness import ROOT, AwsStandIn, Options, Results, Row, _no_delay, ms, new_value
 from benchmarks.resolution import create_secrets
 from tests.support.proxy import CountingProxy, Faults, scaled_quotas
 
@@ -46,6 +47,7 @@ class Fleet:
     """What one run of N pods gave: per-pod outcomes, and the calls (and throttles) the endpoint saw."""
 
     seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # CPU seconds of each pod after the start signal
     failures: Counter[str] = field(default_factory=Counter)
     typed_retryable: int = 0
     wrong: int = 0  # a pod that got values other than the secrets' (never expected)
@@ -72,7 +74,8 @@ class Fleet:
         return ", ".join(parts) or "no AWS call"
 
     def summary(self) -> str:
-        return f"{self.failed} failed, p50 {ms(self.pct(50))}, p95 {ms(self.pct(95))}"
+        cpu = statistics.median(self.cpu) if self.cpu else 0.0
+        return f"{self.failed} failed, p50 {ms(self.pct(50))}, p95 {ms(self.pct(95))} (CPU {ms(cpu)} each)"
 
 
 def run_fleet(
@@ -109,6 +112,7 @@ def run_fleet(
             if p.returncode != 0 or not lines:
                 raise RuntimeError(f"P8 child ({mode}) crashed ({p.returncode}):\n{err[-3000:]}")
             doc = json.loads(lines[-1])
+            fleet.cpu.append(float(doc.get("cpu", 0.0)))
             if doc["ok"]:
                 fleet.seconds.append(float(doc["seconds"]))
                 fleet.wrong += doc["digest"] != digest
@@ -138,7 +142,13 @@ def run(aws: AwsStandIn, opts: Options, results: Results) -> None:
     digest = hashlib.sha256()
     for a in arns:
         digest.update(sm.get_secret_value(SecretId=a)["SecretString"].encode())
-    assert len(CREATED_VALUES - before) == opts.p8_secrets
+    ssm = aws.setup_client("ssm")
+    for i in range(opts.p8_params):
+        value = new_value(32)
+        ssm.put_parameter(Name=f"/p8/p{i}", Value=value, Type="SecureString", Overwrite=True)
+        arns.append(str(ssm.get_parameter(Name=f"/p8/p{i}")["Parameter"]["ARN"]))
+        digest.update(value.encode())
+    assert len(CREATED_VALUES - before) == opts.p8_secrets + opts.p8_params
     quotas = scaled_quotas(opts.p8_scale)
     for op, rate in opts.p8_quotas:
         for ops in quotas:
@@ -220,13 +230,14 @@ def _rows(
     faulty: Fleet,
 ) -> None:
     n, k = opts.p8_pods, opts.p8_secrets
+    what = f"{k} secrets" + (f" + {opts.p8_params} SSM parameters" if opts.p8_params else "")
     q = ", ".join(f"{'/'.join(ops) if len(ops) == 1 else 'SSM'} {rate:g}/s" for ops, rate in quotas.items())
     ratio = plugin.pct(95) / loop.pct(95) if loop.seconds and loop.pct(95) > 0 else float("inf")
     results.notes.append(f"P8 quotas (AWS's / {opts.p8_scale:g}): {q}")
     results.add(
         Row(
             "P8",
-            f"{n} pods x {k} secrets start at once (quotas 1:{opts.p8_scale:g})",
+            f"{n} pods x {what} start at once (quotas 1:{opts.p8_scale:g})",
             f"{plugin.summary()}; {plugin.calls_text()}",
             f"boto3 loop: {loop.summary()}; {loop.calls_text()}; p95 {ratio:.2f}x",
             f"0 failed, p95 <= {GOAL_P95_RATIO:g}x loop's",

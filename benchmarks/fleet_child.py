@@ -24,6 +24,10 @@ def main(argv: list[str]) -> int:
     # pod runs under pyflyte-execute, so flytekit (which loads the plugin's entry point) is imported in both.
     import flytekit  # noqa: F401
 
+    # A task module that declares secret requests has built flytekit Secret objects, which import flytekit's
+    # plugin registry (an entry-point scan), before the task runs.
+    import flytekit.configuration.plugin  # noqa: F401
+
     if mode == "boto3":
         import boto3
     else:
@@ -37,10 +41,19 @@ def main(argv: list[str]) -> int:
     line = sys.stdin.readline().split()
     start = float(line[1]) if len(line) == 2 and line[0] == "go" else time.time()
     out: dict[str, object] = {"ok": False}
+    cpu = time.process_time()
     try:
         if mode == "boto3":
-            sm = boto3.session.Session().client("secretsmanager", region_name="us-east-1")
-            values: list[str | bytes] = [sm.get_secret_value(SecretId=a)["SecretString"] for a in arns]
+            session = boto3.session.Session()
+            sm = session.client("secretsmanager", region_name="us-east-1")
+            values: list[str | bytes] = []
+            for a in arns:
+                if ":ssm:" in a:
+                    name = "/" + a.split(":parameter/", 1)[1]
+                    ssm = session.client("ssm", region_name="us-east-1")
+                    values.append(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+                else:
+                    values.append(sm.get_secret_value(SecretId=a)["SecretString"])
         else:
             values = get_secret_values(arns)
         out["ok"] = True
@@ -53,6 +66,7 @@ def main(argv: list[str]) -> int:
         out["typed"] = mode != "boto3" and isinstance(e, AwsSecretsError)
         out["retryable"] = bool(getattr(e, "retryable", False))
     out["seconds"] = time.time() - start
+    out["cpu"] = time.process_time() - cpu
     print(json.dumps(out), flush=True)
     return 0
 

@@ -57,6 +57,7 @@ class Options:
     #: P8: processes started at once, secrets each, AWS's quotas divided by, per-API overrides, fault rate
     p8_pods: int = 40
     p8_secrets: int = 5
+    p8_params: int = 0
     p8_scale: float = 25.0
     p8_quotas: tuple[tuple[str, float], ...] = ()
     p8_fault_rate: float = 0.3

@@ -115,6 +115,10 @@ class CountingProxy:
         self.sts_bodies: list[str] = []
         self.faulted: Counter[str] = Counter()
         self._lock = threading.Lock()
+        # moto listens with a backlog of 128: a fleet's hundreds of simultaneous requests would have their
+        # SYNs dropped and wait for TCP's 1 s, 3 s, 7 s retransmits, which AWS's endpoints never add. They
+        # queue here instead (moto serves one request at a time anyway).
+        self._upstream_slots = threading.BoundedSemaphore(32)
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -183,12 +187,13 @@ class CountingProxy:
                     payload = json.dumps({"__type": "ServiceUnavailable", "message": "injected"}).encode()
                     self._answer(503, {"Content-Type": "application/x-amz-json-1.1"}, payload)
                     return
-                conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
                 # Host stays as the client sent it: it is part of the SigV4 signature.
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
+                with proxy._upstream_slots:
+                    conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in (
