@@ -58,6 +58,10 @@ BATCH_PAUSE_SECONDS = 60.0
 SSM_BATCH = 10
 
 
+def _raise(err: Exception) -> Fetched | AwsSecretsError:
+    raise err
+
+
 class Reads:
     """Turns the references of one (service, region, account) into independent jobs for the resolver's pool."""
 
@@ -117,10 +121,16 @@ class Reads:
         return run
 
     def _gets(self, region: str, account: str, refs: Sequence[SecretRef]) -> list[Job]:
-        return [self._job(r, partial(self._get, region, account, r)) for r in refs]
-
-    def _get(self, region: str, account: str, ref: SecretRef) -> Fetched | AwsSecretsError:
-        return fetch.get_secret_value(self._sm_client(region, account), ref)
+        if not refs:
+            return []
+        # The client is built here, before the jobs start: built by the first job, it would hold the GIL
+        # for tens of milliseconds while the other threads are being started and then wait for it.
+        try:
+            client = self._sm_client(region, account)
+        except Exception as e:  # noqa: BLE001 - e.g. a broken profile: typed, value-free, per secret
+            err = e
+            return [self._job(r, partial(_raise, err)) for r in refs]
+        return [self._job(r, partial(fetch.get_secret_value, client, r)) for r in refs]
 
     def _batch_paused(self) -> bool:
         with self._lock:
