@@ -47,12 +47,20 @@ def new_value(length: int) -> str:
 
 @dataclass(frozen=True)
 class Options:
-    """How a run is done: ``latency_ms`` per request at the proxy, ``only`` scenario ids, ``quick``."""
+    """How a run is done: ``latency_ms`` per request at the proxy, ``only`` scenario ids, ``quick``, and
+    P8's fleet (``p8_*``)."""
 
     latency_ms: float = 20.0
     only: frozenset[str] = frozenset()
     quick: bool = False
     chart: Path | None = ROOT / "docs" / "benchmarks.png"
+    #: P8: processes started at once, secrets each, AWS's quotas divided by, per-API overrides, fault rate
+    p8_pods: int = 40
+    p8_secrets: int = 5
+    p8_params: int = 0
+    p8_scale: float = 25.0
+    p8_quotas: tuple[tuple[str, float], ...] = ()
+    p8_fault_rate: float = 0.3
 
     def wants(self, scenario: str) -> bool:
         return not self.only or scenario in self.only

@@ -112,7 +112,7 @@ class ClientFactory:
         self._lock = threading.RLock()
         self._base: botocore.session.Session | None = None
         self._sessions: dict[str, Any] = {}
-        self._clients: dict[tuple[str, str, str], Any] = {}
+        self._clients: dict[tuple[str, str, str, str, int], Any] = {}
 
     # -- sessions ------------------------------------------------------------------------------------------
     def base_session(self) -> botocore.session.Session:
@@ -223,9 +223,20 @@ class ClientFactory:
             return label, self._sessions[label]
 
     # -- clients -------------------------------------------------------------------------------------------
-    def client(self, service: str, region: str, account: str = "") -> Any:
+    def client(
+        self,
+        service: str,
+        region: str,
+        account: str = "",
+        *,
+        retry_mode: str | None = None,
+        max_attempts: int | None = None,
+    ) -> Any:
+        """The client for ``service`` in ``region`` with ``account``'s credentials. ``retry_mode`` and
+        ``max_attempts`` override the settings' (the read strategies choose them per API, see
+        :mod:`~flytekitplugins_awssecrets.strategies`)."""
         label, session = self.session_for(account)
-        key = (service, region, label)
+        key = (service, region, label, retry_mode or "", max_attempts or 0)
         with self._lock:
             c = self._clients.get(key)
             if c is None:
@@ -233,7 +244,10 @@ class ClientFactory:
 
                 s = self.settings
                 cfg = Config(
-                    retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
+                    retries={
+                        "mode": retry_mode or s.retry_mode,
+                        "total_max_attempts": max_attempts or s.max_attempts,
+                    },
                     connect_timeout=s.connect_timeout,
                     read_timeout=s.read_timeout,
                     max_pool_connections=max(10, s.max_concurrency),

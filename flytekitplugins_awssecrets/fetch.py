@@ -1,20 +1,19 @@
-"""Reading secrets from AWS: batched, per client, with AWS errors turned into the plugin's typed errors.
+"""Reading secrets from AWS: one function per API call, with AWS errors turned into the plugin's typed errors.
 
-* Secrets Manager, current versions: ``BatchGetSecretValue`` in chunks of ``batch_size`` (20), honouring
-  its per-secret ``Errors``; if the batch call itself is denied (the role lacks
-  ``secretsmanager:BatchGetSecretValue``) it falls back to ``GetSecretValue`` per secret.
-* Secrets Manager, pinned versions: ``GetSecretValue`` with ``VersionStage`` or ``VersionId``.
-* SSM Parameter Store: ``GetParameters`` with decryption, 10 names per call (``name:label`` and
-  ``name:version`` selectors for pinned ones).
+* ``GetSecretValue``: one secret, current version or pinned by ``VersionStage`` / ``VersionId``.
+* ``BatchGetSecretValue``: up to 20 current versions, honouring its per-secret ``Errors``; when the call
+  itself fails it says why (:class:`BatchRefused`) and leaves the next step to the caller.
+* SSM ``GetParameters`` with decryption, 10 names per call (``name:label`` and ``name:version`` selectors).
 * Tags, when the settings require some: ``DescribeSecret`` / ``ListTagsForResource``, one per secret.
 
+Which of them is used, how often and with which retries is decided in one place, :mod:`strategies`.
 Every function here takes a client and returns, for each reference, a :class:`Fetched` payload or the
 typed error that explains why there is none. Nothing here caches; see :mod:`resolver`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +29,15 @@ from flytekitplugins_awssecrets.refs import SecretRef
 
 __all__ = [
     "Fetched",
-    "Job",
-    "secretsmanager_jobs",
-    "ssm_jobs",
+    "Result",
+    "BatchRefused",
+    "get_secret_value",
+    "batch_get_secret_value",
+    "get_parameters",
+    "parse_payload",
+    "payload_error",
     "fetch_tags",
     "translate_error",
-    "payload_error",
 ]
 
 SSM_BATCH = 10
@@ -84,6 +86,7 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
         BotoCoreError,
         ClientError,
         ConnectionError,
+        HTTPClientError,
         NoCredentialsError,
         ReadTimeoutError,
     )
@@ -107,6 +110,9 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
         from flytekitplugins_awssecrets.credentials import unreachable_error
 
         return unreachable_error(ref_s, exc, ref.service or "secretsmanager")  # type: ignore[no-any-return]
+    # HTTPClientError: a connection closed or reset mid-answer (ConnectionClosedError).
+    if isinstance(exc, HTTPClientError):
+        return SecretFetchError(ref_s, f"network error talking to AWS: {type(exc).__name__}", retryable=True)
     if isinstance(exc, ResponseParserError):
         # An answer that is not AWS's (a proxy's HTML page): retryable, and its text is not kept.
         return SecretFetchError(ref_s, "the answer could not be parsed as AWS's (a proxy?)", retryable=True)
@@ -165,7 +171,8 @@ def payload_error(ref: SecretRef, item: Any, service: str = "secretsmanager") ->
     else:
         ok = isinstance(item, dict) and (
             isinstance(item.get("SecretString"), str)
-            or isinstance(item.get("SecretBinary"), bytes | bytearray)
+            # bytes from botocore; a base64 string from the agent HTTP API
+            or isinstance(item.get("SecretBinary"), bytes | bytearray | str)
         )
         what = "neither SecretString nor SecretBinary"
     if ok:
@@ -177,13 +184,55 @@ def payload_error(ref: SecretRef, item: Any, service: str = "secretsmanager") ->
     )
 
 
-def _payload(item: dict[str, Any]) -> str | bytes:
-    if "SecretString" in item and item["SecretString"] is not None:
-        return str(item["SecretString"])
-    return bytes(item["SecretBinary"])
+def parse_payload(ref: SecretRef, item: Any, *, binary_is_base64: bool = False) -> Fetched | AwsSecretsError:
+    """The one place a Secrets Manager payload is read: a GetSecretValue answer, a BatchGetSecretValue item
+    or the agent HTTP API's JSON (same fields; ``SecretBinary`` base64 there) as :class:`Fetched`.
+
+    An answer with neither ``SecretString`` nor ``SecretBinary`` is a typed, retryable error (never cached:
+    the cache keeps only :class:`Fetched`), not an empty secret.
+    """
+    missing = payload_error(ref, item)
+    if missing is not None:
+        return missing
+    string, binary = item.get("SecretString"), item.get("SecretBinary")
+    value: str | bytes
+    if string is not None:
+        value = str(string)
+    elif binary is not None:
+        if binary_is_base64:
+            import base64
+            import binascii
+
+            try:
+                value = base64.b64decode(str(binary), validate=True)
+            except (binascii.Error, ValueError):
+                return SecretFetchError(str(ref), "SecretBinary is not valid base64", retryable=True)
+        else:
+            value = bytes(binary)
+    else:  # pragma: no cover - payload_error refused it above
+        return SecretFetchError(
+            str(ref), "the answer holds neither SecretString nor SecretBinary", retryable=True
+        )
+    stages = item.get("VersionStages")
+    created: Any = item.get("CreatedDate")  # a datetime from botocore, epoch seconds from the agent
+    return Fetched(
+        value,
+        str(item.get("ARN", "")),
+        str(item.get("VersionId", "")),
+        name=str(item.get("Name", "")),
+        version_stages=tuple(str(s) for s in stages) if isinstance(stages, list) else None,
+        created_date=(
+            created.timestamp()
+            if hasattr(created, "timestamp")
+            else float(created)
+            if isinstance(created, int | float)
+            else None
+        ),
+    )
 
 
-def _get_one(client: Any, ref: SecretRef) -> Fetched | AwsSecretsError:
+def get_secret_value(client: Any, ref: SecretRef) -> Fetched | AwsSecretsError:
+    """One ``GetSecretValue`` (current version, or the pinned stage / id)."""
     kwargs: dict[str, Any] = {"SecretId": ref.arn}
     if ref.version_id:
         kwargs["VersionId"] = ref.version_id
@@ -193,45 +242,20 @@ def _get_one(client: Any, ref: SecretRef) -> Fetched | AwsSecretsError:
         r = client.get_secret_value(**kwargs)
     except Exception as e:  # noqa: BLE001 - every failure becomes a typed, value-free error
         return translate_error(ref, e, "GetSecretValue")
-    return payload_error(ref, r) or _fetched_secret(r)
+    return parse_payload(ref, r)
 
 
-def _fetched_secret(item: Any) -> Fetched:
-    """A GetSecretValue answer or a BatchGetSecretValue item (the same fields) as :class:`Fetched`."""
-    stages = item.get("VersionStages")
-    created = item.get("CreatedDate")
-    return Fetched(
-        _payload(item),
-        str(item.get("ARN", "")),
-        str(item.get("VersionId", "")),
-        name=str(item.get("Name", "")),
-        version_stages=tuple(str(s) for s in stages) if isinstance(stages, list) else None,
-        created_date=created.timestamp() if hasattr(created, "timestamp") else None,
-    )
+@dataclass(frozen=True)
+class BatchRefused:
+    """The ``BatchGetSecretValue`` call itself failed (``reason``: "denied", "throttled", "failed");
+    ``errors`` says why for each secret, for a caller that does not read them another way."""
+
+    reason: str
+    errors: Result
 
 
-Job = Callable[[], Result]
-
-
-def secretsmanager_jobs(client: Any, refs: Sequence[SecretRef], batch_size: int = 20) -> list[Job]:
-    """Independent units of work (one per batch or pinned read) for Secrets Manager references that share
-    one client. The resolver runs the jobs of every client on one thread pool, so batches and regions
-    proceed concurrently."""
-    current = [r for r in refs if not (r.version_id or r.version_stage)]
-    pinned = [r for r in refs if r.version_id or r.version_stage]
-    jobs: list[Job] = []
-    for i in range(0, len(current), batch_size):
-        chunk = current[i : i + batch_size]
-        jobs.append(lambda chunk=chunk: _batch(client, chunk))  # type: ignore[misc]
-    for ref in pinned:
-        jobs.append(lambda ref=ref: {ref.fetch_id: _get_one(client, ref)})  # type: ignore[misc]
-    return jobs
-
-
-def _batch(client: Any, refs: Sequence[SecretRef]) -> Result:
-    if len(refs) == 1:
-        # One secret: GetSecretValue needs one permission fewer and costs the same one call.
-        return {refs[0].fetch_id: _get_one(client, refs[0])}
+def batch_get_secret_value(client: Any, refs: Sequence[SecretRef]) -> Result | BatchRefused:
+    """One ``BatchGetSecretValue`` for up to 20 current versions, honouring its per-secret ``Errors``."""
     from botocore.exceptions import ClientError
 
     ids = [r.arn for r in refs]
@@ -240,12 +264,16 @@ def _batch(client: Any, refs: Sequence[SecretRef]) -> Result:
     except ClientError as e:
         code = str(e.response.get("Error", {}).get("Code", ""))
         status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        failed: Result = {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
         if code in _DENIED or status == 403 or code in ("UnknownOperationException", "InvalidAction"):
-            # The role may read each secret but lacks BatchGetSecretValue: fall back, one read each.
-            return {r.fetch_id: _get_one(client, r) for r in refs}
-        return {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
+            return BatchRefused("denied", failed)
+        if code in _THROTTLE or status == 429:
+            return BatchRefused("throttled", failed)
+        return BatchRefused("failed", failed)
     except Exception as e:  # noqa: BLE001
-        return {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
+        return BatchRefused(
+            "failed", {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
+        )
     if not isinstance(resp, dict) or ("SecretValues" not in resp and "Errors" not in resp):
         return {r.fetch_id: payload_error(r, None) or SecretNotFoundError(str(r)) for r in refs}
     by_arn: dict[str, dict[str, Any]] = {}
@@ -262,7 +290,7 @@ def _batch(client: Any, refs: Sequence[SecretRef]) -> Result:
             if cand is not None and str(cand.get("ARN", "")).startswith(r.arn + "-"):
                 item = cand
         if item is not None:
-            out[r.fetch_id] = payload_error(r, item) or _fetched_secret(item)
+            out[r.fetch_id] = parse_payload(r, item)
         elif r.arn in errors:
             entry = errors[r.arn]
             out[r.fetch_id] = error_from_code(
@@ -281,16 +309,8 @@ def _ssm_selector(ref: SecretRef) -> str:
     return ref.name
 
 
-def ssm_jobs(client: Any, refs: Sequence[SecretRef]) -> list[Job]:
-    """Units of work for SSM parameters that share one client: 10 names per ``GetParameters`` call."""
-    jobs: list[Job] = []
-    for i in range(0, len(refs), SSM_BATCH):
-        chunk = list(refs[i : i + SSM_BATCH])
-        jobs.append(lambda chunk=chunk: _ssm_batch(client, chunk))  # type: ignore[misc]
-    return jobs
-
-
-def _ssm_batch(client: Any, refs: Sequence[SecretRef]) -> Result:
+def get_parameters(client: Any, refs: Sequence[SecretRef]) -> Result:
+    """One ``GetParameters`` (with decryption) for up to 10 parameters (``name:label``, ``name:version``)."""
     names = [_ssm_selector(r) for r in refs]
     try:
         resp = client.get_parameters(Names=names, WithDecryption=True)

@@ -1,7 +1,8 @@
 """Resolution: from a task's secret requests to values, top to bottom.
 
-``requests -> references (aliases resolved) -> value already present? -> cache -> batched fetch per client
-(all regions and batches concurrently) -> required tags -> JSON key -> Resolved``
+``requests -> references (aliases resolved) -> value already present? -> cache -> reads per client, as
+:mod:`strategies` chooses them (all regions and reads concurrently) -> replica failover -> required tags ->
+JSON key -> Resolved``
 
 Everything that fails is collected, and one :class:`SecretResolutionError` names every failing reference.
 The process keeps one cache, one client factory and one thread pool; they are rebuilt when the settings
@@ -11,6 +12,7 @@ change.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 from collections import defaultdict
@@ -29,11 +31,14 @@ from flytekitplugins_awssecrets.errors import (
     UnknownAliasError,
 )
 from flytekitplugins_awssecrets.extract import extract_json_key
-from flytekitplugins_awssecrets.fetch import Fetched, Job, Result, fetch_tags, secretsmanager_jobs, ssm_jobs
+from flytekitplugins_awssecrets.fetch import Fetched, Result, fetch_tags
 from flytekitplugins_awssecrets.mount import ANY, Resolved, flytekit_names
 from flytekitplugins_awssecrets.refs import SecretRef, parse_reference, reference_from_request
 from flytekitplugins_awssecrets.settings import Settings, get_settings
 from flytekitplugins_awssecrets.settings import reset as reset_settings
+from flytekitplugins_awssecrets.strategies import Job, Reads
+
+logger = logging.getLogger("flytekitplugins_awssecrets")
 
 __all__ = ["Resolver", "get_resolver", "resolve_requests", "resolve_values", "reset_process_state"]
 
@@ -49,6 +54,7 @@ class Resolver:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.factory = ClientFactory(settings)
+        self.reads = Reads(settings, self.factory)
         self.cache: TTLCache[tuple[str, ...], Fetched] = TTLCache(settings.cache_ttl_seconds)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -110,31 +116,63 @@ class Resolver:
             return self._load_quietly(refs)
 
     def _load_quietly(self, refs: list[SecretRef]) -> Result:
+        out = self._read(refs)
+        self._failover(refs, out)
+        if self.settings.required_tags:
+            self._attach_tags(refs, out)
+        return out
+
+    def _read(self, refs: Sequence[SecretRef]) -> Result:
+        """One round: every (service, region, account) group's jobs, as :mod:`strategies` chooses them."""
         groups: dict[tuple[str, str, str, str], list[SecretRef]] = defaultdict(list)
         for r in refs:
             groups[(r.service or "", r.partition, r.region, r.account)].append(r)
         jobs: list[Job] = []
-        out: Result = {}
         for (service, _partition, region, account), members in groups.items():
-            try:
-                client = self.factory.client(service, region, account)
-            except AwsSecretsError as e:
-                out.update({m.fetch_id: e for m in members})
-                continue
-            except Exception as e:  # noqa: BLE001 - e.g. a broken profile: typed, value-free
-                from flytekitplugins_awssecrets.fetch import translate_error
-
-                out.update({m.fetch_id: translate_error(m, e) for m in members})
-                continue
-            if service == "ssm":
-                jobs += ssm_jobs(client, members)
-            else:
-                jobs += secretsmanager_jobs(client, members, self.settings.batch_size)
+            jobs += self.reads.jobs(service, region, account, members)
+        out: Result = {}
         for res in self._run(jobs):
             out.update(res)
-        if self.settings.required_tags:
-            self._attach_tags(refs, out)
         return out
+
+    def _failover(self, refs: list[SecretRef], out: Result) -> None:
+        """Read the replica (same ARN, next failover region) of every secret whose primary region failed with
+        a network error, a 5xx or throttling; one more round per failover region."""
+        pending = {r.fetch_id: r for r in refs}
+        tries: dict[tuple[str, ...], list[SecretRef]] = {}
+        for fid, r in pending.items():
+            err = out.get(fid)
+            if isinstance(err, AwsSecretsError):
+                replicas = self.reads.replicas(r, err)
+                if replicas:
+                    tries[fid] = replicas
+        while tries:
+            round_refs = {fid: rs.pop(0) for fid, rs in tries.items()}
+            got = self._read(list(round_refs.values()))
+            for fid, replica in list(round_refs.items()):
+                primary = pending[fid]
+                res = got.get(replica.fetch_id)
+                before = out[fid]
+                assert isinstance(before, AwsSecretsError)
+                if isinstance(res, Fetched):
+                    logger.warning(
+                        "read %s from its replica in %s: %s failed (%s)",
+                        primary,
+                        replica.region,
+                        primary.region,
+                        before.reason,
+                    )
+                    out[fid] = res
+                    del tries[fid]
+                else:
+                    logger.warning(
+                        "replica of %s in %s failed too (%s)",
+                        primary,
+                        replica.region,
+                        res.reason if isinstance(res, AwsSecretsError) else "no answer",
+                    )
+                    if not tries[fid]:
+                        del tries[fid]
 
     def _attach_tags(self, refs: list[SecretRef], out: Result) -> None:
         ok = [r for r in refs if isinstance(out.get(r.fetch_id), Fetched)]

@@ -23,7 +23,15 @@ import threading
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from flytekitplugins_awssecrets.errors import SettingsError
 
@@ -75,6 +83,28 @@ class Settings(BaseModel):
         the cluster webhook mounted or flytekit's env var/file holds costs one DescribeSecret (SSM:
         ListTagsForResource) per secret per task, so the role needs that permission.
 
+    At scale (see docs/cluster.md, "Running at scale"; the read strategies live in ``strategies.py``):
+      read_strategy ("get"): how current Secrets Manager versions are read. "get": one GetSecretValue per
+        secret, all at once (quota 10,000/s per account and region, adjustable); "batch":
+        BatchGetSecretValue of ``batch_size`` (quota 100/s, not adjustable), tried once without botocore
+        retries, and on throttling (or when denied) the same secrets are read with GetSecretValue at once
+        and batches are skipped for a minute. Example: ``FLYTE_AWS_SECRETS_READ_STRATEGY=batch``.
+      ssm_retry_mode ("adaptive"): botocore retry mode of SSM clients; "adaptive" adds client-side rate
+        limiting to the jittered exponential backoff (SSM's shared quota is 40/s at standard throughput).
+      agent_url (None): read Secrets Manager secrets through a local endpoint that speaks the AWS Secrets
+        Manager Agent HTTP API (AWS's agent as a sidecar or DaemonSet, or ``pyflyte-awssecrets serve``),
+        e.g. ``http://127.0.0.1:2773``; many tasks on a node then share one fetch per TTL. Loopback only
+        unless ``agent_allow_non_loopback``. SSM parameters are still read from AWS.
+      agent_token_file (None): file holding the token sent in ``X-Aws-Parameters-Secrets-Token``
+        (required with ``agent_url``; AWS's agent uses ``/var/run/awssmatoken``).
+      agent_fallback (False): when the agent is unreachable or fails (not when it answers "not found" or
+        "access denied"), read from AWS directly instead of failing.
+      agent_allow_non_loopback (False): allow an ``agent_url`` host that is not loopback.
+      failover_regions ({}): primary region (or "*" for any) -> replica regions to read, in order, when the
+        primary fails with a network error, a 5xx or throttling (never on a 4xx such as not found or access
+        denied), like the Secrets Store CSI provider's ``failoverRegion``; the replica has the same ARN in
+        the other region. Example: ``{"us-east-1": ["us-west-2"]}``; a list alone means "*".
+
     Mounting:
       mount_dir (None): where FILE secrets are written; default ``/dev/shm``. It must be a memory filesystem
         (tmpfs or ramfs, checked in ``/proc/mounts``): otherwise a task with a FILE secret fails before user
@@ -118,6 +148,13 @@ class Settings(BaseModel):
     connect_timeout: float = Field(default=3.0, gt=0)
     read_timeout: float = Field(default=4.0, gt=0)
     required_tags: dict[str, str] = Field(default_factory=dict)
+    read_strategy: Literal["get", "batch"] = "get"
+    ssm_retry_mode: Literal["standard", "adaptive", "legacy"] = "adaptive"
+    agent_url: str | None = None
+    agent_token_file: str | None = None
+    agent_fallback: bool = False
+    agent_allow_non_loopback: bool = False
+    failover_regions: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
     mount_dir: str | None = None
     allow_disk_mount: bool = False
@@ -151,6 +188,55 @@ class Settings(BaseModel):
     def _role(cls, v: Any) -> Any:
         return {"role_arn": v} if isinstance(v, str) else v
 
+    @field_validator("failover_regions", mode="before")
+    @classmethod
+    def _failover(cls, v: Any) -> Any:
+        if isinstance(v, str | list | tuple):
+            v = {"*": v}
+        if isinstance(v, dict):
+            return {str(k): ([r] if isinstance(r, str) else r) for k, r in v.items()}
+        return v
+
+    @field_validator("failover_regions")
+    @classmethod
+    def _failover_names(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        import re
+
+        for primary, replicas in v.items():
+            for r in (primary, *replicas):
+                if r != "*" and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", r):
+                    raise ValueError(f"{r!r} is not a region name like us-west-2")
+            if primary in replicas:
+                raise ValueError(f"region {primary!r} cannot be its own failover")
+        return v
+
+    @field_validator("agent_url")
+    @classmethod
+    def _agent_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from urllib.parse import urlsplit
+
+        u = urlsplit(v)
+        if u.scheme not in ("http", "https") or not u.hostname or u.query or u.fragment:
+            raise ValueError("must be http(s)://HOST:PORT, e.g. http://127.0.0.1:2773")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _agent(self) -> Settings:
+        if self.agent_url is None:
+            return self
+        if self.agent_token_file is None:
+            raise ValueError("agent_url needs agent_token_file (the file holding the agent's token)")
+        from urllib.parse import urlsplit
+
+        host = urlsplit(self.agent_url).hostname or ""
+        if not self.agent_allow_non_loopback and not _is_loopback(host):
+            raise ValueError(
+                f"agent_url host {host!r} is not loopback; set agent_allow_non_loopback to allow it"
+            )
+        return self
+
     @field_validator("account_roles")
     @classmethod
     def _accounts(cls, v: dict[str, AssumeRole]) -> dict[str, AssumeRole]:
@@ -175,10 +261,21 @@ class Settings(BaseModel):
         return self.access_key_id is not None
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 # --- loading -------------------------------------------------------------------------------------------------
 
 _FIELDS = list(Settings.model_fields)
-_JSON_FIELDS = {"required_tags", "account_roles", "aliases", "assume_role"}
+_JSON_FIELDS = {"required_tags", "account_roles", "aliases", "assume_role", "failover_regions"}
 
 
 #: Top-level keys of a Secret Agent file: Aerospike's three sections and this project's additions.
@@ -361,6 +458,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         err = e.errors()[0]
         loc = [str(p) for p in err.get("loc", ())]
         field = loc[0] if loc else "?"
+        if not loc:  # a check across fields (model validator): its message starts with the field's name
+            first = str(err.get("msg", "")).removeprefix("Value error, ").split(" ", 1)[0].rstrip(":")
+            field = first if first in _FIELDS else field
         source = origin.get(field, "defaults")
         problem = str(err.get("msg", "invalid")).removeprefix("Value error, ")  # pydantic's prefix
         if err.get("type") == "extra_forbidden":

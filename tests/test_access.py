@@ -71,6 +71,7 @@ def test_denied_and_batch_fallback(
     try:
         for k, v in {**env, **reader, "AWS_ENDPOINT_URL": proxy.url}.items():
             monkeypatch.setenv(k, v)
+        monkeypatch.setenv("FLYTE_AWS_SECRETS_READ_STRATEGY", "batch")
         # No BatchGetSecretValue permission: one denied batch, then one GetSecretValue each.
         assert get_secret_values(arns) == values
         assert proxy.calls == {"BatchGetSecretValue": 1, "GetSecretValue": 3}

@@ -59,9 +59,48 @@ def test_quick_run_prints_the_table_and_p4_makes_no_call(tmp_path: Path) -> None
     assert p4[2].startswith("0 calls"), p4
     assert p4[5] == "PASS"
     # Only what was asked for ran.
-    for other in ("P1", "P3", "P5", "P6", "P7"):
+    for other in ("P1", "P3", "P5", "P6", "P7", "P8"):
         assert f"│ {other} " not in out
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _rows(out: str, scenario: str) -> list[list[str]]:
+    """Every table row of ``scenario``, its cells joined across the lines rich wraps them onto."""
+    rows: list[list[str]] = []
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if not cells:
+            if rows and line.startswith(("├", "└")):
+                rows.append([])  # a rule ends the current row
+            continue
+        if cells[0]:
+            rows.append(cells if cells[0] == scenario else [])
+        elif rows and rows[-1]:
+            rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells, strict=True)]
+    return [r for r in rows if r]
+
+
+def test_p8_small_fleet_no_failures_and_the_calls_the_strategy_says() -> None:
+    pods, secrets = 3, 5
+    p = _run(
+        "--only", "P8", "--quick", "--latency-ms", "0", "--no-chart",
+        "--p8-pods", str(pods), "--p8-secrets", str(secrets),
+    )  # fmt: skip
+    assert p.returncode in (0, 1), p.stderr[-3000:]
+    plugin, batch, agent, faults = _rows(p.stdout, "P8")
+    # Default strategy: one GetSecretValue per secret per pod, never the scarce batch API.
+    assert plugin[2].startswith("0 failed"), plugin
+    assert f"GetSecretValue {pods * secrets}" in plugin[2] and "Batch" not in plugin[2], plugin
+    assert "boto3 loop: 0 failed" in plugin[3] and f"GetSecretValue {pods * secrets}" in plugin[3]
+    # read_strategy=batch: one batch per pod (3 fit in the 4/s bucket), no single reads.
+    assert batch[2].startswith("0 failed") and f"BatchGetSecretValue {pods};" in batch[2] + ";", batch
+    assert " GetSecretValue" not in batch[2].replace("BatchGetSecretValue", ""), batch
+    # Through the local agent (serve): AWS sees one read per secret, whatever the number of pods.
+    assert agent[2].startswith("0 failed") and f"; GetSecretValue {secrets}" in agent[2], agent
+    assert agent[5] == "PASS", agent
+    # With faults injected, every pod got its secrets or a typed, retryable error.
+    assert faults[5] == "PASS", faults
+    assert "got their secrets" in faults[2]
 
 
 def test_unknown_scenario_is_a_usage_error() -> None:

@@ -123,6 +123,9 @@ def serve(config_file: str | None, **options: Any) -> None:
         from flytekitplugins_awssecrets.settings import get_settings
 
         settings = get_settings()  # fail now, not on the first request, when the settings are wrong
+        if settings.agent_url:
+            # serve is itself an agent source: reading through agent_url could be reading through itself.
+            raise SettingsError("agent_url", "settings", "is for tasks; unset it for the serve process")
         token = None
         if cfg.http_endpoint is not None:
             token, source = read_token(cfg)

@@ -1,5 +1,6 @@
-"""A loopback HTTP proxy in front of moto server that counts API calls (server side), and can add latency
-and inject faults (throttling, 5xx, connection resets, answers slower than the client's time-out).
+"""A loopback HTTP proxy in front of moto server that counts API calls (server side), and can add latency,
+inject faults (throttling, 5xx, connection resets, answers slower than the client's time-out) and enforce
+per-API request quotas with token buckets, answering ``ThrottlingException`` as AWS does.
 
 boto3 is pointed at the proxy with ``AWS_ENDPOINT_URL``; every request is forwarded to moto unchanged.
 Used by tests (call counts, fault injection) and by the benchmarks (realistic latency).
@@ -22,23 +23,93 @@ from typing import Any
 @dataclass
 class Faults:
     rate: float = 0.0  # probability that a request gets a fault
+    #: "denied" (an AccessDeniedException, 400) is not among the defaults: it is not a transient fault
     kinds: tuple[str, ...] = ("throttle", "5xx", "reset", "slow")
     slow_seconds: float = 3.0
     seed: int = 0
+    #: only requests signed for these regions get faults (all when empty): a regional outage
+    regions: tuple[str, ...] = ()
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
 
-class CountingProxy:
-    """Forward to ``upstream`` (``http://127.0.0.1:PORT``); count operations by ``X-Amz-Target``/Action."""
+class TokenBucket:
+    """``rate`` requests per second, up to ``burst`` at once (default: one second's worth, at least 1)."""
 
-    def __init__(self, upstream: str, latency: float = 0.0, faults: Faults | None = None) -> None:
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate if burst is None else burst)
+        self._tokens = self.burst
+        self._at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            return False
+
+
+#: AWS's per-account, per-region request quotas (requests/s) of the read APIs, as buckets: the SSM read
+#: APIs share one quota (standard throughput). Scale them with :func:`scaled_quotas`.
+AWS_QUOTAS: dict[tuple[str, ...], float] = {
+    ("BatchGetSecretValue",): 100.0,
+    ("GetSecretValue",): 10_000.0,
+    ("DescribeSecret",): 40_000.0,
+    ("GetParameter", "GetParameters", "GetParametersByPath"): 40.0,
+}
+
+
+def scaled_quotas(scale: float) -> dict[tuple[str, ...], float]:
+    """AWS's quotas divided by ``scale`` (1:25 gives BatchGetSecretValue 4/s, GetSecretValue 400/s)."""
+    return {ops: rate / scale for ops, rate in AWS_QUOTAS.items()}
+
+
+def throttling_answer(op: str) -> tuple[int, dict[str, str], bytes]:
+    """What AWS answers a throttled request of the JSON-protocol services (Secrets Manager and SSM are both
+    ``awsJson1_1``): HTTP 400, ``x-amzn-ErrorType`` and ``{"__type": "ThrottlingException", ...}``."""
+    body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+    headers = {
+        "Content-Type": "application/x-amz-json-1.1",
+        "x-amzn-ErrorType": "ThrottlingException",
+        "x-amzn-RequestId": f"{random.getrandbits(64):016x}-{op}",
+    }
+    return 400, headers, body
+
+
+class CountingProxy:
+    """Forward to ``upstream`` (``http://127.0.0.1:PORT``); count operations by ``X-Amz-Target``/Action.
+
+    ``quotas`` maps a group of operations to the requests per second they may make together (a token
+    bucket per group, burst of one second); a request over quota is answered ``ThrottlingException`` and
+    counted in ``throttled``, never forwarded.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        latency: float = 0.0,
+        faults: Faults | None = None,
+        quotas: dict[tuple[str, ...], float] | None = None,
+    ) -> None:
         self.upstream = upstream.removeprefix("http://")
         self.latency = latency
         self.faults = faults or Faults()
+        self.buckets: dict[str, TokenBucket] = {}
+        for ops, rate in (quotas or {}).items():
+            bucket = TokenBucket(rate)
+            for op in ops:
+                self.buckets[op] = bucket
+        self.throttled: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
+        #: calls by (operation, region the request was signed for)
+        self.by_region: Counter[tuple[str, str]] = Counter()
         #: (operation, access key id that signed it) for every request, and STS request bodies
         self.signed: list[tuple[str, str]] = []
         self.sts_bodies: list[str] = []
@@ -46,6 +117,10 @@ class CountingProxy:
         #: operation -> (status, content type, body): answered instead of moto (a proxy or a wrong endpoint)
         self.canned: dict[str, tuple[int, str, bytes]] = {}
         self._lock = threading.Lock()
+        # moto listens with a backlog of 128: a fleet's hundreds of simultaneous requests would have their
+        # SYNs dropped and wait for TCP's 1 s, 3 s, 7 s retransmits, which AWS's endpoints never add. They
+        # queue here instead (moto serves one request at a time anyway).
+        self._upstream_slots = threading.BoundedSemaphore(32)
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,18 +144,29 @@ class CountingProxy:
                 body = self.rfile.read(length) if length else b""
                 op = self._op(body)
                 auth = self.headers.get("Authorization", "")
-                akid = auth.split("Credential=")[1].split("/")[0] if "Credential=" in auth else ""
+                scope = (
+                    auth.split("Credential=")[1].split(",")[0].split("/") if "Credential=" in auth else [""]
+                )
+                akid, region = scope[0], (scope[2] if len(scope) > 2 else "")
                 with proxy._lock:
                     proxy.calls[op] += 1
+                    proxy.by_region[(op, region)] += 1
                     proxy.signed.append((op, akid))
                     if op.startswith("AssumeRole"):
                         proxy.sts_bodies.append(body.decode("latin-1"))
                     fault = None
-                    if proxy.faults.rate and proxy.faults.rng.random() < proxy.faults.rate:
+                    in_scope = not proxy.faults.regions or region in proxy.faults.regions
+                    if in_scope and proxy.faults.rate and proxy.faults.rng.random() < proxy.faults.rate:
                         fault = proxy.faults.rng.choice(proxy.faults.kinds)
                         proxy.faulted[fault] += 1
                 if proxy.latency:
                     time.sleep(proxy.latency)
+                bucket = proxy.buckets.get(op)
+                if fault is None and bucket is not None and not bucket.take():
+                    with proxy._lock:
+                        proxy.throttled[op] += 1
+                    self._answer(*throttling_answer(op))
+                    return
                 canned = proxy.canned.get(op)
                 if canned is not None:
                     status, ctype, data = canned
@@ -99,22 +185,26 @@ class CountingProxy:
                     return
                 if fault == "slow":
                     time.sleep(proxy.faults.slow_seconds)
-                if fault in ("throttle", "5xx"):
-                    status = 400 if fault == "throttle" else 503
-                    code = "ThrottlingException" if fault == "throttle" else "ServiceUnavailable"
-                    payload = json.dumps({"__type": code, "message": "injected"}).encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/x-amz-json-1.1")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                if fault == "throttle":
+                    self._answer(*throttling_answer(op))
                     return
-                conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
+                if fault == "denied":
+                    payload = json.dumps(
+                        {"__type": "AccessDeniedException", "message": "injected: not authorized"}
+                    ).encode()
+                    self._answer(400, {"Content-Type": "application/x-amz-json-1.1"}, payload)
+                    return
+                if fault == "5xx":
+                    payload = json.dumps({"__type": "ServiceUnavailable", "message": "injected"}).encode()
+                    self._answer(503, {"Content-Type": "application/x-amz-json-1.1"}, payload)
+                    return
                 # Host stays as the client sent it: it is part of the SigV4 signature.
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
+                with proxy._upstream_slots:
+                    conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in (
@@ -130,9 +220,21 @@ class CountingProxy:
                 self.wfile.write(data)
                 conn.close()
 
+            def _answer(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
         class QuietServer(ThreadingHTTPServer):
+            # A fleet of processes connects at once: the default backlog of 5 would drop SYNs, and each
+            # dropped one costs the client a 1 s retransmit that no AWS endpoint would add.
+            request_queue_size = 256
+
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # clients that time out close their end mid-answer; that is the point of "slow"
 
@@ -155,9 +257,11 @@ class CountingProxy:
     def reset_counts(self) -> None:
         with self._lock:
             self.calls.clear()
+            self.by_region.clear()
             self.signed.clear()
             self.sts_bodies.clear()
             self.faulted.clear()
+            self.throttled.clear()
 
     def keys_for(self, op: str) -> list[str]:
         return [k for o, k in self.signed if o == op]
