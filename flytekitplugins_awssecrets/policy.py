@@ -49,9 +49,8 @@ ExtraReferenceProvider = Callable[[Any, "str | None"], Iterable[str]]
 #: references (the Aptible task's bot credentials, once its operator file names them): append a function.
 EXTRA_REFERENCE_PROVIDERS: list[ExtraReferenceProvider] = []
 
-#: The settings value of a read strategy that uses BatchGetSecretValue (read from the settings when the
-#: field exists; the plugin's default does not batch).
-BATCH_STRATEGIES = {"batch", "batch_get", "BatchGetSecretValue"}
+#: The ``read_strategy`` values that call BatchGetSecretValue (the default, ``get``, does not).
+BATCH_STRATEGIES = {"batch"}
 
 #: Key ids Secrets Manager and SSM use when no customer-managed key is chosen (no kms:Decrypt statement).
 _AWS_MANAGED = ("alias/aws/", "aws/")
@@ -162,7 +161,7 @@ def gather(
     for provider in EXTRA_REFERENCE_PROVIDERS:
         for text in provider(module, workflow):
             refs.append(resolver.expand(parse_reference(text)))
-    strategy = str(getattr(settings, "read_strategy", "") or "")
+    strategy = settings.read_strategy
     inputs = PolicyInputs(
         secrets=[r for r in refs if r.service == "secretsmanager"],
         parameters=[r for r in refs if r.service == "ssm"],

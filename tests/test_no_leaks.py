@@ -526,9 +526,10 @@ def test_pod_required_tags_hold_for_webhook_files(
 
 
 def test_answer_without_a_value_is_retryable_and_never_cached(
-    secrets_factory: Any, counting_proxy: Any, unique: str
+    secrets_factory: Any, counting_proxy: Any, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flytekitplugins_awssecrets import get_secret_values
+    from flytekitplugins_awssecrets.resolver import reset_process_state
 
     arn, v = secrets_factory.secret(f"{unique}/empty")
     arn2, _ = secrets_factory.secret(f"{unique}/empty2")
@@ -548,6 +549,9 @@ def test_answer_without_a_value_is_retryable_and_never_cached(
     }
     for op, cases in answers.items():
         refs = {"GetSecretValue": [arn], "BatchGetSecretValue": [arn, arn2], "GetParameters": [param]}[op]
+        if op == "BatchGetSecretValue":  # only the batch read strategy calls it
+            monkeypatch.setenv("FLYTE_AWS_SECRETS_READ_STRATEGY", "batch")
+            reset_process_state()
         for status, ctype, body in cases:
             counting_proxy.canned[op] = (status, ctype, body)
             for _ in range(2):  # the second try calls AWS again: a failure is never cached
