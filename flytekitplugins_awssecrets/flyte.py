@@ -36,7 +36,9 @@ _PATCHED = "__awssecrets_patched__"
 
 # Tasks (by id) whose requests are mounted by an enclosing dispatch in this context: a task class that
 # reaches both wrapped methods resolves once.
-_ACTIVE: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("awssecrets_active", default=frozenset())
+_ACTIVE: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "awssecrets_active", default=frozenset()
+)
 
 
 def _is_ours(fn: Any) -> bool:
@@ -109,7 +111,7 @@ def _wrap_dispatch(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, *args, **kwargs)
         named = bind(self, *args, **kwargs) or {}
         ctx = named.get("ctx", args[0] if args else None)
-        from flytekitplugins_awssecrets.serialize import check_settings, check_local_task
+        from flytekitplugins_awssecrets.serialize import check_local_task, check_settings
 
         check_settings(ctx)
         check_local_task(self, requests, ctx)

@@ -183,7 +183,11 @@ def is_aws_group(group: str | None) -> bool:
     try:
         _parse_arn(group)
     except InvalidReferenceError as e:
-        logger.debug("secret group %r is not an AWS reference this plugin parses (%s); left to flytekit", group, e.reason)
+        logger.debug(
+            "secret group %r is not an AWS reference this plugin parses (%s); left to flytekit",
+            group,
+            e.reason,
+        )
         return False
     return True
 

@@ -249,7 +249,11 @@ def rewrite_task_spec(spec: Any, entity: Any, settings: Any) -> Any:
     """The spec fit for the cluster (see the module docstring); unchanged for a task without AWS requests."""
     template = getattr(spec, "template", None)
     sc = getattr(template, "security_context", None)
-    if template is None or sc is None or not any(is_aws_group(getattr(s, "group", None)) for s in sc.secrets or []):
+    if (
+        template is None
+        or sc is None
+        or not any(is_aws_group(getattr(s, "group", None)) for s in sc.secrets or [])
+    ):
         return spec
     name = template.id.name
     try:
@@ -263,9 +267,15 @@ def rewrite_task_spec(spec: Any, entity: Any, settings: Any) -> Any:
                 why = (
                     f"a {type(entity).__name__} does not run flytekit in its pod, so the plugin cannot "
                     f"resolve this request there, and in cluster mode {mode!r} "
-                    + ("no webhook serves it" if mode != "webhook" else "the AWS webhook does not serve it as written")
+                    + (
+                        "no webhook serves it"
+                        if mode != "webhook"
+                        else "the AWS webhook does not serve it as written"
+                    )
                 )
-                raise _registration_error(UnservableRequestError(f"task {name!r}", str(d.ref), why, _SIDECAR_FIX))
+                raise _registration_error(
+                    UnservableRequestError(f"task {name!r}", str(d.ref), why, _SIDECAR_FIX)
+                )
     kept = [d.secret for d in decisions if d.served_by == "webhook"]
     config = dict(template.config or {})
     config[RECORD_KEY] = _record(decisions)
@@ -291,7 +301,12 @@ def rewrite_launch_plan(lp: Any, entity: Any, settings: Any) -> Any:
         if d.served_by != "webhook":
             why = (
                 "the plugin in the pod does not see a launch plan's security context, and in cluster mode "
-                f"{mode!r} " + ("no webhook serves it" if mode != "webhook" else "the AWS webhook does not serve it as written")
+                f"{mode!r} "
+                + (
+                    "no webhook serves it"
+                    if mode != "webhook"
+                    else "the AWS webhook does not serve it as written"
+                )
             )
             fix = "declare the request on the task (@task(secret_requests=[...])) instead of the launch plan"
             raise _registration_error(UnservableRequestError(f"launch plan {name!r}", str(d.ref), why, fix))

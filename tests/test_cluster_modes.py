@@ -33,7 +33,17 @@ def _env(**extra: str) -> dict[str, str]:
 def _serialize(package: str, folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     folder.mkdir(parents=True)
     return subprocess.run(
-        [str(BIN / "pyflyte"), "--pkgs", package, "serialize", "--image", "registry.example/app:1", "workflows", "-f", str(folder)],
+        [
+            str(BIN / "pyflyte"),
+            "--pkgs",
+            package,
+            "serialize",
+            "--image",
+            "registry.example/app:1",
+            "workflows",
+            "-f",
+            str(folder),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -43,7 +53,7 @@ def _serialize(package: str, folder: Path, env: dict[str, str]) -> subprocess.Co
 
 
 def test_registration_says_what_it_did(tmp_path: Path) -> None:
-    p = _serialize("examples", tmp_path / "w", _env(FLYTE_AWS_SECRETS_CLUSTER_MODE="webhook"))
+    p = _serialize("tests.modes", tmp_path / "w", _env(FLYTE_AWS_SECRETS_CLUSTER_MODE="webhook"))
     assert p.returncode == 0, p.stderr[-3000:]
     assert (
         "task examples.secrets_demo.call_api (cluster mode webhook): 2 AWS requests kept for the cluster's "
@@ -78,9 +88,11 @@ def test_misconfiguration_is_a_user_error_at_registration_and_in_the_pod(
     aws_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = _env(**aws_env)
-    spec = serialize_tasks("examples", tmp_path / "spec", env, "*.call_api_*.pb")["examples.secrets_demo.call_api"]
+    spec = serialize_tasks("tests.modes", tmp_path / "spec", env, "*.call_api_*.pb")[
+        "examples.secrets_demo.call_api"
+    ]
     bad = dict(env, FLYTE_AWS_SECRETS_CACHE_TTL="5")
-    p = _serialize("examples", tmp_path / "bad", bad)
+    p = _serialize("tests.modes", tmp_path / "bad", bad)
     out = " ".join((p.stdout + p.stderr).split())
     assert p.returncode != 0
     assert "FLYTE_AWS_SECRETS_CACHE_TTL" in out and "FLYTE_AWS_SECRETS_CACHE_TTL_SECONDS" in out
@@ -102,7 +114,10 @@ def _settings(project: str = "ml", domain: str = "production") -> Any:
     from flytekit.configuration import Image, ImageConfig, SerializationSettings
 
     return SerializationSettings(
-        project=project, domain=domain, version="v1", image_config=ImageConfig(default_image=Image(name="d", fqn="r/app", tag="1"))
+        project=project,
+        domain=domain,
+        version="v1",
+        image_config=ImageConfig(default_image=Image(name="d", fqn="r/app", tag="1")),
     )
 
 
@@ -113,10 +128,15 @@ def test_mode_per_project_and_domain(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from examples.secrets_demo import call_api
 
-    monkeypatch.setenv("FLYTE_AWS_SECRETS_CLUSTER_MODES", '{"ml/production": "webhook", "*/development": "plugin"}')
+    monkeypatch.setenv(
+        "FLYTE_AWS_SECRETS_CLUSTER_MODES", '{"ml/production": "webhook", "*/development": "plugin"}'
+    )
     prod = get_serializable(OrderedDict(), _settings("ml", "production"), call_api)
     dev = get_serializable(OrderedDict(), _settings("ml", "development"), call_api)
-    assert prod.template.config["awssecrets.mode"] == "webhook" and len(prod.template.security_context.secrets) == 2
+    assert (
+        prod.template.config["awssecrets.mode"] == "webhook"
+        and len(prod.template.security_context.secrets) == 2
+    )
     assert dev.template.config["awssecrets.mode"] == "plugin" and not dev.template.security_context.secrets
     monkeypatch.setenv("FLYTE_AWS_SECRETS_CLUSTER_MODES", '{"ml": "webhook"}')
     from flytekit.exceptions.user import FlyteUserException
@@ -142,7 +162,9 @@ def test_launch_plan_requests_are_never_dropped(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(FlyteUserException, match="launch plan 'lp_env'.*declare the request on the task"):
         get_serializable(OrderedDict(), _settings(), lp)
     monkeypatch.setenv("FLYTE_AWS_SECRETS_CLUSTER_MODE", "webhook")
-    lp = LaunchPlan.get_or_create(demo_wf, name="lp_file", security_context=SecurityContext(secrets=[aws_secret(arn)]))
+    lp = LaunchPlan.get_or_create(
+        demo_wf, name="lp_file", security_context=SecurityContext(secrets=[aws_secret(arn)])
+    )
     out = get_serializable(OrderedDict(), _settings(), lp)
     assert [s.key for s in out.spec.security_context.secrets] == ["lp/token"]
 
@@ -219,7 +241,9 @@ def test_a_failing_plugin_never_breaks_import_flytekit() -> None:
         "from flytekit.core.base_task import PythonTask\n"
         "print(entrypoints.state['core'].split(':')[0], hasattr(PythonTask.dispatch_execute, '__awssecrets_patched__'))\n"
     )
-    p = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.split() == ["failed", "False"]
     assert p.stderr.count("PluginDisabledWarning") == 1 and "flytekit works without it" in p.stderr
@@ -234,7 +258,12 @@ def test_disable_guards_both_entry_points() -> None:
         " hasattr(PythonTask.dispatch_execute, '__awssecrets_patched__'))\n"
     )
     p = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=_env(FLYTE_AWS_SECRETS_DISABLE="1"), capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=_env(FLYTE_AWS_SECRETS_DISABLE="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.strip() == "['disabled', 'disabled'] False False"

@@ -21,6 +21,7 @@ from tests.conftest import ROOT, remember
 from tests.support.pod import run_pod, serialize_tasks
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.compat
 
 
 def _env(aws_env: dict[str, str], **extra: str) -> dict[str, str]:
@@ -94,7 +95,7 @@ def test_pyflyte_run_reports_every_failing_reference(aws_env: dict[str, str], un
 
 
 def _serialize(folder: Path, env: dict[str, str]) -> dict[str, Any]:
-    return serialize_tasks("examples", folder, env, "*.call_api_*.pb")
+    return serialize_tasks("tests.modes", folder, env, "*.call_api_*.pb")
 
 
 def test_serialized_spec_keeps_aws_requests_from_the_k8s_webhook(

@@ -89,13 +89,20 @@ def test_pyflyte_run_shim_tasks_resolve_before_the_executor(tt: dict[str, Any], 
         pytest.skip(f"{target} is not installed here")
     p = _run(tt, target)
     if target == "sqlite":  # the query ran; converting the DataFrame would need pyarrow, beside the point
-        assert "Connecting to db" in p.stdout + p.stderr and "could not be resolved" not in p.stdout + p.stderr
+        assert (
+            "Connecting to db" in p.stdout + p.stderr and "could not be resolved" not in p.stdout + p.stderr
+        )
     else:
         assert p.returncode == 0, p.stderr[-3000:]
     # Proof that the shim path resolves: the same task with its secret missing fails before the executor.
     env = dict(tt["env"], TT_PREFIX=f"absent{tt['prefix']}")
     p = subprocess.run(
-        [str(BIN / "pyflyte"), "run", MOD, target], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [str(BIN / "pyflyte"), "run", MOD, target],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     out = " ".join((p.stdout + p.stderr).split())
     assert p.returncode != 0 and "could not be resolved; user code was not run" in out
@@ -178,7 +185,10 @@ def test_pod_every_task_type(tt: dict[str, Any], specs: dict[str, Any], tmp_path
 
     map_spec = next(s for n, s in specs.items() if "mapped" in n or "map_" in n.rsplit(".", 1)[-1])
     ints = literals_pb2.LiteralCollection(
-        literals=[literals_pb2.Literal(scalar=literals_pb2.Scalar(primitive=literals_pb2.Primitive(integer=i))) for i in (1, 2)]
+        literals=[
+            literals_pb2.Literal(scalar=literals_pb2.Scalar(primitive=literals_pb2.Primitive(integer=i)))
+            for i in (1, 2)
+        ]
     )
     inputs = literals_pb2.LiteralMap(literals={"x": literals_pb2.Literal(collection=ints)})
     work = tmp_path / "map"

@@ -42,7 +42,9 @@ def plain() -> str:
     from_env = os.environ[sm.get_secrets_env_var(ANY.group, ANY.key)]
     with open(sm.get_secrets_file(NO_COLON.group, NO_COLON.key)) as f:
         no_colon = f.read()
-    return " ".join(["any=" + fp(got), "file=" + fp(from_file), "env=" + fp(from_env), "nocolon=" + fp(no_colon)])
+    return " ".join(
+        ["any=" + fp(got), "file=" + fp(from_file), "env=" + fp(from_env), "nocolon=" + fp(no_colon)]
+    )
 
 
 @task(secret_requests=[ANY])
@@ -100,7 +102,7 @@ sqlite = SQLite3Task(
 
 
 @workflow
-def mapped_wf() -> typing.List[str]:
+def mapped_wf() -> list[str]:
     return mapped(x=[1, 2])
 
 
