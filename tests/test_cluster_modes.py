@@ -292,3 +292,35 @@ def test_group_version_is_validated_when_the_request_is_built() -> None:
         aws_secret(arn, group_version="bad version!")
     with pytest.raises(InvalidReferenceError, match="not both"):
         aws_secret(arn, version_stage="AWSPREVIOUS", group_version="v-1")
+
+
+def test_container_task_run_locally_fails_before_its_container(tmp_path: Path) -> None:
+    p = subprocess.run(
+        [str(BIN / "pyflyte"), "run", "tests/container_tasks/tasks.py", "raw"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = " ".join((p.stdout + p.stderr).split())
+    assert p.returncode != 0
+    assert "ContainerTask runs its own container" in out and "pyflyte-awssecrets serve" in out
+
+
+def test_entry_points_load_what_this_flytekit_supports() -> None:
+    script = (
+        "import importlib.util, flytekit\n"
+        "from flytekitplugins_awssecrets import entrypoints\n"
+        "has = importlib.util.find_spec('flytekit.extend.backend.base_connector') is not None\n"
+        "print(entrypoints.state['core'], entrypoints.state['aptible'], has)\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    core, aptible, has_connector_base = p.stdout.split()
+    assert core == "loaded"
+    # Without flytekit's connector base classes (flytekit < 1.16) the connector is simply not registered.
+    assert aptible == ("loaded" if has_connector_base == "True" else "unavailable")
+    assert "Warning" not in p.stderr
