@@ -260,7 +260,7 @@ def rewrite_task_spec(spec: Any, entity: Any, settings: Any) -> Any:
         mode = _mode(settings)
         decisions = plan_requests(list(sc.secrets or []), mode)
     except AwsSecretsError as e:
-        raise _registration_error(e) from None
+        raise _registration_error(e) from e
     if not runs_flytekit_in_pod(entity, template):
         for d in decisions:
             if d.served_by != "webhook":
@@ -296,7 +296,7 @@ def rewrite_launch_plan(lp: Any, entity: Any, settings: Any) -> Any:
         mode = _mode(settings)
         decisions = plan_requests(list(sc.secrets or []), mode)
     except AwsSecretsError as e:
-        raise _registration_error(e) from None
+        raise _registration_error(e) from e
     for d in decisions:
         if d.served_by != "webhook":
             why = (

@@ -283,6 +283,21 @@ def test_arn_ish_groups_are_left_to_flytekit(caplog: pytest.LogCaptureFixture) -
     assert ref is not None and ref.name == "prod/db-XyZ123"
 
 
+def test_a_request_the_plugin_does_not_parse_is_served_by_flytekit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``arn:``-ish group the plugin does not parse is left alone: flytekit's own variable serves it, and
+    no AWS call is made (there is no AWS endpoint in this test)."""
+    from flytekit import Secret, current_context, task
+
+    req = Secret(group="arn:aws:s3:::bucket", key="token")
+    monkeypatch.setenv("_FSEC_ARN:AWS:S3:::BUCKET_TOKEN", "from-flytekit")
+
+    @task(secret_requests=[req])
+    def t() -> int:
+        return len(current_context().secrets.get(req.group, req.key))
+
+    assert t() == len("from-flytekit")
+
+
 def test_group_version_is_validated_when_the_request_is_built() -> None:
     from flytekitplugins_awssecrets import InvalidReferenceError, aws_secret
 
