@@ -339,3 +339,31 @@ def test_entry_points_load_what_this_flytekit_supports() -> None:
     # Without flytekit's connector base classes (flytekit < 1.16) the connector is simply not registered.
     assert aptible == ("loaded" if has_connector_base == "True" else "unavailable")
     assert "Warning" not in p.stderr
+
+
+def test_wrappers_pass_every_argument_through() -> None:
+    """A keyword a future flytekit adds reaches flytekit untouched, and the wrapper keeps its metadata."""
+    from flytekitplugins_awssecrets import flyte
+
+    seen: list[Any] = []
+
+    def dispatch_execute(self: Any, ctx: Any, input_literal_map: Any, *, new_keyword: int = 0) -> str:
+        seen.append((ctx, input_literal_map, new_keyword))
+        return "out"
+
+    wrapped = flyte._wrap_dispatch(dispatch_execute)
+    assert wrapped.__wrapped__ is dispatch_execute and wrapped.__name__ == "dispatch_execute"
+    assert wrapped(object(), "ctx", input_literal_map="lm", new_keyword=7) == "out"
+    assert seen == [("ctx", "lm", 7)]
+
+    def get(
+        self: Any,
+        group: Any = None,
+        key: Any = None,
+        group_version: Any = None,
+        encode_mode: str = "r",
+        future: Any = None,
+    ) -> Any:
+        return (group, key, future)
+
+    assert flyte._wrap_get(get)(object(), "g", key="k", future=1) == ("g", "k", 1)
