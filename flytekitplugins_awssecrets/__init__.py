@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from flytekitplugins_awssecrets.errors import (
     AwsSecretsError,
     BinaryToEnvVarError,
+    FileMountOnDiskError,
     InvalidReferenceError,
     JsonKeyNotFoundError,
     MissingTagError,
@@ -35,6 +36,7 @@ from flytekitplugins_awssecrets.errors import (
     SecretResolutionError,
     SecretThrottledError,
     SettingsError,
+    UninspectableOutputError,
     UnknownAliasError,
     UnservableRequestError,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "ALIAS_GROUP",
     "AwsSecretsError",
     "BinaryToEnvVarError",
+    "FileMountOnDiskError",
     "InvalidReferenceError",
     "JsonKeyNotFoundError",
     "MissingTagError",
@@ -61,6 +64,7 @@ __all__ = [
     "SecretResolutionError",
     "SecretThrottledError",
     "SettingsError",
+    "UninspectableOutputError",
     "UnknownAliasError",
     "UnservableRequestError",
     "aws_secret",

@@ -22,6 +22,16 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Keep parameters and secrets in a committed, KMS-encrypted YAML file.",
     ),
     "serve": ("flytekitplugins_awssecrets.serve.commands", "serve", "Serve secrets on a local endpoint."),
+    "aptible": (
+        "flytekitplugins_awssecrets.aptible.commands",
+        "aptible",
+        "Approve Aptible access requests, and list the ones waiting.",
+    ),
+    "policy": (
+        "flytekitplugins_awssecrets.policy",
+        "policy",
+        "Print the least-privilege IAM policy a workflow's secrets need.",
+    ),
 }
 
 

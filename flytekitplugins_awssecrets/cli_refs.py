@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -24,24 +23,70 @@ import click
 __all__ = ["split", "check", "load_module", "collect_requests", "check_requests", "CheckResult"]
 
 
+_FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for scripts (data on stdout, messages on stderr).",
+)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("arn")
-def split(arn: str) -> None:
-    """Print the flytekit group and key of a secret or parameter ARN, and a ready Secret(...) line.
+@_FORMAT
+def split(arn: str, fmt: str) -> None:
+    """Print the flytekit group and key of a secret or parameter ARN (or an alias), and a Secret(...) line.
 
-    ARN may carry ECS-style trailing fields: <arn>:<json-key>:<version-stage>:<version-id>.
+    ARN may carry ECS-style trailing fields: <arn>:<json-key>:<version-stage>:<version-id>. An alias
+    (a name the settings map to an ARN, e.g. TestingSecret) gives the alias group; the ARN it stands for is
+    shown when the current settings define it.
     """
-    from flytekitplugins_awssecrets.errors import InvalidReferenceError
-    from flytekitplugins_awssecrets.refs import split_arn
+    from flytekitplugins_awssecrets.cli_output import print_json
+    from flytekitplugins_awssecrets.errors import InvalidReferenceError, SettingsError
+    from flytekitplugins_awssecrets.refs import parse_reference, split_arn
 
+    target: str | None = None
+    is_alias = not arn.strip().startswith("arn:")
     try:
-        group, key = split_arn(arn)
+        if not is_alias:
+            group, key = split_arn(arn)
+        else:
+            ref = parse_reference(arn.strip())
+            group, key = ref.group, ref.key
+            from flytekitplugins_awssecrets.settings import get_settings
+
+            try:
+                aliases = get_settings().aliases
+            except SettingsError as e:
+                click.echo(f"error: {e}", err=True)
+                sys.exit(2)
+            target = aliases.get(ref.alias or "")
+            if target is None:
+                known = ", ".join(sorted(aliases)) or "none are defined"
+                click.echo(
+                    f"error: {arn.strip()!r} is not an ARN, and not an alias the settings define (known "
+                    f"aliases: {known}); pass a full ARN, or define the alias under 'aliases' in the "
+                    "settings file or FLYTE_AWS_SECRETS_ALIASES",
+                    err=True,
+                )
+                sys.exit(2)
     except InvalidReferenceError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    line = f"Secret(group={group!r}, key={key!r})"
+    if fmt == "json":
+        data: dict[str, Any] = {"group": group, "key": key, "secret": line}
+        if is_alias:
+            data["alias_target"] = target
+        print_json(data)
+        return
     click.echo(f"group: {group}")
     click.echo(f"key:   {key}")
-    click.echo(f"Secret(group={group!r}, key={key!r})")
+    click.echo(line)
+    if is_alias:
+        click.echo(f"alias: resolved when the task runs; the current settings map it to {target}", err=True)
 
 
 # -- loading and walking -------------------------------------------------------------------------------------
@@ -121,7 +166,35 @@ def collect_requests(module: Any, workflow: str | None = None) -> list[tuple[str
         ctx = getattr(t, "security_context", None)
         for s in ctx.secrets if ctx is not None and ctx.secrets else []:
             out.append((t.name, s))
+        out.extend(_aptible_credentials(t))
     return out
+
+
+@dataclass(frozen=True)
+class _Unresolvable:
+    """A request that could not even be named (an Aptible task whose operator file or strategy is wrong)."""
+
+    group: str
+    detail: str
+    key: None = None
+    group_version: None = None
+
+
+def _aptible_credentials(task: Any) -> list[tuple[str, Any]]:
+    """An ``aptible_access`` task's bot credential references, as the operator file names them."""
+    if getattr(task, "task_type", None) != "aptible_access" or not hasattr(task, "strategy_name"):
+        return []
+    from flytekit import Secret
+
+    from flytekitplugins_awssecrets.aptible.errors import AptibleError
+    from flytekitplugins_awssecrets.aptible.models import SecretReference
+    from flytekitplugins_awssecrets.aptible.operator import credential_arns
+
+    try:
+        refs = [SecretReference.of(r) for r in credential_arns(task)]
+    except AptibleError as e:
+        return [(task.name, _Unresolvable(f"Aptible strategy {task.strategy_name!r}", str(e)))]
+    return [(task.name, Secret(group=r.group, key=r.key, group_version=r.group_version)) for r in refs]
 
 
 # -- checking -------------------------------------------------------------------------------------------------
@@ -148,29 +221,56 @@ def _request_text(s: Any) -> str:
 
 
 def check_requests(requests: list[tuple[str, Any]]) -> list[CheckResult]:
-    """Resolve each request with the task resolver (no values kept); one result per request."""
-    from flytekitplugins_awssecrets.errors import AwsSecretsError, SecretResolutionError
-    from flytekitplugins_awssecrets.refs import is_aws_group
-    from flytekitplugins_awssecrets.resolver import resolve_requests
+    """Resolve each request with the task resolver (no values kept); one result per request.
 
+    Raises :class:`~flytekitplugins_awssecrets.errors.SettingsError` once, before any request, when the
+    settings are invalid (every request would fail the same way). An endpoint that cannot be reached is
+    tried once for all the requests that go to it, not once per request.
+    """
+    from flytekitplugins_awssecrets.errors import (
+        AwsSecretsError,
+        EndpointUnreachableError,
+        SecretResolutionError,
+    )
+    from flytekitplugins_awssecrets.refs import is_aws_group
+    from flytekitplugins_awssecrets.resolver import get_resolver, resolve_requests
+    from flytekitplugins_awssecrets.settings import get_settings
+
+    get_settings()  # a SettingsError here is reported once by the caller
     ours = [s for _, s in requests if is_aws_group(s.group)]
+    dead: dict[str, EndpointUnreachableError] = {}
     if ours:
         # One batched round first: the resolver's cache then answers the per-request calls below.
         try:
             resolve_requests(ours, check_present=False)
+        except SecretResolutionError as e:
+            for err in e.errors:
+                if isinstance(err, EndpointUnreachableError):
+                    dead.setdefault(err.endpoint, err)
         except AwsSecretsError:
             pass
     results: list[CheckResult] = []
     for task, s in requests:
         mount = str(getattr(getattr(s, "mount_requirement", None), "name", "ANY"))
+        if isinstance(s, _Unresolvable):
+            results.append(CheckResult(task, s.group, mount, False, s.detail))
+            continue
         if not is_aws_group(s.group):
             results.append(
                 CheckResult(task, _request_text(s), mount, None, "not an AWS reference; flytekit's")
             )
             continue
+        endpoint = _endpoint_of(get_resolver(), s) if dead else None
+        if endpoint is not None and endpoint in dead:
+            err = dead[endpoint]
+            results.append(CheckResult(task, _request_text(s), mount, False, f"{err.detail} ({err.hint})"))
+            continue
         try:
             resolve_requests([s], task, check_present=False)  # the value is dropped at once
         except SecretResolutionError as e:
+            for err in e.errors:
+                if isinstance(err, EndpointUnreachableError):
+                    dead.setdefault(err.endpoint, err)
             detail = "; ".join(str(err) for err in e.errors) or str(e)
             results.append(CheckResult(task, _request_text(s), mount, False, detail))
             continue
@@ -181,24 +281,42 @@ def check_requests(requests: list[tuple[str, Any]]) -> list[CheckResult]:
     return results
 
 
+def _endpoint_of(resolver: Any, s: Any) -> str | None:
+    """The endpoint (scheme://host:port) a request's client talks to, or None if it cannot be told."""
+    from flytekitplugins_awssecrets.credentials import endpoint_origin
+    from flytekitplugins_awssecrets.refs import reference_from_request
+
+    try:
+        ref = reference_from_request(s.group, s.key, s.group_version)
+        if ref is None:
+            return None
+        ref = resolver.expand(ref)
+        client = resolver.factory.client(ref.service or "", ref.region, ref.account)
+        return endpoint_origin(str(client.meta.endpoint_url))
+    except Exception:  # noqa: BLE001 - the request's own resolution reports what is wrong with it
+        return None
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.argument("workflow", required=False)
+@_FORMAT
 @click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for scripts (a list of results).",
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Also say where credentials, region, endpoints and settings came from.",
 )
-def check(file: str, workflow: str | None, fmt: str) -> None:
+def check(file: str, workflow: str | None, fmt: str, verbose: bool) -> None:
     """Check that every secret request in FILE (or in WORKFLOW only) resolves with the current credentials.
 
     Checks that each secret or parameter exists and is readable, that a requested JSON key is present and
     that required tags (FLYTE_AWS_SECRETS_REQUIRED_TAGS) are there. Never prints a value.
-    Exit code 1 when any request fails.
+    Exit codes: 0 all resolve, 1 any request fails, 2 bad usage or invalid settings.
     """
+    from flytekitplugins_awssecrets.cli_output import print_json
+    from flytekitplugins_awssecrets.errors import SettingsError
+
     try:
         module = load_module(file)
     except click.UsageError:
@@ -207,31 +325,44 @@ def check(file: str, workflow: str | None, fmt: str) -> None:
         click.echo(f"error: could not import {file}: {type(e).__name__}: {e}", err=True)
         sys.exit(2)
     requests = collect_requests(module, workflow)
-    if not requests:
-        click.echo(f"no secret requests found in {workflow or file}")
-        return
-    results = check_requests(requests)
+    try:
+        if verbose:
+            from flytekitplugins_awssecrets.provenance import describe
+
+            for line in describe(requests):
+                click.echo(line, err=True)
+        if not requests:
+            if fmt == "json":
+                print_json([])
+            click.echo(f"no secret requests found in {workflow or file}", err=fmt == "json")
+            return
+        results = check_requests(requests)
+    except SettingsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
     failed = [r for r in results if r.ok is False]
     if fmt == "json":
-        click.echo(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+        print_json([dataclasses.asdict(r) for r in results])
+        click.echo(_summary(results), err=True)
     else:
         _print_table(results, workflow or os.path.basename(file))
     if failed:
         sys.exit(1)
 
 
-def _print_table(results: list[CheckResult], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"Secret requests in {title}")
-    for col in ("task", "request", "mount", "result", "detail"):
-        table.add_column(col, overflow="fold")
-    for r in results:
-        status = "[green]ok" if r.ok else ("[yellow]skipped" if r.ok is None else "[red]FAILED")
-        table.add_row(r.task, r.request, r.mount, status, r.detail)
-    console = Console(width=max(160, Console().width))
-    console.print(table)
+def _summary(results: list[CheckResult]) -> str:
     failed = [r for r in results if r.ok is False]
     ok = [r for r in results if r.ok]
-    console.print(f"{len(ok)} ok, {len(failed)} failed, {len(results) - len(ok) - len(failed)} skipped")
+    return f"{len(ok)} ok, {len(failed)} failed, {len(results) - len(ok) - len(failed)} skipped"
+
+
+def _print_table(results: list[CheckResult], title: str) -> None:
+    from flytekitplugins_awssecrets.cli_output import Cell, print_rows
+
+    rows: list[list[Cell]] = []
+    for r in results:
+        status = ("ok", "green") if r.ok else (("skipped", "yellow") if r.ok is None else ("FAILED", "red"))
+        rows.append([r.task, r.request, r.mount, status, r.detail])
+    columns = ["task", "request", "mount", "result", "detail"]
+    print_rows(f"Secret requests in {title}", columns, rows, whole=[1])
+    click.echo(_summary(results))

@@ -26,7 +26,7 @@ from flytekitplugins_awssecrets.settings import AssumeRole, Settings
 if TYPE_CHECKING:
     import botocore.session
 
-__all__ = ["ClientFactory"]
+__all__ = ["ClientFactory", "endpoint_source", "unreachable_error", "limit_connection_retries"]
 
 
 class _FileWatchingCredentials:
@@ -46,7 +46,17 @@ class _FileWatchingCredentials:
     def _current(self) -> Any:
         from botocore.credentials import SharedCredentialProvider
 
-        mtime = os.stat(self._path).st_mtime_ns
+        try:
+            mtime = os.stat(self._path).st_mtime_ns
+        except FileNotFoundError:
+            from flytekitplugins_awssecrets.errors import SettingsError
+
+            # Removed while the process runs (the automation that rewrites it failed?): say which file.
+            raise SettingsError(
+                "credentials_file",
+                self._path,
+                "the file no longer exists; restore it or unset credentials_file",
+            ) from None
         with self._lock:
             if self._creds is None or mtime != self._mtime:
                 creds = SharedCredentialProvider(creds_filename=self._path, profile_name=self._profile).load()
@@ -134,6 +144,16 @@ class ClientFactory:
             )
             return core
         if s.credentials_file is not None:
+            if not os.path.isfile(s.credentials_file):
+                from flytekitplugins_awssecrets.errors import SettingsError
+
+                raise SettingsError(
+                    "credentials_file",
+                    "settings",
+                    f"the credentials_file {s.credentials_file!r} does not exist (create it, or unset "
+                    "credentials_file / FLYTE_AWS_SECRETS_CREDENTIALS_FILE to use the default AWS credential "
+                    "chain)",
+                )
             core = self._new_session()
             core._credentials = _FileWatchingCredentials(  # noqa: SLF001 - botocore's documented hook point
                 s.credentials_file, s.credentials_profile
@@ -153,8 +173,27 @@ class ClientFactory:
         }
         if role.external_id:
             extra["ExternalId"] = role.external_id
+
+        def sts_client(service: str, **kwargs: Any) -> Any:
+            # The same time-outs and connection attempts as every other client: an unreachable STS
+            # endpoint must fail in seconds too, not after botocore's 60 s defaults.
+            from botocore.config import Config
+
+            s = self.settings
+            cfg = Config(
+                retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
+                connect_timeout=s.connect_timeout,
+                read_timeout=s.read_timeout,
+            )
+            kwargs["config"] = cfg.merge(kwargs["config"]) if kwargs.get("config") else cfg
+            # STS needs a region even when no default is configured (ARNs carry the secrets' regions).
+            kwargs.setdefault("region_name", source.get_config_variable("region") or "us-east-1")
+            client = source.create_client(service, **kwargs)
+            limit_connection_retries(client, s.connect_attempts)
+            return client
+
         fetcher = AssumeRoleCredentialFetcher(
-            client_creator=source.create_client,
+            client_creator=sts_client,
             source_credentials=source.get_credentials(),
             role_arn=role.role_arn,
             extra_args=extra,
@@ -201,5 +240,108 @@ class ClientFactory:
                     user_agent_extra="flytekitplugins-awssecrets",
                 )
                 c = session.create_client(service, region_name=region, config=cfg)
+                limit_connection_retries(c, s.connect_attempts)
                 self._clients[key] = c
             return c
+
+
+# -- endpoints: where requests go, and failing fast when they cannot get there ------------------------------
+
+#: botocore's per-service endpoint variables (``AWS_ENDPOINT_URL_<SERVICE_ID>``).
+SERVICE_ENDPOINT_ENV = {
+    "secretsmanager": "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    "ssm": "AWS_ENDPOINT_URL_SSM",
+    "kms": "AWS_ENDPOINT_URL_KMS",
+    "sts": "AWS_ENDPOINT_URL_STS",
+}
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    if not parts.netloc:
+        return url.strip().rstrip("/").lower()
+    # Host and port only: a user:password@ in an endpoint URL must not reach a message.
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}".lower()
+
+
+def endpoint_source(service: str, url: str, environ: dict[str, str] | None = None) -> str:
+    """Where botocore took ``url`` from: an env var, the AWS config file, or its built-in default."""
+    env = os.environ if environ is None else environ
+    if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
+        specific = [SERVICE_ENDPOINT_ENV[service]] if service in SERVICE_ENDPOINT_ENV else []
+        # The service's own variable, then the global one, then any other service's (the failing call may
+        # have been STS, fetching credentials for a Secrets Manager read).
+        others = [v for v in SERVICE_ENDPOINT_ENV.values() if v not in specific]
+        for var in [*specific, "AWS_ENDPOINT_URL", *others]:
+            if env.get(var) and _origin(env[var]) == _origin(url):
+                return f"env var {var}"
+    if _origin(url).endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws")):
+        return "botocore's default for the region"
+    return "the AWS config file (endpoint_url in the profile or its services section)"
+
+
+def endpoint_origin(url: str) -> str:
+    """``scheme://host:port`` of a request or endpoint URL: the unit that is reachable or not."""
+    return _origin(url)
+
+
+def unreachable_error(reference: str, exc: BaseException, service: str) -> Any:
+    """The :class:`~flytekitplugins_awssecrets.errors.EndpointUnreachableError` for a botocore connection
+    failure or time-out, or ``None`` when ``exc`` is something else. The one translation every caller
+    (task resolution, ``check``, the manifest commands) uses."""
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectionError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    from flytekitplugins_awssecrets.errors import EndpointUnreachableError
+
+    if not isinstance(exc, ConnectionError | ReadTimeoutError):
+        return None
+    url = str(getattr(exc, "kwargs", {}).get("endpoint_url", "") or "")
+    if isinstance(exc, ConnectTimeoutError):
+        problem = "connect timed out (connect_timeout)"
+    elif isinstance(exc, ReadTimeoutError):
+        problem = "no answer within the read time-out (read_timeout)"
+    elif isinstance(exc, ConnectionClosedError):
+        problem = "the connection was closed before an answer"
+    elif isinstance(exc, EndpointConnectionError):
+        problem = "connection failed (refused or no route)"
+    else:
+        problem = type(exc).__name__
+    attempts = int(getattr(exc, "_awssecrets_attempts", 1) or 1)
+    origin = _origin(url) if url else "(unknown)"
+    return EndpointUnreachableError(reference, origin, endpoint_source(service, url), problem, attempts)
+
+
+def limit_connection_retries(client: Any, attempts: int) -> None:
+    """Stop retrying a request after ``attempts`` tries when the endpoint cannot be reached.
+
+    botocore's ``max_attempts`` covers throttling and connection failures alike; a count that rides out
+    throttling (5, or 10 for the manifest writes) would keep an unreachable endpoint hanging for a minute.
+    botocore asks every ``needs-retry`` handler in turn and takes the first answer that is not ``None``;
+    this one goes first and answers ``False`` (do not retry) once connection failures reach ``attempts``.
+    """
+    from botocore.exceptions import ConnectionError, ReadTimeoutError
+
+    service_id = client.meta.service_model.service_id.hyphenize()
+
+    def handler(attempts_so_far: int = 0, caught_exception: BaseException | None = None, **_: Any) -> Any:
+        if isinstance(caught_exception, ConnectionError | ReadTimeoutError):
+            caught_exception._awssecrets_attempts = attempts_so_far  # type: ignore[union-attr]
+            if attempts_so_far >= attempts:
+                return False
+        return None
+
+    def adapter(**kwargs: Any) -> Any:
+        return handler(kwargs.pop("attempts", 0), kwargs.pop("caught_exception", None))
+
+    client.meta.events.register_first(
+        f"needs-retry.{service_id}", adapter, unique_id=f"awssecrets-connect-attempts-{service_id}"
+    )

@@ -20,6 +20,7 @@ __all__ = [
     "SecretDecryptionError",
     "SecretThrottledError",
     "SecretFetchError",
+    "EndpointUnreachableError",
     "JsonKeyNotFoundError",
     "SecretNotJsonError",
     "BinaryToEnvVarError",
@@ -27,6 +28,8 @@ __all__ = [
     "SecretResolutionError",
     "SettingsError",
     "SecretLeakError",
+    "UninspectableOutputError",
+    "FileMountOnDiskError",
     "UnknownAliasError",
     "MissingTagError",
     "UnservableRequestError",
@@ -142,14 +145,53 @@ class SecretFetchError(AwsSecretsError):
         super().__init__(reference, f"could not be read: {clean_aws_message(detail)}")
 
 
-class JsonKeyNotFoundError(AwsSecretsError, KeyError):
-    """The JSON key asked for is not in the secret; lists the top-level keys that are (never a value)."""
+class EndpointUnreachableError(SecretFetchError):
+    """The AWS endpoint could not be reached (refused, connect or read time-out); names the endpoint URL and
+    where it came from (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_<SERVICE>``, the config file or botocore's
+    default), so a stale moto/LocalStack variable is found at once.
 
-    def __init__(self, reference: str, json_key: str, available: Sequence[str]) -> None:
+    Example::
+
+        EndpointUnreachableError("arn:...:secret:db", "http://127.0.0.1:5000", "env var AWS_ENDPOINT_URL",
+                                 "connection refused", attempts=2)
+    """
+
+    def __init__(self, reference: str, endpoint: str, source: str, problem: str, attempts: int = 1) -> None:
+        self.endpoint = endpoint
+        self.source = source
+        self.problem = problem
+        self.attempts = attempts
+        self.retryable = True
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        #: The part without the reference, for callers that word their own message (the manifest commands).
+        self.detail = f"cannot reach endpoint {endpoint} (from {source}): {problem}{tries}"
+        AwsSecretsError.__init__(
+            self,
+            reference,
+            f"could not be read: {self.detail}",
+            "check that the endpoint is up and reachable from here, or unset the variable that points at it"
+            if source.startswith("env var")
+            else "check the network path to AWS (proxy, VPC endpoint, firewall) and the region",
+        )
+
+
+class JsonKeyNotFoundError(AwsSecretsError, KeyError):
+    """The JSON key asked for is not in the secret.
+
+    Says where the path broke and what is there ("an object with 3 keys"), but names no key of the secret:
+    key names can be secret themselves (a map of tokens to owners), and this message reaches error.pb.
+    """
+
+    def __init__(self, reference: str, json_key: str, at: str = "the top level", found: str = "") -> None:
         self.json_key = json_key
-        self.available = list(available)
-        shown = ", ".join(repr(k) for k in self.available[:50]) or "none"
-        super().__init__(reference, f"JSON key {json_key!r} not found", f"available top-level keys: {shown}")
+        self.at = at
+        self.found = found
+        super().__init__(
+            reference,
+            f"JSON key {json_key!r} not found: no match at {at}" + (f" (there: {found})" if found else ""),
+            "check the key's spelling and case; list the keys with "
+            "`aws secretsmanager get-secret-value --secret-id <ARN> --query SecretString --output text | jq keys`",
+        )
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return self.args[0] if self.args else ""
@@ -230,6 +272,41 @@ class SecretLeakError(AwsSecretsError):
             f"its value appears in the task output {where}; the outputs were not written",
             "do not return secret values from tasks (they would reach the control plane); "
             "set FLYTE_AWS_SECRETS_LEAK_GUARD=false only if this is intended",
+        )
+
+
+class UninspectableOutputError(SecretLeakError):
+    """A task holding secrets returns an output the leak guard cannot look into (it would be pickled).
+
+    A pickled object (an output typed ``Any`` or as a class flytekit has no type transformer for, such as a
+    class with ``__slots__``) goes to the raw-data store as opaque bytes, so the guard fails closed.
+    """
+
+    def __init__(self, reference: str, where: str, why: str) -> None:
+        self.where = where
+        self.why = why
+        AwsSecretsError.__init__(
+            self,
+            reference,
+            f"the task output {where} cannot be checked for secret values ({why}); the outputs were not written",
+            "return a type flytekit stores as data (str, int, dataclass, pydantic model, list, dict...), "
+            "or set FLYTE_AWS_SECRETS_ALLOW_OPAQUE_OUTPUTS=true to accept unchecked outputs",
+        )
+
+
+class FileMountOnDiskError(AwsSecretsError):
+    """A FILE secret would be written to a filesystem that is not in memory (tmpfs/ramfs)."""
+
+    def __init__(self, reference: str, directory: str, fstype: str) -> None:
+        self.directory = directory
+        self.fstype = fstype
+        AwsSecretsError.__init__(
+            self,
+            reference,
+            f"FILE secrets are written to a memory filesystem only, and {directory} is "
+            f"{fstype or 'of unknown type'}, not tmpfs/ramfs",
+            "set FLYTE_AWS_SECRETS_MOUNT_DIR to a tmpfs directory (e.g. /dev/shm), use Secret.MountType.ANY, "
+            "or accept the file on disk with FLYTE_AWS_SECRETS_ALLOW_DISK_MOUNT=true (see docs/security.md)",
         )
 
 

@@ -47,38 +47,44 @@ def _load(reference: str, raw: str | bytes, json_key: str) -> Any:
     except ValueError:
         # Never chain: JSONDecodeError.doc is the whole secret.
         raise SecretNotJsonError(reference, json_key, "is not valid JSON") from None
+    except RecursionError:
+        raise SecretNotJsonError(reference, json_key, "is JSON nested too deeply to read") from None
 
 
-def _keys_of(node: Any) -> list[str]:
+def _kind(node: Any) -> str:
     if isinstance(node, dict):
-        return [str(k) for k in node]
+        return f"an object with {len(node)} key{'s' if len(node) != 1 else ''}"
     if isinstance(node, list):
-        return [str(i) for i in range(len(node))]
-    return []
+        return f"a list of {len(node)}"
+    return f"a {type(node).__name__}, not an object"
 
 
 def extract_json_key(reference: str, raw: str | bytes, json_key: str) -> str:
     """Return the value at ``json_key`` in the JSON document ``raw`` as text.
 
-    Errors name the reference and key and list the available keys at the level where the path broke,
-    never a value.
+    Errors name the reference, the key and the segment where the path broke, and what is there (an object
+    with 3 keys, a list of 2): never a value, and never the names of keys, which can themselves be secret
+    (a map of tokens to owners).
     """
     doc = _load(reference, raw, json_key)
     if not isinstance(doc, dict):
         raise SecretNotJsonError(reference, json_key, f"is JSON but not an object (a {type(doc).__name__})")
     node: Any = doc
-    for i, seg in enumerate(split_json_path(json_key)):
-        level_keys = _keys_of(node)
+    segments = split_json_path(json_key)
+    for i, seg in enumerate(segments):
         if isinstance(node, dict) and seg in node:
             node = node[seg]
         elif isinstance(node, list) and seg.isdigit() and int(seg) < len(node):
             node = node[int(seg)]
         else:
-            available = level_keys if i else _keys_of(doc)
-            raise JsonKeyNotFoundError(reference, json_key, available)
+            at = "the top level" if i == 0 else f"segment {i + 1} of {len(segments)}"
+            raise JsonKeyNotFoundError(reference, json_key, at=at, found=_kind(node))
     if node is None:
         raise SecretNotJsonError(reference, json_key, "holds null at that key")
-    return as_text(node)
+    try:
+        return as_text(node)
+    except RecursionError:
+        raise SecretNotJsonError(reference, json_key, "is JSON nested too deeply to read") from None
 
 
 def as_text(node: Any) -> str:

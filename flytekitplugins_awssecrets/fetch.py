@@ -28,7 +28,15 @@ from flytekitplugins_awssecrets.errors import (
 )
 from flytekitplugins_awssecrets.refs import SecretRef
 
-__all__ = ["Fetched", "Job", "secretsmanager_jobs", "ssm_jobs", "fetch_tags", "translate_error"]
+__all__ = [
+    "Fetched",
+    "Job",
+    "secretsmanager_jobs",
+    "ssm_jobs",
+    "fetch_tags",
+    "translate_error",
+    "payload_error",
+]
 
 SSM_BATCH = 10
 
@@ -79,8 +87,11 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
         NoCredentialsError,
         ReadTimeoutError,
     )
+    from botocore.parsers import ResponseParserError
 
     ref_s = str(ref)
+    if isinstance(exc, AwsSecretsError):  # e.g. a SettingsError raised while botocore fetched credentials
+        return exc
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
@@ -93,7 +104,12 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
             "no AWS credentials found (set AWS_PROFILE, static keys or a role; see docs/credentials.md)",
         )
     if isinstance(exc, (ReadTimeoutError, ConnectionError)):
-        return SecretFetchError(ref_s, f"network error talking to AWS: {type(exc).__name__}", retryable=True)
+        from flytekitplugins_awssecrets.credentials import unreachable_error
+
+        return unreachable_error(ref_s, exc, ref.service or "secretsmanager")  # type: ignore[no-any-return]
+    if isinstance(exc, ResponseParserError):
+        # An answer that is not AWS's (a proxy's HTML page): retryable, and its text is not kept.
+        return SecretFetchError(ref_s, "the answer could not be parsed as AWS's (a proxy?)", retryable=True)
     if isinstance(exc, BotoCoreError):
         return SecretFetchError(ref_s, f"{type(exc).__name__}: {exc}")
     return SecretFetchError(ref_s, f"unexpected {type(exc).__name__}")
@@ -136,10 +152,35 @@ def _short(message: str) -> str:
     return clean_aws_message(message)[:120]
 
 
+def payload_error(ref: SecretRef, item: Any, service: str = "secretsmanager") -> AwsSecretsError | None:
+    """Why an answer that parsed holds no value, or None when it holds one.
+
+    A proxy's HTML page, ``{}`` or an empty body parse as an answer without ``SecretString`` and
+    ``SecretBinary`` (SSM: without ``Value``); taking that for an empty secret would hand a task an empty
+    key. The error is retryable (the next attempt may reach AWS) and, being an error, never cached.
+    """
+    if service == "ssm":
+        ok = isinstance(item, dict) and isinstance(item.get("Value"), str)
+        what = "a parameter without a Value"
+    else:
+        ok = isinstance(item, dict) and (
+            isinstance(item.get("SecretString"), str)
+            or isinstance(item.get("SecretBinary"), bytes | bytearray)
+        )
+        what = "neither SecretString nor SecretBinary"
+    if ok:
+        return None
+    return SecretFetchError(
+        str(ref),
+        f"the answer holds {what} (is AWS_ENDPOINT_URL or a proxy answering instead of AWS?)",
+        retryable=True,
+    )
+
+
 def _payload(item: dict[str, Any]) -> str | bytes:
     if "SecretString" in item and item["SecretString"] is not None:
         return str(item["SecretString"])
-    return bytes(item.get("SecretBinary", b""))
+    return bytes(item["SecretBinary"])
 
 
 def _get_one(client: Any, ref: SecretRef) -> Fetched | AwsSecretsError:
@@ -152,7 +193,7 @@ def _get_one(client: Any, ref: SecretRef) -> Fetched | AwsSecretsError:
         r = client.get_secret_value(**kwargs)
     except Exception as e:  # noqa: BLE001 - every failure becomes a typed, value-free error
         return translate_error(ref, e, "GetSecretValue")
-    return _fetched_secret(r)
+    return payload_error(ref, r) or _fetched_secret(r)
 
 
 def _fetched_secret(item: Any) -> Fetched:
@@ -205,6 +246,8 @@ def _batch(client: Any, refs: Sequence[SecretRef]) -> Result:
         return {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
     except Exception as e:  # noqa: BLE001
         return {r.fetch_id: translate_error(r, e, "BatchGetSecretValue") for r in refs}
+    if not isinstance(resp, dict) or ("SecretValues" not in resp and "Errors" not in resp):
+        return {r.fetch_id: payload_error(r, None) or SecretNotFoundError(str(r)) for r in refs}
     by_arn: dict[str, dict[str, Any]] = {}
     by_name: dict[str, dict[str, Any]] = {}
     for item in resp.get("SecretValues", []):
@@ -219,7 +262,7 @@ def _batch(client: Any, refs: Sequence[SecretRef]) -> Result:
             if cand is not None and str(cand.get("ARN", "")).startswith(r.arn + "-"):
                 item = cand
         if item is not None:
-            out[r.fetch_id] = _fetched_secret(item)
+            out[r.fetch_id] = payload_error(r, item) or _fetched_secret(item)
         elif r.arn in errors:
             entry = errors[r.arn]
             out[r.fetch_id] = error_from_code(
@@ -253,6 +296,8 @@ def _ssm_batch(client: Any, refs: Sequence[SecretRef]) -> Result:
         resp = client.get_parameters(Names=names, WithDecryption=True)
     except Exception as e:  # noqa: BLE001
         return {r.fetch_id: translate_error(r, e, "GetParameters") for r in refs}
+    if not isinstance(resp, dict) or ("Parameters" not in resp and "InvalidParameters" not in resp):
+        return {r.fetch_id: payload_error(r, None, "ssm") or SecretNotFoundError(str(r)) for r in refs}
     found: dict[str, dict[str, Any]] = {}
     for p in resp.get("Parameters", []):
         sel = str(p.get("Selector", "") or "")
@@ -264,7 +309,10 @@ def _ssm_batch(client: Any, refs: Sequence[SecretRef]) -> Result:
         p = found.get(sel)
         if p is None and sel not in invalid:
             p = found.get(r.name)  # some endpoints omit ``Selector`` from the answer
-        if p is not None:
+        bad = payload_error(r, p, "ssm") if p is not None else None
+        if bad is not None:
+            out[r.fetch_id] = bad
+        elif p is not None:
             out[r.fetch_id] = Fetched(
                 str(p.get("Value", "")), str(p.get("ARN", "")), str(p.get("Version", ""))
             )

@@ -25,12 +25,13 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from flytekitplugins_awssecrets.refs import is_aws_group
 
-__all__ = ["install", "task_requests"]
+__all__ = ["install", "log_through_flytekit", "task_requests"]
 
 _PATCHED = "__awssecrets_patched__"
 
@@ -254,3 +255,39 @@ def install() -> None:
     _patch(SecretsManager, "get_secrets_env_var", _wrap_get_env_var)
     _patch(translator, "get_serializable_task", _wrap_serializable_task)
     _patch(translator, "get_serializable_launch_plan", _wrap_serializable_launch_plan)
+    log_through_flytekit()
+
+
+def log_through_flytekit() -> None:
+    """Show the plugin's log records where flytekit's go, at flytekit's level (idempotent).
+
+    flytekit's ``flytekit`` logger does not propagate to the root logger and ours did, so under
+    ``pyflyte run`` our records met Python's last-resort handler (warnings only) and
+    ``FLYTE_SDK_LOGGING_LEVEL`` did not reach them. A filter on our logger hands its records to flytekit's
+    handlers (rich locally, JSON in a pod) when the root logger has none, and our level follows flytekit's
+    when flytekit's is lower. A program that configures logging (``serve``, a notebook with
+    ``basicConfig``, pytest) keeps getting our records through the root logger as before.
+    """
+    ours = logging.getLogger("flytekitplugins_awssecrets")
+    if any(isinstance(f, _ToFlytekit) for f in ours.filters):
+        return
+    ours.addFilter(_ToFlytekit())
+    flytekit_level = logging.getLogger("flytekit").getEffectiveLevel()
+    if ours.level == logging.NOTSET and flytekit_level < ours.getEffectiveLevel():
+        ours.setLevel(flytekit_level)
+
+
+class _ToFlytekit(logging.Filter):
+    """Also hands each record of the plugin's own logger to flytekit's handlers when the root logger has
+    none (so nothing else would show it). A filter rather than a handler: a handler would make
+    ``hasHandlers()`` true for every child logger, and children that add a handler of their own when nobody
+    else listens (the Aptible audit log) would stay silent."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not logging.getLogger().handlers:
+            fk = logging.getLogger("flytekit")
+            if record.levelno >= fk.getEffectiveLevel():
+                for h in fk.handlers:
+                    if record.levelno >= h.level:
+                        h.handle(record)
+        return True

@@ -1,12 +1,17 @@
 """The leak guard: a task's outputs must not contain a secret value resolved for it.
 
 Seed 002 warns "do not return secret values from tasks, as this will expose secrets to the control plane".
-The guard looks for each resolved value, as it is and base64-encoded (standard and URL-safe, at every
-byte alignment, so a value inside a larger encoded blob is found too), in
+The guard looks for the task's sensitive strings (:mod:`sensitive`: each value, its JSON leaves and lines,
+and their base64, percent, JSON/``repr``-escaped and hex forms) in
 
 1. the task's Python outputs before flytekit converts them (strings, bytes, dataclasses, pydantic models,
-   dicts, lists, tuples, sets), so nothing has been uploaded yet; and
+   dicts, lists, tuples, sets, objects' attributes and slots), so nothing has been uploaded yet; and
 2. the serialised output literal map, as a second line for types the walk does not know.
+
+It fails closed where it cannot look: an output that flytekit would pickle (typed ``Any``, or as a class
+without a type transformer) or nesting deeper than the walk goes raises
+:class:`~flytekitplugins_awssecrets.errors.UninspectableOutputError`, unless the ``allow_opaque_outputs``
+setting accepts it.
 
 A hit raises :class:`~flytekitplugins_awssecrets.errors.SecretLeakError` naming the reference and the output,
 never the value. Values shorter than 4 characters are not guarded: they would match ordinary text.
@@ -14,11 +19,12 @@ never the value. Values shorter than 4 characters are not guarded: they would ma
 
 from __future__ import annotations
 
-import base64
 import contextvars
 import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+from flytekitplugins_awssecrets.sensitive import SensitiveSet
 
 __all__ = ["LeakScanner", "ACTIVE", "check_native_outputs"]
 
@@ -27,28 +33,13 @@ ACTIVE: contextvars.ContextVar[LeakScanner | None] = contextvars.ContextVar(
     "awssecrets_leak_guard", default=None
 )
 
-_MIN_LEN = 4
-_MIN_B64 = 8
-_MAX_DEPTH = 64
+_MAX_DEPTH = 128
 
 
-def _needles(value: str | bytes) -> list[bytes]:
-    raw = value.encode("utf-8") if isinstance(value, str) else value
-    out: set[bytes] = set()
-    for v in {raw, raw.strip()}:
-        if len(v) < _MIN_LEN:
-            continue
-        out.add(v)
-        for offset in range(3):
-            part = v[offset:]
-            full = (len(part) // 3) * 3
-            if full == 0:
-                continue
-            enc = base64.b64encode(part[:full])
-            if len(enc) >= _MIN_B64:
-                out.add(enc)
-                out.add(enc.translate(bytes.maketrans(b"+/", b"-_")))
-    return sorted(out, key=len, reverse=True)
+class _Opaque(Exception):
+    def __init__(self, where: str, why: str) -> None:
+        self.where = where
+        self.why = why
 
 
 class LeakScanner:
@@ -60,34 +51,51 @@ class LeakScanner:
         scanner.scan_python({"o0": result})   # -> [("arn:...:secret:db", "o0.password")]
     """
 
-    def __init__(self, values: Sequence[tuple[str, str | bytes]]) -> None:
-        self._needles = [(ref, n) for ref, v in values for n in _needles(v)]
+    def __init__(
+        self,
+        values: Sequence[tuple[str, str | bytes]] | SensitiveSet,
+        *,
+        allow_opaque: bool = False,
+    ) -> None:
+        self.sensitive = values if isinstance(values, SensitiveSet) else SensitiveSet.build(values)
+        self.allow_opaque = allow_opaque
+        refs = self.sensitive.references
+        self.first_reference = refs[0] if refs else ""
 
     def __repr__(self) -> str:
-        return f"LeakScanner({len(self._needles)} patterns)"
+        return f"LeakScanner({len(self.sensitive)} patterns)"
 
     def __bool__(self) -> bool:
-        return bool(self._needles)
+        return bool(self.sensitive)
 
     def scan_bytes(self, data: bytes, where: str) -> list[tuple[str, str]]:
-        hits: dict[str, str] = {}
-        for ref, n in self._needles:
-            if ref not in hits and n in data:
-                hits[ref] = where
-        return list(hits.items())
+        return [(ref, where) for ref in self.sensitive.find(data)]
 
     def scan_python(self, outputs: dict[str, Any]) -> list[tuple[str, str]]:
+        """``(reference, where)`` for each value found; raises :class:`_Opaque` where the walk cannot go."""
         hits: dict[str, str] = {}
         for name, obj in outputs.items():
-            for path, blob in _leaves(obj, name, 0, set()):
-                for ref, where in self.scan_bytes(blob, path):
-                    hits.setdefault(ref, where)
+            try:
+                for path, blob in _leaves(obj, name, 0, set()):
+                    for ref, where in self.scan_bytes(blob, path):
+                        hits.setdefault(ref, where)
+            except _Opaque:
+                if not self.allow_opaque:
+                    raise
         return list(hits.items())
+
+
+def _slot_names(cls: type) -> list[str]:
+    names: list[str] = []
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else list(slots)
+    return [n for n in names if n not in ("__dict__", "__weakref__")]
 
 
 def _leaves(obj: Any, path: str, depth: int, seen: set[int]) -> Iterator[tuple[str, bytes]]:
     if depth > _MAX_DEPTH:
-        return
+        raise _Opaque(path, f"nested deeper than {_MAX_DEPTH} levels")
     if isinstance(obj, str):
         yield path, obj.encode("utf-8", "surrogatepass")
         return
@@ -125,6 +133,41 @@ def _leaves(obj: Any, path: str, depth: int, seen: set[int]) -> Iterator[tuple[s
     fields = getattr(obj, "__dict__", None)
     if isinstance(fields, dict):
         yield from _leaves(fields, path, depth + 1, seen)
+    for name in _slot_names(type(obj)):
+        yield from _leaves(getattr(obj, name, None), f"{path}.{name}", depth + 1, seen)
+
+
+def _pickled(literal_type: Any) -> bool:
+    """Whether flytekit stores a value of this literal type (or a part of it) as a pickle."""
+    if literal_type is None:
+        return False
+    blob = getattr(literal_type, "blob", None)
+    if blob is not None and getattr(blob, "format", "") == "PythonPickle":
+        return True
+    if _pickled(getattr(literal_type, "collection_type", None)):
+        return True
+    if _pickled(getattr(literal_type, "map_value_type", None)):
+        return True
+    union = getattr(literal_type, "union_type", None)
+    return union is not None and any(_pickled(v) for v in union.variants)
+
+
+def _opaque_outputs(task: Any, names: list[str]) -> list[str]:
+    types = getattr(getattr(task, "python_interface", None), "outputs", {}) or {}
+    out = []
+    for name in names:
+        t = types.get(name)
+        if t is None:
+            continue
+        try:
+            from flytekit.core.type_engine import TypeEngine
+
+            lt = TypeEngine.to_literal_type(t)
+        except Exception:  # noqa: BLE001, S112 - flytekit will report the type itself
+            continue
+        if _pickled(lt):
+            out.append(name)
+    return out
 
 
 def check_native_outputs(task: Any, native_outputs: Any) -> None:
@@ -137,9 +180,20 @@ def check_native_outputs(task: Any, native_outputs: Any) -> None:
         outputs = dict(zip(names, native_outputs, strict=False))
     else:
         outputs = {names[0] if names else "o0": native_outputs}
-    hits = scanner.scan_python(outputs)
-    if hits:
-        from flytekitplugins_awssecrets.errors import SecretLeakError
+    from flytekitplugins_awssecrets.errors import SecretLeakError, UninspectableOutputError
 
+    if not scanner.allow_opaque:
+        pickled = _opaque_outputs(task, list(outputs))
+        if pickled:
+            raise UninspectableOutputError(
+                scanner.first_reference, repr(pickled[0]), "flytekit would store it as a pickle"
+            )
+    try:
+        hits = scanner.scan_python(outputs)
+    except _Opaque as e:
+        where = repr(scanner.sensitive.hide_keys(e.where))
+        raise UninspectableOutputError(scanner.first_reference, where, e.why) from None
+    if hits:
         ref, where = hits[0]
-        raise SecretLeakError(ref, f"{where!r}")
+        # The path names dict keys, and a key can be a secret itself.
+        raise SecretLeakError(ref, repr(scanner.sensitive.hide_keys(where)))

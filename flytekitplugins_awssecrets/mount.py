@@ -2,7 +2,8 @@
 
 * ``ENV_VAR``: flytekit's variable (``_FSEC_<GROUP>_<KEY>`` upper-cased) and, when given, ``env_var``.
 * ``FILE``: a file at flytekit's relative path (``<group>/<key>`` lower-cased) under a per-task directory on
-  a memory filesystem (``/dev/shm``), mode 0600 in 0700 directories; ``env_var`` (when given) holds its
+  a memory filesystem (``/dev/shm``; any other directory must be tmpfs/ramfs too, unless the
+  ``allow_disk_mount`` setting accepts disk), mode 0600 in 0700 directories; ``env_var`` (when given) holds its
   path. flytekit's ``SecretsManager.get_secrets_file`` is taught to answer with that path.
 * ``ANY``: kept in this process's memory and served by ``SecretsManager.get``. Asked for its file
   (``get_secrets_file``) or its variable (``get_secrets_env_var``), as flytekit documents for ``ANY``, it is
@@ -30,6 +31,7 @@ from typing import Any
 from flytekitplugins_awssecrets.errors import (
     AwsSecretsError,
     BinaryToEnvVarError,
+    FileMountOnDiskError,
     InvalidReferenceError,
     MountCollisionError,
     SecretResolutionError,
@@ -111,6 +113,10 @@ def materialize(group: str | None, key: str | None, group_version: str | None, a
         files = _files.get(joined)
         if files:
             return files[-1]
+        if not session._allow_disk:  # the same rule as for FILE requests
+            fstype = filesystem_type(session._root)
+            if fstype not in MEMORY_FILESYSTEMS:
+                raise FileMountOnDiskError(f"{group}{key or ''}", str(session._root), fstype)
         path = str(session._write_file(rel, value))
         _files.setdefault(joined, []).append(path)
         session._file_keys.append(joined)
@@ -127,6 +133,34 @@ def lookup_file(group: str | None, key: str | None, group_version: str | None) -
 
 
 _PREFIX = "flyte-aws-secrets-"
+#: Filesystems that keep files in memory only: nothing written there survives the machine.
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def filesystem_type(path: Path | str, mounts: str = "/proc/mounts") -> str:
+    """The type of the filesystem holding ``path`` (its nearest existing ancestor), from ``/proc/mounts``.
+
+    "" when it cannot be told (no ``/proc``, as on macOS): callers treat that as not in memory.
+    """
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    real = os.path.realpath(p)
+    try:
+        with open(mounts, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    best, fstype = "", ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # /proc/mounts writes spaces in mount points as \040.
+        mnt = fields[1].replace("\\040", " ")
+        if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+            best, fstype = mnt, fields[2]
+    return fstype
 
 
 def _process_root(root: Path) -> Path:
@@ -199,8 +233,9 @@ class MountSession:
             session.close()
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, allow_disk: bool = False) -> None:
         self._root = root
+        self._allow_disk = allow_disk
         self._dir: Path | None = None
         self._saved_env: dict[str, str | None] = {}
         self._memory_keys: list[str] = []
@@ -214,6 +249,11 @@ class MountSession:
     # -- checking -------------------------------------------------------------------------------------------
     def _check(self, items: Sequence[Resolved]) -> list[AwsSecretsError]:
         errors: list[AwsSecretsError] = []
+        files = [r for r in items if r.mount == FILE]
+        if files and not self._allow_disk:
+            fstype = filesystem_type(self._root)
+            if fstype not in MEMORY_FILESYSTEMS:
+                errors += [FileMountOnDiskError(str(r.ref), str(self._root), fstype) for r in files]
         by_env: dict[str, Resolved] = {}
         by_path: dict[str, Resolved] = {}
         by_user_env: dict[str, Resolved] = {}

@@ -103,6 +103,13 @@ class Resolver:
         return out
 
     def _load(self, refs: list[SecretRef]) -> Result:
+        from flytekitplugins_awssecrets.quiet import aws_logs_quieted
+
+        # botocore logs response bodies (the values) at DEBUG, whatever the user's logging configuration.
+        with aws_logs_quieted():
+            return self._load_quietly(refs)
+
+    def _load_quietly(self, refs: list[SecretRef]) -> Result:
         groups: dict[tuple[str, str, str, str], list[SecretRef]] = defaultdict(list)
         for r in refs:
             groups[(r.service or "", r.partition, r.region, r.account)].append(r)
@@ -146,6 +153,34 @@ class Resolver:
 
         for res in self._run([job(r) for r in ok]):
             out.update(res)
+
+    def tags_of(self, refs: Sequence[SecretRef]) -> dict[tuple[str, ...], dict[str, str] | AwsSecretsError]:
+        """The tags of each reference, one metadata call per secret (DescribeSecret/ListTagsForResource).
+
+        Used for values that did not come from AWS through us (the cluster webhook's files, flytekit's own
+        environment variable or file), so that ``required_tags`` holds whatever the source.
+        """
+        from flytekitplugins_awssecrets.quiet import aws_logs_quieted
+
+        unique = list({r.fetch_id: r for r in refs}.values())
+
+        def job(r: SecretRef) -> Job:
+            def run() -> Result:
+                try:
+                    client = self.factory.client(r.service or "", r.region, r.account)
+                except AwsSecretsError as e:
+                    return {r.fetch_id: e}
+                tags = fetch_tags(client, r)
+                return {r.fetch_id: tags if isinstance(tags, AwsSecretsError) else Fetched(b"", tags=tags)}
+
+            return run
+
+        out: dict[tuple[str, ...], dict[str, str] | AwsSecretsError] = {}
+        with aws_logs_quieted():
+            for res in self._run([job(r) for r in unique]):
+                for k, v in res.items():
+                    out[k] = v if isinstance(v, AwsSecretsError) else (v.tags or {})
+        return out
 
     def check_tags(self, ref: SecretRef, fetched: Fetched) -> AwsSecretsError | None:
         for tag, expected in self.settings.required_tags.items():
@@ -250,6 +285,7 @@ def resolve_requests(
     resolver = get_resolver()
     errors: list[AwsSecretsError] = []
     pending: list[tuple[Any, SecretRef]] = []
+    present: list[tuple[Any, SecretRef, tuple[str | bytes, str]]] = []
     done: list[Resolved] = []
     for s in secrets:
         try:
@@ -270,9 +306,22 @@ def resolve_requests(
             errors.append(e)
             continue
         if found is not None:
-            done.append(_resolved(s, ref, found[0], found[1]))
+            present.append((s, ref, found))
         else:
             pending.append((s, ref))
+    if present and resolver.settings.required_tags:
+        # required_tags holds for every source: a value the platform put in place is checked with one
+        # metadata call per secret, like a value we fetched.
+        tags = resolver.tags_of([ref for _, ref, _ in present])
+        for s, ref, found in present:
+            t = tags[ref.fetch_id]
+            err = t if isinstance(t, AwsSecretsError) else resolver.check_tags(ref, Fetched(b"", tags=t))
+            if err is not None:
+                errors.append(_renamed(err, ref))
+            else:
+                done.append(_resolved(s, ref, found[0], found[1]))
+    else:
+        done += [_resolved(s, ref, found[0], found[1]) for s, ref, found in present]
     fetched = resolver.fetch([ref for _, ref in pending]) if pending else {}
     for s, ref in pending:
         f = fetched[ref.fetch_id]

@@ -42,7 +42,7 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
     settings = get_settings()
     try:
         resolved = resolve_requests(requests, task=name)
-        session = MountSession(default_mount_root(settings))
+        session = MountSession(default_mount_root(settings), allow_disk=settings.allow_disk_mount)
         session.mount(resolved, task=name)
     except SecretResolutionError as e:
         raise _for_flyte(e, ctx) from None
@@ -50,20 +50,28 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
     for r in resolved:
         sources[r.source] = sources.get(r.source, 0) + 1
     logger.info("task %s: %d AWS secret request(s) mounted %s", name, len(resolved), sources)
+    from flytekitplugins_awssecrets.sensitive import SensitiveSet, scrub_exception
+
+    # One set per task, shared by log redaction, the leak guard and exception scrubbing.
+    sensitive = SensitiveSet.build([(str(r.ref), r.value) for r in resolved])
     token = None
     scanner = None
     if settings.leak_guard:
         from flytekitplugins_awssecrets.leakguard import ACTIVE, LeakScanner
 
-        scanner = LeakScanner([(str(r.ref), r.value) for r in resolved])
+        scanner = LeakScanner(sensitive, allow_opaque=settings.allow_opaque_outputs)
         token = ACTIVE.set(scanner)
     try:
-        with _redaction(settings, session):
+        with _redaction(settings, sensitive):
             try:
                 out = call()
-            except Exception as e:
-                leak = _leak_in(e)
+            except BaseException as e:
+                leak = _leak_in(e) if isinstance(e, Exception) else None
                 if leak is None:
+                    # The exception goes on to flytekit (error.pb, the pod log, the console) after the
+                    # redaction below is gone: scrub it, its chain and flytekit's wrapper, in place.
+                    if sensitive:
+                        scrub_exception(e, sensitive)
                     raise
                 # flytekit wraps errors raised while converting outputs as system errors; a leak is the
                 # user's to fix, so it is raised as a user error.
@@ -98,18 +106,18 @@ def _check_serialised(scanner: Any, out: Any, ctx: Any) -> None:
 
 
 class _redaction:
-    """Placeholder context for log redaction while user code runs (see :mod:`redact`)."""
+    """Log redaction of the task's sensitive strings while user code runs (see :mod:`redact`)."""
 
-    def __init__(self, settings: Any, session: MountSession) -> None:
+    def __init__(self, settings: Any, sensitive: Any) -> None:
         self._settings = settings
-        self._session = session
+        self._sensitive = sensitive
         self._undo: Callable[[], None] | None = None
 
     def __enter__(self) -> None:
-        if self._settings.redact_logs:
+        if self._settings.redact_logs and self._sensitive:
             from flytekitplugins_awssecrets.redact import install_redaction
 
-            self._undo = install_redaction(self._session.values)
+            self._undo = install_redaction(self._sensitive)
 
     def __exit__(self, *exc: Any) -> None:
         if self._undo is not None:

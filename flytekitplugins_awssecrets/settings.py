@@ -66,14 +66,22 @@ class Settings(BaseModel):
       cache_ttl_seconds (300): how long a fetched secret is reused in this process; 0 disables the cache.
       max_concurrency (16): parallel AWS requests (batches and regions) at most.
       batch_size (20): secrets per BatchGetSecretValue call (AWS's maximum is 20).
-      retry_mode ("standard"), max_attempts (5): botocore's retry mode and attempt count.
-      connect_timeout (5.0), read_timeout (10.0): seconds, per HTTP request.
+      retry_mode ("standard"), max_attempts (5): botocore's retry mode and attempt count (throttling, 5xx).
+      connect_attempts (2): attempts when the endpoint cannot be reached (refused, connect or read
+        time-out), so that an unreachable endpoint fails in about 10 s rather than after every retry.
+      connect_timeout (3.0), read_timeout (4.0): seconds, per HTTP request.
       required_tags ({}): tags a secret must carry (key -> value, "*" for any value) to be handed to a task,
-        like Sym's ``SymEnv``; checked once per secret per cache lifetime.
+        like Sym's ``SymEnv``; checked once per secret per cache lifetime, and for every source: a value
+        the cluster webhook mounted or flytekit's env var/file holds costs one DescribeSecret (SSM:
+        ListTagsForResource) per secret per task, so the role needs that permission.
 
     Mounting:
-      mount_dir (None): where FILE secrets are written; default ``/dev/shm`` (memory) if writable, else the
-        system temporary directory (with a warning).
+      mount_dir (None): where FILE secrets are written; default ``/dev/shm``. It must be a memory filesystem
+        (tmpfs or ramfs, checked in ``/proc/mounts``): otherwise a task with a FILE secret fails before user
+        code with :class:`~flytekitplugins_awssecrets.errors.FileMountOnDiskError`.
+      allow_disk_mount (False): accept a ``mount_dir`` (or, without ``/dev/shm``, the system temporary
+        directory) that is on disk. The file is removed after the task, at exit and on SIGTERM, but a
+        SIGKILLed or crashed process leaves it on persistent disk until the next plugin process sweeps it.
       cluster_mode ("plugin"): "plugin" keeps AWS requests out of the serialised task spec, so a cluster's
         Kubernetes secret webhook never sees them and the plugin resolves them in the pod; "webhook" hands
         them (without JSON key) to a cluster whose Flyte secret webhook is the AWS type, and the plugin
@@ -83,6 +91,9 @@ class Settings(BaseModel):
         ``cluster_mode``, which applies where no key matches. Example: ``{"ml/production": "webhook"}``.
       webhook_dir ("/etc/flyte/secrets"): where the cluster's AWS webhook mounts secrets.
       leak_guard (True): fail a task whose outputs contain a secret value resolved for it.
+      allow_opaque_outputs (False): with the leak guard on, accept outputs the guard cannot look into
+        (pickled objects: outputs typed ``Any`` or as a class without a flytekit type transformer);
+        otherwise such a task fails with :class:`~flytekitplugins_awssecrets.errors.UninspectableOutputError`.
       redact_logs (True): replace resolved values in log records by ``[REDACTED]`` while a task runs.
 
     Credentials (all through boto3/botocore):
@@ -106,15 +117,18 @@ class Settings(BaseModel):
     batch_size: int = Field(default=20, ge=1, le=20)
     retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
     max_attempts: int = Field(default=5, ge=1, le=20)
-    connect_timeout: float = Field(default=5.0, gt=0)
-    read_timeout: float = Field(default=10.0, gt=0)
+    connect_attempts: int = Field(default=2, ge=1, le=20)
+    connect_timeout: float = Field(default=3.0, gt=0)
+    read_timeout: float = Field(default=4.0, gt=0)
     required_tags: dict[str, str] = Field(default_factory=dict)
 
     mount_dir: str | None = None
+    allow_disk_mount: bool = False
     cluster_mode: Literal["plugin", "webhook"] = "plugin"
     cluster_modes: dict[str, Literal["plugin", "webhook"]] = Field(default_factory=dict)
     webhook_dir: str = "/etc/flyte/secrets"
     leak_guard: bool = True
+    allow_opaque_outputs: bool = False
     redact_logs: bool = True
 
     profile: str | None = None
@@ -187,28 +201,72 @@ _FIELDS = list(Settings.model_fields)
 _JSON_FIELDS = {"required_tags", "account_roles", "aliases", "assume_role", "cluster_modes"}
 
 
+#: Top-level keys of a Secret Agent file: Aerospike's three sections and this project's additions.
+SECRET_AGENT_SECTIONS = ("service", "secret-manager", "log", "x-awssecrets")
+#: Keys of ``secret-manager.aws``: Aerospike's, and ``session-token`` (a project addition kept for files
+#: that already use it; Aerospike reads session tokens from the shared credentials file only).
+SECRET_AGENT_AWS_KEYS = (
+    "region",
+    "resources",
+    "access-key-id",
+    "secret-access-key",
+    "assume-role",
+    "convert-to-base64",
+    "session-token",
+)
+
+
 def from_secret_agent(doc: dict[str, Any], path: str) -> dict[str, Any]:
     """Translate a Secret Agent configuration file (seed 004) into settings fields.
 
     ``secret-manager.aws`` gives ``region``, ``resources`` (-> aliases), ``access-key-id``,
-    ``secret-access-key`` and ``assume-role``; the ``service`` and ``log`` sections are ignored with a notice
-    (``pyflyte-awssecrets serve`` reads ``service`` itself).
+    ``secret-access-key``, ``session-token`` and ``assume-role``; ``convert-to-base64`` is checked (true or
+    false) and only changes what ``pyflyte-awssecrets serve`` sends (tasks get the stored value as it is).
+    ``x-awssecrets.settings`` holds any other settings field (``cache_ttl_seconds: 60``), the project's
+    addition. ``service``, ``log`` and ``x-awssecrets.serve`` configure ``pyflyte-awssecrets serve``, which
+    checks them; any other key is refused, naming it.
     """
-    aws = ((doc.get("secret-manager") or {}).get("aws")) or {}
-    if not isinstance(aws, dict):
-        raise SettingsError("secret-manager.aws", f"file {path}", "must be a mapping")
-    known = {"region", "resources", "access-key-id", "secret-access-key", "assume-role", "session-token"}
-    for k in aws:
-        if k not in known:
+    where = f"file {path}"
+    for k in doc:
+        if k not in SECRET_AGENT_SECTIONS:
             raise SettingsError(
-                f"secret-manager.aws.{k}", f"file {path}", f"unknown key; known: {sorted(known)}"
+                str(k), where, f"not a Secret Agent section; known: {list(SECRET_AGENT_SECTIONS)}"
             )
+    manager = doc.get("secret-manager") or {}
+    if not isinstance(manager, dict):
+        raise SettingsError("secret-manager", where, "must be a mapping")
+    for k in manager:
+        if k != "aws":
+            raise SettingsError(
+                f"secret-manager.{k}",
+                where,
+                "this plugin reads AWS Secrets Manager only (secret-manager.aws)",
+            )
+    aws = manager.get("aws") or {}
+    if not isinstance(aws, dict):
+        raise SettingsError("secret-manager.aws", where, "must be a mapping")
+    for k in aws:
+        if k not in SECRET_AGENT_AWS_KEYS:
+            raise SettingsError(
+                f"secret-manager.aws.{k}", where, f"unknown key; known: {list(SECRET_AGENT_AWS_KEYS)}"
+            )
+    if "convert-to-base64" in aws and not isinstance(aws["convert-to-base64"], bool):
+        raise SettingsError("secret-manager.aws.convert-to-base64", where, "must be true or false")
     for section in ("service", "log"):
         if section in doc:
             logger.info(
-                "settings file %s: section %r is not used for secret resolution; ignored", path, section
+                "settings file %s: section %r is not used for secret resolution; pyflyte-awssecrets serve reads it",
+                path,
+                section,
             )
     out: dict[str, Any] = {}
+    additions = doc.get("x-awssecrets") or {}
+    if not isinstance(additions, dict):
+        raise SettingsError("x-awssecrets", where, "must be a mapping")
+    extra = additions.get("settings") or {}
+    if not isinstance(extra, dict):
+        raise SettingsError("x-awssecrets.settings", where, "must be a mapping of settings fields")
+    out.update({str(k).replace("-", "_"): v for k, v in extra.items()})
     if "region" in aws:
         out["region"] = aws["region"]
     if "resources" in aws:
@@ -221,6 +279,12 @@ def from_secret_agent(doc: dict[str, Any], path: str) -> dict[str, Any]:
         out["session_token"] = aws["session-token"]
     if "assume-role" in aws:
         out["assume_role"] = aws["assume-role"]
+    for k in extra:
+        name = str(k).replace("-", "_")
+        if name in out and out[name] is not extra[k]:
+            raise SettingsError(
+                f"x-awssecrets.settings.{k}", where, "is also set by a secret-manager.aws key; set it once"
+            )
     return out
 
 
@@ -237,6 +301,8 @@ def _read_file(path: str) -> tuple[dict[str, Any], dict[str, str]]:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise SettingsError("config", f"file {path}", f"is not valid YAML{where}") from None
+    except RecursionError:
+        raise SettingsError("config", f"file {path}", "is nested too deeply to read") from None
     if not isinstance(doc, dict):
         raise SettingsError("config", f"file {path}", "must be a YAML mapping of setting names to values")
     if "secret-manager" in doc:
@@ -277,7 +343,7 @@ def _read_env(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         if name in _JSON_FIELDS and raw.strip().startswith(("{", "[")):
             try:
                 value = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise SettingsError(name, f"env var {var}", "is not valid JSON") from None
         fields[name] = value
         origin[name] = f"env var {var}"
@@ -317,7 +383,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         loc = [str(p) for p in err.get("loc", ())]
         field = loc[0] if loc else "?"
         source = origin.get(field, "defaults")
-        problem = err.get("msg", "invalid")
+        problem = str(err.get("msg", "invalid")).removeprefix("Value error, ")  # pydantic's prefix
         if err.get("type") == "extra_forbidden":
             problem = f"unknown setting; known: {_FIELDS}"
         where = ".".join(loc[1:])
@@ -370,8 +436,5 @@ def default_mount_root(settings: Settings) -> Path:
         return shm
     import tempfile
 
-    logger.warning(
-        "no writable memory filesystem (/dev/shm); FILE secrets go to %s and are removed after the task",
-        tempfile.gettempdir(),
-    )
+    # FILE mounts refuse this directory unless allow_disk_mount is set (see mount.memory_filesystem).
     return Path(tempfile.gettempdir())

@@ -254,3 +254,99 @@ def test_a_token_close_to_expiry_is_replaced_before_aptible_refuses_it(
     run(go())
     assert count(fake, "POST", "/tokens") == 2
     assert all(r["status"] != 401 for r in fake.requests())
+
+
+def test_retry_after_is_honoured(fake: FakeAptible, bot_password: str) -> None:
+    waits: list[float] = []
+
+    async def sleep(s: float) -> None:
+        waits.append(s)
+
+    fake.faults(
+        {
+            "method": "GET",
+            "path_prefix": "/roles/",
+            "action": "status",
+            "status": 429,
+            "retry_after": 3,
+            "count": 1,
+        }
+    )
+
+    async def go() -> Any:
+        async with AptibleClient(
+            fake.url, BOT_EMAIL, SecretStr(bot_password), settings=FAST, sleep=sleep
+        ) as c:
+            return await c.get_role(ADMIN_ROLE)
+
+    assert run(go()).id == ADMIN_ROLE
+    assert waits == [3.0]  # Aptible's Retry-After, not the (much shorter) backoff
+
+
+def test_a_login_answered_429_is_never_retried(fake: FakeAptible, bot_password: str) -> None:
+    from flytekitplugins_awssecrets.aptible.errors import LoginRateLimitedError
+
+    fake.faults({"method": "POST", "path_prefix": "/tokens", "action": "status", "status": 429, "count": -1})
+    with pytest.raises(LoginRateLimitedError, match="locks accounts") as info:
+        run(_bot_id(fake, bot_password))
+    assert info.value.retryable  # the next poll may try again, one login at a time
+    assert count(fake, "POST", "/tokens") == 1
+
+
+async def _bot_id(fake: FakeAptible, password: str) -> str:
+    async with client(fake, password) as c:
+        return await c.bot_user_id()
+
+
+def test_every_call_asks_for_hal_and_json(fake: FakeAptible, bot_password: str) -> None:
+    async def go() -> None:
+        async with client(fake, bot_password) as c:
+            await c.list_org_users(ORG)
+
+    run(go())
+    assert {r["accept"] for r in fake.requests()} == {"application/hal+json, application/json"}
+
+
+@pytest.mark.parametrize(
+    "pages",
+    [
+        # total_count says 3, the pages hold 2 (a page lost between the two reads).
+        [
+            {
+                "_embedded": {"users": [{"id": "u1"}]},
+                "total_count": 3,
+                "per_page": 1,
+                "_links": {"next": {"href": "https://auth.test/organizations/o/users?page=2"}},
+            },
+            {"_embedded": {"users": [{"id": "u2"}]}, "total_count": 3, "per_page": 1, "_links": {}},
+        ],
+        # A page shorter than per_page with a next link after it.
+        [
+            {
+                "_embedded": {"users": [{"id": "u1"}]},
+                "per_page": 2,
+                "_links": {"next": {"href": "https://auth.test/organizations/o/users?page=2"}},
+            },
+            {"_embedded": {"users": [{"id": "u2"}]}, "per_page": 2, "_links": {}},
+        ],
+    ],
+    ids=["total-count", "per-page"],
+)
+def test_a_short_read_is_detected(pages: list[dict[str, Any]]) -> None:
+    from flytekitplugins_awssecrets.aptible.errors import ShortReadError
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/tokens":
+            return httpx.Response(201, json={"access_token": "t", "expires_in": 3600, "_links": {}})
+        return httpx.Response(200, json=pages[1 if "page=2" in str(request.url) else 0])
+
+    async def go() -> Any:
+        async with AptibleClient(
+            "https://auth.test", "bot", SecretStr("x"), settings=FAST, transport=httpx.MockTransport(answer)
+        ) as c:
+            return await c.list_org_users("o")
+
+    clear_token_cache()
+    with pytest.raises(ShortReadError, match="short read"):
+        run(go())
+    clear_token_cache()

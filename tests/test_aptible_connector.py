@@ -27,6 +27,7 @@ from flyteidl.core import execution_pb2, identifier_pb2
 from flyteidl.service.agent_pb2_grpc import AsyncAgentServiceStub
 
 from tests.conftest import ROOT
+from tests.support.aptible_fixtures import approve, aws_user_env
 from tests.support.fake_aptible import (
     ADA,
     ADMIN_ROLE,
@@ -55,14 +56,6 @@ class Connector:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-@pytest.fixture
-def creds_arn(secrets_factory: Any, bot_password: str, bot_email: str, unique: str) -> str:
-    arn, _ = secrets_factory.secret(
-        f"sym/{unique}/aptible-bot-credentials", {"username": bot_email, "password": str(bot_password)}
-    )
-    return str(arn)
 
 
 # ``pyflyte serve connector`` needs flytekit[connector], whose one extra dependency is prometheus_client (for
@@ -95,17 +88,16 @@ def _connector_pythonpath(tmp_path: Path) -> str:
     return os.pathsep.join(paths)
 
 
-@pytest.fixture
-def connector(aws_env: dict[str, str], tmp_path: Path, fake: FakeAptible) -> Iterator[Connector]:
+def start_connector(tmp_path: Path, aws_env: dict[str, str], operator: Path) -> tuple[Any, int, Path]:
     port, metrics = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYTE_AWS_SECRETS_"))}
     env.update(aws_env)
     env["PYTHONPATH"] = _connector_pythonpath(tmp_path)
-    # As a deployment does: the integrations name no auth host, the connector's environment does.
-    env["FLYTE_AWS_SECRETS_APTIBLE_AUTH_URL"] = fake.url
+    # As a deployment does: everything the connector may do is in the operator file.
+    env["FLYTE_AWS_SECRETS_APTIBLE_OPERATOR_FILE"] = str(operator)
     env["FLYTE_AWS_SECRETS_APTIBLE_BACKOFF_INITIAL_SECONDS"] = "0.05"
     env["FLYTE_AWS_SECRETS_APTIBLE_BACKOFF_MAX_SECONDS"] = "0.2"
-    log = tmp_path / "connector.log"
+    log = tmp_path / f"connector-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
@@ -117,13 +109,19 @@ def connector(aws_env: dict[str, str], tmp_path: Path, fake: FakeAptible) -> Ite
                 "--prometheus_port",
                 str(metrics),
                 "--modules",
-                "flytekitplugins_awssecrets.aptible.connector",
+                "flytekitplugins_awssecrets.aptible.startup",
             ],
             cwd=tmp_path,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    return proc, port, log
+
+
+@pytest.fixture
+def connector(aws_env: dict[str, str], tmp_path: Path, operator_file: Path) -> Iterator[Connector]:
+    proc, port, log = start_connector(tmp_path, aws_env, operator_file)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     ready = grpc.channel_ready_future(channel)
     deadline = time.monotonic() + 120
@@ -145,67 +143,52 @@ def connector(aws_env: dict[str, str], tmp_path: Path, fake: FakeAptible) -> Ite
 
 
 def template_and_inputs(
-    creds_arn: str, fake: FakeAptible, email: str, target: str, duration: timedelta
+    email: str, target: str, duration: timedelta, custom: dict[str, Any] | None = None, **extra_inputs: Any
 ) -> tuple[Any, Any]:
-    """Serialise an AptibleAccessTask as ``pyflyte register`` would, and its inputs as Propeller sends them."""
+    """Serialise an AptibleAccessTask as ``pyflyte register`` would, and its inputs as Propeller sends them.
+
+    ``custom`` replaces the template's ``custom`` (what an attacker hand-builds); ``extra_inputs`` add inputs.
+    """
     from flytekit import FlyteContextManager
     from flytekit.configuration import ImageConfig, SerializationSettings
     from flytekit.core.type_engine import TypeEngine
     from flytekit.tools.translator import get_serializable
+    from google.protobuf import json_format
 
-    from flytekitplugins_awssecrets import aws_secret
-    from flytekitplugins_awssecrets.aptible import (
-        AptibleAccessStrategy,
-        AptibleAccessTask,
-        AptibleIntegration,
-        AptibleRole,
-    )
+    from flytekitplugins_awssecrets.aptible import AptibleAccessTask
 
-    integration = AptibleIntegration(
-        name="main-aptible",
-        organization_id=ORG,
-        username_secret=aws_secret(creds_arn, json_key="username"),
-        password_secret=aws_secret(creds_arn, json_key="password"),
-    )
-    strategy = AptibleAccessStrategy(
-        name="main-aptible-strategy",
-        integration=integration,
-        targets=[AptibleRole(name="main-aptible-admin-role", label="Admin Role", role_id=ADMIN_ROLE.upper())],
-        max_duration=timedelta(hours=1),
-    )
-    task = AptibleAccessTask(name="aptible_access", strategy=strategy)
+    task = AptibleAccessTask(name="aptible_access", strategy="main-aptible-strategy")
     settings = SerializationSettings(ImageConfig.auto_default_image(), project="p", domain="d", version="v1")
     template = get_serializable(OrderedDict(), settings, task).template.to_flyte_idl()
+    if custom is not None:
+        template.custom.Clear()
+        json_format.ParseDict(custom, template.custom)
     ctx = FlyteContextManager.current_context()
-    inputs = TypeEngine.dict_to_literal_map(
-        ctx,
-        {"email": email, "target": target, "duration": duration, "reason": "INC-77"},
-        {"email": str, "target": str, "duration": timedelta, "reason": str},
-    ).to_flyte_idl()
+    values = {"email": email, "target": target, "duration": duration, "reason": "INC-77", **extra_inputs}
+    types = {k: type(v) if not isinstance(v, timedelta) else timedelta for k, v in values.items()}
+    inputs = TypeEngine.dict_to_literal_map(ctx, values, types).to_flyte_idl()
     return template, inputs
 
 
-def execution_metadata() -> agent_pb2.TaskExecutionMetadata:
+def execution_metadata(name: str = "exec42") -> agent_pb2.TaskExecutionMetadata:
     return agent_pb2.TaskExecutionMetadata(
         task_execution_id=identifier_pb2.TaskExecutionIdentifier(
             node_execution_id=identifier_pb2.NodeExecutionIdentifier(
                 node_id="n1",
-                execution_id=identifier_pb2.WorkflowExecutionIdentifier(
-                    project="p", domain="d", name="exec42"
-                ),
+                execution_id=identifier_pb2.WorkflowExecutionIdentifier(project="p", domain="d", name=name),
             ),
             retry_attempt=0,
         )
     )
 
 
-def create(c: Connector, template: Any, inputs: Any) -> bytes:
+def create(c: Connector, template: Any, inputs: Any, execution: str = "exec42") -> bytes:
     resp = c.stub.CreateTask(
         agent_pb2.CreateTaskRequest(
             template=template,
             inputs=inputs,
             output_prefix="/tmp/unused",
-            task_execution_metadata=execution_metadata(),
+            task_execution_metadata=execution_metadata(execution),
         ),
         timeout=60,
     )
@@ -258,99 +241,397 @@ def audit_events(c: Connector) -> list[dict[str, Any]]:
     return out
 
 
-def test_create_holds_then_get_removes_at_expiry_and_returns_the_grant(
-    connector: Connector, fake: FakeAptible, creds_arn: str, bot_password: str
+# -- helpers of the stories below -----------------------------------------------------------------------
+
+
+class AttackerHost:
+    """A second listener standing for the attacker's host: it records every request it receives."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        hits: list[str] = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                hits.append(f"{self.command} {self.path}")
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = do_DELETE = _any  # noqa: N815
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.hits = hits
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def attacker() -> Iterator[AttackerHost]:
+    host = AttackerHost()
+    yield host
+    host.stop()
+
+
+def request_id_of(meta: bytes) -> str:
+    from flytekitplugins_awssecrets.aptible.connector import AptibleGrantMeta
+
+    return str(AptibleGrantMeta.decode(meta).request_id)
+
+
+def old_style_custom(attacker_url: str, secret_arn: str) -> dict[str, Any]:
+    """What the old AptibleAccessTask put in ``custom``, with an attacker's choices in it."""
+    return {
+        "version": 1,
+        "strategy": {
+            "type": "aptible",
+            "name": "main-aptible-strategy",
+            "integration": {
+                "type": "aptible",
+                "name": "main-aptible",
+                "organization_id": ORG,
+                "username_secret": {"group": secret_arn, "key": None},
+                "password_secret": {"group": secret_arn, "key": None},
+                "auth_url": attacker_url,
+            },
+            "targets": [{"type": "aptible_role", "name": "admin", "label": "Admin", "role_id": ADMIN_ROLE}],
+            "max_duration": "P3650D",
+        },
+        "identity": {"mapping": {}, "function": "os:system"},
+    }
+
+
+def assert_nothing_happened(fake: FakeAptible, attacker: AttackerHost, before: list[dict[str, Any]]) -> None:
+    assert attacker.hits == []  # nothing was sent to the template's host
+    assert fake.memberships() == before  # nothing granted
+    assert [r for r in fake.requests() if r["path"] == "/tokens"] == []  # the bot never even logged in
+
+
+# -- the four attacks of the security review: nothing sent, nothing granted, nothing executed ----------
+
+
+def test_attack_1_a_template_auth_host_is_refused_and_receives_nothing(
+    connector: Connector, tls_fake: FakeAptible, creds_arn: str, attacker: AttackerHost
 ) -> None:
-    template, inputs = template_and_inputs(
-        creds_arn, fake, ADA_EMAIL, "main-aptible-admin-role", timedelta(seconds=3)
-    )
-    meta = create(connector, template, inputs)
-    assert fake.holds(ADMIN_ROLE, ADA)
-    first = get(connector, meta)
-    assert first.phase == RUNNING and "held until" in first.message
-    assert fake.holds(ADMIN_ROLE, ADA)
-
-    res, messages = poll_until_terminal(connector, meta)
-    assert res.phase == SUCCEEDED, res.message
-    assert not fake.holds(ADMIN_ROLE, ADA) and fake.holds(ADMIN_ROLE, BOB)
-    grant = grant_of(res)
-    assert grant.user_id == ADA and grant.role_id == ADMIN_ROLE and not grant.pre_existing
-    assert grant.revoked_at is not None and grant.revoked_at >= grant.expires_at
-    assert grant.expires_at - grant.granted_at == timedelta(seconds=3)
-
-    events = audit_events(connector)
-    assert [e["event"] for e in events] == ["requested", "escalated", "expired", "de-escalated"]
-    assert {e["execution_id"] for e in events} == {"p/d/exec42/n1/0"}
-    assert bot_password not in connector.output() and bot_password not in bytes(meta).decode()
+    before = tls_fake.memberships()
+    for custom, field in [
+        ({"version": 2, "strategy": "main-aptible-strategy", "auth_url": attacker.url}, "custom.auth_url"),
+        (old_style_custom(attacker.url, creds_arn), "custom.identity"),
+    ]:
+        template, inputs = template_and_inputs(
+            ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=5), custom
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            create(connector, template, inputs)
+        assert "TemplateFieldError" in info.value.details() and field in info.value.details()
+    assert_nothing_happened(tls_fake, attacker, before)
 
 
-def test_delete_while_running_removes_the_grant(
-    connector: Connector, fake: FakeAptible, creds_arn: str, bot_password: str
+def test_attack_2_a_template_credential_reference_is_refused(
+    connector: Connector, tls_fake: FakeAptible, secrets_factory: Any, attacker: AttackerHost, unique: str
 ) -> None:
+    other, _ = secrets_factory.secret(f"prod/{unique}/database-password")
+    before = tls_fake.memberships()
+    custom = {"version": 2, "strategy": "main-aptible-strategy", "password_secret": other}
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=5), custom)
+    with pytest.raises(grpc.RpcError) as info:
+        create(connector, template, inputs)
+    assert "custom.password_secret" in info.value.details()
+    # An extra input is refused the same way.
     template, inputs = template_and_inputs(
-        creds_arn, fake, ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=30)
-    )
-    meta = create(connector, template, inputs)
-    assert get(connector, meta).phase == RUNNING and fake.holds(ADMIN_ROLE, ADA)
-    delete(connector, meta)
-    assert not fake.holds(ADMIN_ROLE, ADA)
-    delete(connector, meta)  # Propeller may repeat an abort: the second finds the membership gone
-    events = [e["event"] for e in audit_events(connector)]
-    assert events == ["requested", "escalated", "aborted", "aborted"]
-    assert [e.get("already_gone") for e in audit_events(connector) if e["event"] == "aborted"] == [
-        False,
-        True,
-    ]
-    assert bot_password not in connector.output()
-
-
-def test_removal_happens_even_when_aptible_answers_5xx(
-    connector: Connector, fake: FakeAptible, creds_arn: str, bot_password: str
-) -> None:
-    template, inputs = template_and_inputs(
-        creds_arn, fake, ADA_EMAIL, "main-aptible-admin-role", timedelta(seconds=2)
-    )
-    meta = create(connector, template, inputs)
-    # More failures than one GetTask's attempts (5): a poll answers RUNNING "removal pending", a later one
-    # removes.
-    fake.faults(
-        {"method": "DELETE", "path_prefix": "/memberships/", "action": "status", "status": 503, "count": 7}
-    )
-    time.sleep(2.1)
-    res, messages = poll_until_terminal(connector, meta, timeout=120)
-    assert res.phase == SUCCEEDED, res.message
-    assert any("removal pending" in m for m in messages)
-    assert not fake.holds(ADMIN_ROLE, ADA)
-    deletes = [r["status"] for r in fake.requests() if r["method"] == "DELETE"]
-    assert deletes[:7] == [503] * 7 and deletes[-1] == 204
-    assert bot_password not in connector.output()
-
-
-def test_a_refused_request_fails_create_and_changes_nothing(
-    connector: Connector, fake: FakeAptible, creds_arn: str, bot_password: str
-) -> None:
-    before = fake.memberships()
-    template, inputs = template_and_inputs(
-        creds_arn, fake, "twin@example.com", "main-aptible-admin-role", timedelta(minutes=5)
+        ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=5), None, username_secret=other
     )
     with pytest.raises(grpc.RpcError) as info:
         create(connector, template, inputs)
-    assert info.value.code() == grpc.StatusCode.INTERNAL
-    assert "AmbiguousIdentityError" in info.value.details()
-    assert fake.memberships() == before
-    assert bot_password not in info.value.details() and bot_password not in connector.output()
+    assert "inputs.username_secret" in info.value.details()
+    assert_nothing_happened(tls_fake, attacker, before)
 
 
-def test_standing_access_is_reported_and_kept(
-    connector: Connector, fake: FakeAptible, creds_arn: str
+def test_attack_3_no_long_grant_and_no_grant_without_approval(
+    connector: Connector, tls_fake: FakeAptible, creds_arn: str, attacker: AttackerHost
 ) -> None:
+    before = tls_fake.memberships()
+    # Targets, maximum and organization from the template: refused before anything is read.
     template, inputs = template_and_inputs(
-        creds_arn, fake, "bob@example.com", "main-aptible-admin-role", timedelta(seconds=1)
+        ADA_EMAIL, "admin", timedelta(days=3650), old_style_custom(attacker.url, creds_arn)
     )
+    with pytest.raises(grpc.RpcError):
+        create(connector, template, inputs)
+    # A well-formed template asking for 10 years: over the operator's maximum.
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(days=3650))
+    with pytest.raises(grpc.RpcError) as info:
+        create(connector, template, inputs)
+    assert "DurationTooLongError" in info.value.details()
+    assert_nothing_happened(tls_fake, attacker, before)
+    # A valid request without an approval waits; nothing is granted however often it is polled.
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=5))
+    meta = create(connector, template, inputs)
+    for _ in range(3):
+        res = get(connector, meta)
+        assert res.phase == RUNNING and "waiting for approval" in res.message
+    assert tls_fake.memberships() == before and attacker.hits == []
+
+
+def test_attack_4_a_template_identity_hook_is_never_imported(
+    connector: Connector, tls_fake: FakeAptible, attacker: AttackerHost, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    before = tls_fake.memberships()
+    custom = {
+        "version": 2,
+        "strategy": "main-aptible-strategy",
+        "identity": {"function": "os:system", "mapping": {}},
+    }
+    # A valid email and a shell command at once: os.system(email) would create the marker.
+    template, inputs = template_and_inputs(
+        f"touch${{IFS}}{marker};#@example.com", "main-aptible-admin-role", timedelta(minutes=5), custom
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        create(connector, template, inputs)
+    assert "custom.identity" in info.value.details()
+    time.sleep(0.5)
+    assert list(tmp_path.glob("pwned*")) == []
+    assert_nothing_happened(tls_fake, attacker, before)
+
+
+# -- approval: a valid one grants, then the grant is removed; bad ones are refused -----------------------
+
+
+def test_an_approved_request_is_granted_then_removed(
+    connector: Connector,
+    tls_fake: FakeAptible,
+    operator_file: Path,
+    secrets_factory: Any,
+    aws_env: dict[str, str],
+    bot_password: str,
+    unique: str,
+) -> None:
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(seconds=3))
+    meta = create(connector, template, inputs)
+    rid = request_id_of(meta)
+    assert get(connector, meta).phase == RUNNING and not tls_fake.holds(ADMIN_ROLE, ADA)
+    approver = aws_user_env(secrets_factory, aws_env, f"approver-{unique}@example.com")
+    listed = subprocess.run(
+        [str(BIN / "pyflyte-awssecrets"), "aptible", "list", "--operator-file", str(operator_file)],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **approver},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rid in listed.stdout and ADA_EMAIL in listed.stdout, listed.stderr[-2000:]
+    done = approve(approver, operator_file, rid)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    res = get(connector, meta)
+    assert res.phase == RUNNING and "held until" in res.message, res.message
+    assert tls_fake.holds(ADMIN_ROLE, ADA)
+    res, _ = poll_until_terminal(connector, meta)
+    assert res.phase == SUCCEEDED, res.message
+    assert not tls_fake.holds(ADMIN_ROLE, ADA) and tls_fake.holds(ADMIN_ROLE, BOB)
+    grant = grant_of(res)
+    assert grant.user_id == ADA and not grant.pre_existing and grant.revoked_at is not None
+    # A lost SUCCEEDED answer makes Propeller poll again: the grant record says it is over; no second grant.
+    again = get(connector, meta)
+    assert again.phase == SUCCEEDED and not tls_fake.holds(ADMIN_ROLE, ADA)
+
+    events = audit_events(connector)
+    kinds = [e["event"] for e in events]
+    assert kinds[:2] == ["requested", "approval-requested"] and kinds[-2:] == ["expired", "de-escalated"]
+    escalated = next(e for e in events if e["event"] == "escalated")
+    assert escalated["approved_by"].endswith(f"user/approver-{unique}@example.com")
+    assert escalated["approver_email"] == f"approver-{unique}@example.com"
+    # Every call carried Aptible's media types.
+    assert {r["accept"] for r in tls_fake.requests()} == {"application/hal+json, application/json"}
+    assert bot_password not in connector.output() and bot_password not in meta.decode(errors="replace")
+
+
+def _signed_record(
+    secrets_factory: Any, rid: str, meta: bytes, key: str, approver_arn: str, expires: int
+) -> str:
+    import base64
+
+    from flytekitplugins_awssecrets.aptible.approval import ApprovalRecord, canonical
+    from flytekitplugins_awssecrets.aptible.connector import AptibleGrantMeta
+
+    m = AptibleGrantMeta.decode(meta)
+    msg = canonical(
+        request_id=rid,
+        execution_id=m.execution_id,
+        email=m.email,
+        strategy=m.strategy,
+        target=m.target,
+        duration_seconds=m.duration_seconds,
+        expires_at=expires,
+        approver_arn=approver_arn,
+    )
+    sig = secrets_factory.client("kms").sign(
+        KeyId=key, Message=msg, MessageType="RAW", SigningAlgorithm="ECDSA_SHA_256"
+    )["Signature"]
+    return ApprovalRecord(
+        request_id=rid,
+        execution_id=m.execution_id,
+        email=m.email,
+        strategy=m.strategy,
+        target=m.target,
+        duration_seconds=m.duration_seconds,
+        expires_at=expires,
+        approver_arn=approver_arn,
+        approved_at="2026-01-01T00:00:00+00:00",
+        kms_key_arn=key,
+        signing_algorithm="ECDSA_SHA_256",
+        signature=base64.b64encode(sig).decode(),
+    ).model_dump_json()
+
+
+def test_forged_other_key_replayed_expired_and_self_approvals_are_refused(
+    connector: Connector,
+    tls_fake: FakeAptible,
+    operator_file: Path,
+    kms_key: str,
+    secrets_factory: Any,
+    aws_env: dict[str, str],
+    unique: str,
+) -> None:
+    import yaml
+
+    prefix = yaml.safe_load(operator_file.read_text())["state"]["ssm_prefix"]
+    ssm = secrets_factory.client("ssm")
+
+    def put(rid: str, value: str) -> None:
+        ssm.put_parameter(Name=f"{prefix}/{rid}/approval", Value=value, Type="String", Overwrite=True)
+
+    def refused(meta: bytes, why: str) -> None:
+        res = get(connector, meta)
+        assert res.phase == RUNNING and "refused" in res.message and why in res.message, res.message
+        assert not tls_fake.holds(ADMIN_ROLE, ADA)
+
+    before = tls_fake.memberships()
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=5))
+    meta = create(connector, template, inputs, execution="exec-a")
+    rid = request_id_of(meta)
+    approver_arn = f"arn:aws:iam::123456789012:user/approver-{unique}@example.com"
+    soon = int(time.time()) + 600
+
+    # Forged: a well-formed record with a made-up signature.
+    forged = json.loads(_signed_record(secrets_factory, rid, meta, kms_key, approver_arn, soon))
+    forged["signature"] = "AAAA" + forged["signature"][4:]
+    put(rid, json.dumps(forged))
+    refused(meta, "does not verify")
+    # Signed with another key (one the requester may use), claiming to be the strategy's key.
+    other_key = secrets_factory.client("kms").create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")
+    other = json.loads(
+        _signed_record(secrets_factory, rid, meta, other_key["KeyMetadata"]["Arn"], approver_arn, soon)
+    )
+    other["kms_key_arn"] = kms_key
+    put(rid, json.dumps(other))
+    refused(meta, "does not verify")
+    # Replayed: a valid approval of another request (another execution) copied onto this one.
+    meta_b = create(connector, template, inputs, execution="exec-b")
+    put(rid, _signed_record(secrets_factory, request_id_of(meta_b), meta_b, kms_key, approver_arn, soon))
+    refused(meta, "another request")
+    # Expired.
+    put(rid, _signed_record(secrets_factory, rid, meta, kms_key, approver_arn, int(time.time()) - 1))
+    refused(meta, "expired")
+    # Self-approval: the requester holds kms:Sign too, but an approver must be somebody else.
+    ada = aws_user_env(secrets_factory, aws_env, ADA_EMAIL)
+    done = approve(ada, operator_file, rid)
+    assert done.returncode == 0, done.stderr[-2000:]
+    refused(meta, "self-approval")
+    events = [e for e in audit_events(connector) if e["event"] == "approval-refused"]
+    assert len(events) >= 5 and tls_fake.memberships() == before
+    assert not any(r["method"] == "POST" and "/memberships" in r["path"] for r in tls_fake.requests())
+
+
+def test_delete_before_approval_means_never_granted_and_delete_after_removes(
+    connector: Connector,
+    tls_fake: FakeAptible,
+    operator_file: Path,
+    secrets_factory: Any,
+    aws_env: dict[str, str],
+    unique: str,
+) -> None:
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=30))
+    meta = create(connector, template, inputs, execution="exec-abort-early")
+    delete(connector, meta)
+    approver = aws_user_env(secrets_factory, aws_env, f"approver-{unique}@example.com")
+    approve(approver, operator_file, request_id_of(meta))  # too late: the request is gone
+    res = get(connector, meta)
+    assert res.phase == FAILED and not tls_fake.holds(ADMIN_ROLE, ADA)
+
+    meta = create(connector, template, inputs, execution="exec-abort-late")
+    assert approve(approver, operator_file, request_id_of(meta)).returncode == 0
+    assert "held until" in get(connector, meta).message and tls_fake.holds(ADMIN_ROLE, ADA)
+    delete(connector, meta)
+    assert not tls_fake.holds(ADMIN_ROLE, ADA)
+    delete(connector, meta)  # Propeller may repeat an abort
+
+
+def test_a_refused_request_fails_create_and_changes_nothing(
+    connector: Connector, tls_fake: FakeAptible, bot_password: str
+) -> None:
+    before = tls_fake.memberships()
+    for email, target, error in [
+        ("twin@example.com", "main-aptible-admin-role", "AmbiguousIdentityError"),
+        ("nobody@example.com", "main-aptible-admin-role", "IdentityNotFoundError"),
+        (ADA_EMAIL, "main-aptible-ro-role", "BotNotRoleAdminError"),
+        (ADA_EMAIL, "no-such-target", "UnknownTargetError"),
+    ]:
+        template, inputs = template_and_inputs(email, target, timedelta(minutes=5))
+        with pytest.raises(grpc.RpcError) as info:
+            create(connector, template, inputs)
+        assert error in info.value.details(), info.value.details()
+        assert bot_password not in info.value.details()
+    template, inputs = template_and_inputs(
+        ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=5), {"version": 2, "strategy": "nope"}
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        create(connector, template, inputs)
+    assert "UnknownStrategyError" in info.value.details()
+    assert tls_fake.memberships() == before
+    assert bot_password not in connector.output()
+
+
+def test_standing_access_is_reported_and_kept(connector: Connector, tls_fake: FakeAptible) -> None:
+    template, inputs = template_and_inputs("bob@example.com", "main-aptible-admin-role", timedelta(seconds=1))
     meta = create(connector, template, inputs)
     time.sleep(1.1)
     res, _ = poll_until_terminal(connector, meta)
     assert res.phase == SUCCEEDED
     grant = grant_of(res)
     assert grant.pre_existing and grant.revoked_at is None and grant.user_id == BOB
-    assert fake.holds(ADMIN_ROLE, BOB)
+    assert tls_fake.holds(ADMIN_ROLE, BOB)
+
+
+@pytest.mark.parametrize(
+    ("mangle", "field"),
+    [
+        (lambda t: t.replace("auth_url: https://", "auth_url: http://"), "integrations[0].auth_url"),
+        (
+            lambda t: t.replace("targets: [main-aptible-admin-role,", "targets: [typo-role,"),
+            "strategies[0].targets",
+        ),
+        (lambda t: t.replace("kms_key_arn:", "kms_key:"), "strategies[0].approval.kms_key"),
+    ],
+)
+def test_a_malformed_operator_file_stops_the_connector_at_start(
+    tmp_path: Path, aws_env: dict[str, str], operator_file: Path, mangle: Any, field: str
+) -> None:
+    bad = tmp_path / "bad-operator.yaml"
+    bad.write_text(mangle(operator_file.read_text()))
+    proc, _, log = start_connector(tmp_path, aws_env, bad)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the connector started with a malformed operator file")
+    out = log.read_text(errors="replace")
+    assert proc.returncode != 0
+    assert str(bad) in out and field in out, out[-2000:]

@@ -1,8 +1,10 @@
-"""Escalation and de-escalation against the fake Aptible server, with the client handed in (no AWS here).
+"""Escalation and de-escalation in-process, with the operator file the connector reads: moto (bot secret,
+SSM request records, KMS) and the fake Aptible on https.
 
-The story: a person asks for a role; every refusal happens before anything changes; a grant is held until
-it expires and then removed; standing access is never removed; an abort removes the grant; removal
-survives 5xx answers and an already-removed membership; every step leaves one audit record.
+The story: every refusal is typed and happens before anything changes; a strategy without approval grants
+at the first poll, holds, then removes, and never grants twice; a Deploy Owner bot may grant custom roles;
+an SSO-enforced organization says so; a membership created with an empty answer is adopted, not orphaned;
+a retried CreateTask after the grant is recognised from the grant record and Aptible's answer.
 """
 
 from __future__ import annotations
@@ -17,37 +19,35 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
-from flytekitplugins_awssecrets.aptible import (
-    AptibleAccessStrategy,
-    AptibleIntegration,
-    AptibleRole,
-    lifecycle,
-)
+from flytekitplugins_awssecrets.aptible import lifecycle
 from flytekitplugins_awssecrets.aptible.audit import AUDIT_LOGGER
-from flytekitplugins_awssecrets.aptible.client import AptibleClient, AptibleClientSettings, clear_token_cache
+from flytekitplugins_awssecrets.aptible.client import clear_token_cache
 from flytekitplugins_awssecrets.aptible.errors import (
     AmbiguousIdentityError,
     AptiblePreconditionError,
-    AptibleUnavailableError,
+    BotCredentialsError,
     BotNotRoleAdminError,
     DurationTooLongError,
     IdentityNotFoundError,
+    LocalApprovalDeniedError,
     RoleNotFoundError,
     RoleOrganizationMismatchError,
+    SsoEnforcedError,
+    UnknownStrategyError,
     UnknownTargetError,
 )
-from flytekitplugins_awssecrets.aptible.models import AptibleTaskConfig, IdentitySpec
+from flytekitplugins_awssecrets.aptible.operator import OperatorConfig, clear_operator_cache, load_operator
+from flytekitplugins_awssecrets.aptible.request import AccessRequest
+from tests.support.aptible_fixtures import operator_yaml
 from tests.support.fake_aptible import (
     ADA,
     ADMIN_ROLE,
     BOB,
     BOT,
-    BOT_EMAIL,
+    DEPLOY_OWNER_ROLE,
     FOREIGN_ROLE,
     ORG,
-    OWNER_ROLE,
     RO_ROLE,
     TWIN1,
     FakeAptible,
@@ -55,48 +55,48 @@ from tests.support.fake_aptible import (
     start_fake_aptible,
 )
 
-CREDS = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sym/main/aptible-bot-credentials-AbCdEf"
-FAST = AptibleClientSettings(backoff_initial_seconds=0.01, backoff_max_seconds=0.05, max_attempts=3)
 MISSING_ROLE = "99999999-0000-4000-8000-000000000999"
+TARGETS = {"admin": ADMIN_ROLE, "read-only": RO_ROLE, "theirs": FOREIGN_ROLE, "ghost": MISSING_ROLE}
+EXEC = "proj/dev/ex1/n0/0"
 
 
 def identity_by_handle(email: str) -> str | None:
-    """An identity override as a team would write one: company handles map to Aptible emails."""
+    """An identity hook as an operator would write one: company handles map to Aptible emails."""
     return "Ada.Lovelace@Example.com" if email == "ada@corp.example" else None
 
 
-def strategy(max_duration: timedelta = timedelta(hours=1)) -> AptibleAccessStrategy:
-    integration = AptibleIntegration(
-        name="main-aptible",
-        organization_id=ORG,
-        username_secret=f"{CREDS}:username",
-        password_secret=f"{CREDS}:password",
-    )
-    return AptibleAccessStrategy(
-        name="main-aptible-strategy",
-        integration=integration,
-        targets=[
-            AptibleRole(name="admin", label="Admin Role", role_id=ADMIN_ROLE.upper()),
-            AptibleRole(name="read-only", role_id=RO_ROLE),
-            AptibleRole(name="theirs", role_id=FOREIGN_ROLE),
-            AptibleRole(name="ghost", role_id=MISSING_ROLE),
-        ],
-        max_duration=max_duration,
-    )
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    clear_token_cache()
+    clear_operator_cache()
+    yield
+    clear_token_cache()
+    clear_operator_cache()
 
 
 @pytest.fixture
-def fake(tmp_path: Path, bot_password: str) -> Iterator[FakeAptible]:
-    server = start_fake_aptible(standard_seed(bot_password), str(tmp_path / "seed.json"))
-    clear_token_cache()
-    yield server
-    server.stop()
-    clear_token_cache()
+def make_config(tmp_path: Path, tls_fake: FakeAptible, creds_arn: str, kms_key: str, unique: str) -> Any:
+    def make(extra: str = "", fake: FakeAptible | None = None, **kwargs: Any) -> OperatorConfig:
+        path = tmp_path / f"operator-{time.monotonic_ns()}.yaml"
+        kwargs.setdefault("approval_required", False)
+        path.write_text(
+            operator_yaml(
+                fake or tls_fake,
+                creds_arn,
+                kms_key,
+                f"/flyte/lc-{unique}",
+                targets=TARGETS,
+                extra=extra,
+                **kwargs,
+            )
+        )
+        return load_operator(str(path))
+
+    return make
 
 
 @pytest.fixture
-def audit_log(caplog: pytest.LogCaptureFixture) -> Iterator[list[dict[str, Any]]]:
-    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
+def audit_log() -> Iterator[list[dict[str, Any]]]:
     records: list[dict[str, Any]] = []
 
     class _Collect(logging.Handler):
@@ -104,112 +104,64 @@ def audit_log(caplog: pytest.LogCaptureFixture) -> Iterator[list[dict[str, Any]]
             records.append(json.loads(record.getMessage()))
 
     handler = _Collect()
-    logging.getLogger(AUDIT_LOGGER).addHandler(handler)
+    logger = logging.getLogger(AUDIT_LOGGER)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     yield records
-    logging.getLogger(AUDIT_LOGGER).removeHandler(handler)
+    logger.removeHandler(handler)
 
 
 def req(
     email: str = "ada.lovelace@example.com", target: str = "admin", seconds: float = 1.0
-) -> lifecycle.Request:
-    return lifecycle.Request(
-        email, target, timedelta(seconds=seconds), "INC-1", execution_id="proj/dev/ex1/n0/0"
+) -> AccessRequest:
+    return AccessRequest(
+        strategy="main-aptible-strategy",
+        target=target,
+        email=email,
+        duration=timedelta(seconds=seconds),
+        reason="INC-1",
     )
 
 
-def with_client(fake: FakeAptible, password: str, fn: Any) -> Any:
-    async def go() -> Any:
-        async with AptibleClient(fake.url, BOT_EMAIL, SecretStr(password), settings=FAST) as c:
-            return await fn(c)
-
-    return asyncio.run(go())
+def prepare(config: OperatorConfig, request: AccessRequest, execution: str = EXEC) -> lifecycle.GrantState:
+    return asyncio.run(lifecycle.prepare(config, request, execution))
 
 
-def config(identity: Any = None, max_duration: timedelta = timedelta(hours=1)) -> AptibleTaskConfig:
-    return AptibleTaskConfig(strategy=strategy(max_duration), identity=IdentitySpec.of(identity))
+def advance(config: OperatorConfig, state: lifecycle.GrantState) -> lifecycle.Progress:
+    return asyncio.run(lifecycle.advance(config, state))
 
 
-def test_grant_is_held_until_it_expires_then_removed(
-    fake: FakeAptible, bot_password: str, audit_log: list[dict[str, Any]]
+def changes(fake: FakeAptible) -> list[dict[str, Any]]:
+    return [r for r in fake.requests() if r["method"] in ("POST", "DELETE") and r["path"] != "/tokens"]
+
+
+def test_without_approval_the_first_poll_grants_then_the_grant_is_removed_once(
+    make_config: Any, tls_fake: FakeAptible, audit_log: list[dict[str, Any]], bot_password: str
 ) -> None:
-    state = with_client(fake, bot_password, lambda c: lifecycle.start(config(), req(seconds=1.5), client=c))
-    assert not state.pre_existing and state.user_id == ADA and state.role_id == ADMIN_ROLE
-    assert fake.holds(ADMIN_ROLE, ADA)
-
-    assert with_client(fake, bot_password, lambda c: lifecycle.poll(state, client=c)) is None
-    assert fake.holds(ADMIN_ROLE, ADA)
-
+    config = make_config()
+    state = prepare(config, req(seconds=1.5))
+    assert not state.pre_existing and state.user_id == ADA and not tls_fake.holds(ADMIN_ROLE, ADA)
+    assert changes(tls_fake) == []  # CreateTask changes nothing
+    assert "held until" in advance(config, state).message and tls_fake.holds(ADMIN_ROLE, ADA)
+    assert advance(config, state).grant is None
     time.sleep(1.6)
-    grant = with_client(fake, bot_password, lambda c: lifecycle.poll(state, client=c))
-    assert grant is not None and grant.revoked_at is not None and grant.revoked_at >= grant.expires_at
-    assert grant.membership_id == state.membership_id and not grant.pre_existing
-    assert not fake.holds(ADMIN_ROLE, ADA)
-    assert fake.holds(ADMIN_ROLE, BOB)  # nobody else's access was touched
-
-    assert [r["event"] for r in audit_log] == ["requested", "escalated", "expired", "de-escalated"]
-    for r in audit_log:
-        assert r["execution_id"] == "proj/dev/ex1/n0/0" and r["email"] == "ada.lovelace@example.com"
-    assert audit_log[1]["membership_id"] == state.membership_id and audit_log[1]["user_id"] == ADA
-    assert audit_log[3]["revoked_at"] and audit_log[3]["already_gone"] is False
+    done = advance(config, state)
+    assert (
+        done.grant is not None and done.grant.revoked_at is not None and not tls_fake.holds(ADMIN_ROLE, ADA)
+    )
+    assert tls_fake.holds(ADMIN_ROLE, BOB)
+    # Polled again after the end (a lost answer, another replica): no second grant.
+    assert advance(config, state).grant is not None and not tls_fake.holds(ADMIN_ROLE, ADA)
+    assert sum(1 for r in changes(tls_fake) if r["method"] == "POST") == 1
+    kinds = [r["event"] for r in audit_log]
+    assert kinds == ["requested", "escalated", "expired", "de-escalated"]
     assert bot_password not in json.dumps(audit_log)
-
-
-def test_standing_access_is_reported_and_never_removed(
-    fake: FakeAptible, bot_password: str, audit_log: list[dict[str, Any]]
-) -> None:
-    state = with_client(
-        fake, bot_password, lambda c: lifecycle.start(config(), req("BOB@example.com", seconds=0.2), client=c)
-    )
-    assert state.pre_existing and state.user_id == BOB
-    time.sleep(0.3)
-    grant = with_client(fake, bot_password, lambda c: lifecycle.poll(state, client=c))
-    assert grant.pre_existing and grant.revoked_at is None
-    with_client(fake, bot_password, lambda c: lifecycle.abort(state, client=c))
-    assert fake.holds(ADMIN_ROLE, BOB)
-    assert not any(r["method"] in ("POST", "DELETE") and r["path"] != "/tokens" for r in fake.requests())
-    assert [r["event"] for r in audit_log] == ["requested", "already-held", "expired", "aborted"]
-
-
-def test_abort_removes_the_grant_and_a_second_abort_finds_it_gone(
-    fake: FakeAptible, bot_password: str, audit_log: list[dict[str, Any]]
-) -> None:
-    state = with_client(fake, bot_password, lambda c: lifecycle.start(config(), req(seconds=600), client=c))
-    assert fake.holds(ADMIN_ROLE, ADA)
-    assert with_client(fake, bot_password, lambda c: lifecycle.abort(state, client=c)) is True
-    assert not fake.holds(ADMIN_ROLE, ADA)
-    assert with_client(fake, bot_password, lambda c: lifecycle.abort(state, client=c)) is False
-    aborted = [r for r in audit_log if r["event"] == "aborted"]
-    assert [r["already_gone"] for r in aborted] == [False, True]
-
-
-def test_removal_survives_5xx_answers_and_an_already_removed_membership(
-    fake: FakeAptible, bot_password: str, audit_log: list[dict[str, Any]]
-) -> None:
-    state = with_client(fake, bot_password, lambda c: lifecycle.start(config(), req(seconds=0.2), client=c))
-    time.sleep(0.3)
-    # Aptible is down for longer than one poll's attempts: the poll fails (retryable), the next one removes.
-    fake.faults(
-        {"method": "DELETE", "path_prefix": "/memberships/", "action": "status", "status": 503, "count": 4}
-    )
-    with pytest.raises(AptibleUnavailableError) as info:
-        with_client(fake, bot_password, lambda c: lifecycle.poll(state, client=c))
-    assert info.value.retryable and fake.holds(ADMIN_ROLE, ADA)
-    grant = with_client(fake, bot_password, lambda c: lifecycle.poll(state, client=c))
-    assert grant.revoked_at is not None and not fake.holds(ADMIN_ROLE, ADA)
-    # And a membership someone already removed by hand is a success, not an error.
-    state2 = with_client(fake, bot_password, lambda c: lifecycle.start(config(), req(seconds=0.2), client=c))
-    with_client(fake, bot_password, lambda c: c.delete_membership(state2.membership_id))
-    time.sleep(0.3)
-    assert with_client(fake, bot_password, lambda c: lifecycle.poll(state2, client=c)).revoked_at is not None
-    events = [r["event"] for r in audit_log]
-    assert events.count("failed") == 1 and events.count("expired") == 2 and events.count("de-escalated") == 2
 
 
 @pytest.mark.parametrize(
     ("request_", "error"),
     [
         (req(seconds=7200), DurationTooLongError),
-        (req(seconds=0), DurationTooLongError),
         (req(target="prod-root"), UnknownTargetError),
         (req(target="theirs"), RoleOrganizationMismatchError),
         (req(target="ghost"), RoleNotFoundError),
@@ -220,7 +172,6 @@ def test_removal_survives_5xx_answers_and_an_already_removed_membership(
     ],
     ids=[
         "too-long",
-        "zero",
         "unknown-target",
         "other-org",
         "missing-role",
@@ -230,91 +181,143 @@ def test_removal_survives_5xx_answers_and_an_already_removed_membership(
         "two-users",
     ],
 )
-def test_each_refusal_is_a_typed_error_before_anything_changes(
-    fake: FakeAptible,
-    bot_password: str,
+def test_each_refusal_is_a_typed_error_before_anything_changes_or_is_asked(
+    make_config: Any,
+    tls_fake: FakeAptible,
     audit_log: list[dict[str, Any]],
-    request_: lifecycle.Request,
+    request_: AccessRequest,
     error: type[Exception],
+    secrets_factory: Any,
+    unique: str,
 ) -> None:
-    before = fake.memberships()
+    config = make_config(approval_required=True)
+    before = tls_fake.memberships()
     with pytest.raises(error) as info:
-        with_client(fake, bot_password, lambda c: lifecycle.start(config(), request_, client=c))
+        prepare(config, request_)
     assert isinstance(info.value, AptiblePreconditionError)
-    assert fake.memberships() == before
-    assert not any(r["method"] in ("POST", "DELETE") and r["path"] != "/tokens" for r in fake.requests())
+    assert tls_fake.memberships() == before and changes(tls_fake) == []
+    # No approval was asked for: no request record was published.
+    ssm = secrets_factory.client("ssm")
+    assert ssm.get_parameters_by_path(Path=f"/flyte/lc-{unique}", Recursive=True)["Parameters"] == []
     assert [r["event"] for r in audit_log] == ["requested", "failed"]
     assert audit_log[1]["error"]["type"] == error.__name__
-    assert bot_password not in str(info.value)
 
 
-def test_an_owner_bot_may_grant_roles_it_is_not_role_admin_of(fake: FakeAptible, bot_password: str) -> None:
-    fake.add_membership(OWNER_ROLE, BOT)
-    state = with_client(
-        fake, bot_password, lambda c: lifecycle.start(config(), req(target="read-only"), client=c)
+def test_an_unknown_strategy_is_refused(make_config: Any) -> None:
+    with pytest.raises(UnknownStrategyError, match="main-aptible-strategy"):
+        prepare(make_config(), req().model_copy(update={"strategy": "root"}))
+
+
+def test_a_deploy_owner_bot_is_role_admin_of_custom_roles(make_config: Any, tls_fake: FakeAptible) -> None:
+    """Aptible: a Deploy Owner (platform_owner) is implicitly Role Admin of every custom role."""
+    config = make_config()
+    with pytest.raises(BotNotRoleAdminError):
+        prepare(config, req(target="read-only"))
+    tls_fake.add_membership(DEPLOY_OWNER_ROLE, BOT)
+    state = prepare(config, req(target="read-only"), execution="p/d/e2/n0/0")
+    advance(config, state)
+    assert tls_fake.holds(RO_ROLE, ADA)
+
+
+def test_an_sso_enforced_organization_says_so(
+    tmp_path: Path, make_config: Any, bot_password: str, bot_email: str
+) -> None:
+    seed = standard_seed(bot_password, bot_email=bot_email)
+    seed["organizations"][0]["sso_enforced"] = True
+    d = tmp_path / "sso"
+    d.mkdir()
+    fake = start_fake_aptible(seed, str(d / "seed.json"), tls=True)
+    try:
+        config = make_config(fake=fake)
+        with pytest.raises(SsoEnforcedError, match="enforces SSO") as info:
+            prepare(config, req())
+        assert "allowlist" in str(info.value) and ORG in str(info.value)
+        assert changes(fake) == []
+    finally:
+        fake.stop()
+
+
+@pytest.mark.parametrize("body", ["", "not json", '{"_type": "membership"}'])
+def test_a_created_membership_with_an_unreadable_answer_is_adopted_and_removed(
+    make_config: Any, tls_fake: FakeAptible, body: str
+) -> None:
+    config = make_config()
+    state = prepare(config, req(seconds=0.5))
+    tls_fake.faults(
+        {"method": "POST", "path_prefix": "/roles/", "action": "apply_then_body", "body": body, "count": 1}
     )
-    assert fake.holds(RO_ROLE, ADA) and state.role_id == RO_ROLE
+    assert "held until" in advance(config, state).message
+    assert tls_fake.holds(ADMIN_ROLE, ADA)
+    time.sleep(0.6)
+    assert advance(config, state).grant is not None
+    assert not tls_fake.holds(ADMIN_ROLE, ADA)  # no orphan
+
+
+def test_a_retried_create_after_the_grant_is_not_standing_access(
+    make_config: Any, tls_fake: FakeAptible
+) -> None:
+    """A fresh process (another replica) repeats the CreateTask: the grant record and Aptible's membership
+    say the membership is this request's, so it is still removed at the end."""
+    config = make_config()
+    first = prepare(config, req(seconds=0.5))
+    advance(config, first)
+    clear_operator_cache()
+    clear_token_cache()
+    again = prepare(make_config(), req(seconds=0.5))
+    assert again.request_id == first.request_id and not again.pre_existing
+    other = prepare(config, req(seconds=0.5), execution="p/d/other/n0/0")
+    assert other.pre_existing  # another execution sees it as standing access
+    time.sleep(0.6)
+    assert advance(config, again).grant is not None and not tls_fake.holds(ADMIN_ROLE, ADA)
+
+
+def test_abort_before_the_grant_means_it_is_never_made(make_config: Any, tls_fake: FakeAptible) -> None:
+    config = make_config()
+    state = prepare(config, req(seconds=60))
+    assert asyncio.run(lifecycle.abort(config, state)) is False
+    with pytest.raises(Exception, match="aborted"):
+        advance(config, state)
+    assert not tls_fake.holds(ADMIN_ROLE, ADA) and changes(tls_fake) == []
 
 
 @pytest.mark.parametrize(
     ("identity", "email"),
     [
-        ({"ada@corp.example": ADA.upper()}, "ada@corp.example"),
-        ({"ADA@corp.example": "ada.lovelace@example.com"}, "ada@Corp.example"),
-        (identity_by_handle, "ada@corp.example"),
-        ({"twin@example.com": TWIN1}, "twin@example.com"),
+        (f'{{mapping: {{"ada@corp.example": "{ADA.upper()}"}}}}', "ada@corp.example"),
+        ("{mapping: {ADA@corp.example: ada.lovelace@example.com}}", "ada@Corp.example"),
+        ("{function: 'tests.test_aptible_lifecycle:identity_by_handle'}", "ada@corp.example"),
+        (f'{{mapping: {{"twin@example.com": "{TWIN1}"}}}}', "twin@example.com"),
     ],
     ids=["mapping-to-id", "mapping-to-email", "function", "mapping-resolves-ambiguity"],
 )
-def test_identity_override_maps_requesters_to_aptible_users(
-    fake: FakeAptible, bot_password: str, identity: Any, email: str
+def test_the_operator_identity_maps_requesters_to_aptible_users(
+    make_config: Any, identity: str, email: str
 ) -> None:
-    state = with_client(fake, bot_password, lambda c: lifecycle.start(config(identity), req(email), client=c))
+    state = prepare(make_config(extra=f"identity: {identity}\n"), req(email))
     assert state.user_id == (TWIN1 if "twin" in email else ADA)
 
 
-def test_an_override_naming_a_user_outside_the_organization_is_refused(
-    fake: FakeAptible, bot_password: str
+def test_a_local_run_asks_and_defaults_to_no(
+    make_config: Any, tls_fake: FakeAptible, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.support.fake_aptible import OUTSIDER
+    import io
 
-    with pytest.raises(IdentityNotFoundError, match="override"):
-        with_client(
-            fake,
-            bot_password,
-            lambda c: lifecycle.start(config({"x@corp.example": OUTSIDER}), req("x@corp.example"), client=c),
-        )
+    config = make_config()
+    for answer in ["\n", "", "nope\n"]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(answer))
+        with pytest.raises(LocalApprovalDeniedError):
+            prepare(config, req(), execution="local")
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
+    state = prepare(config, req(), execution="local")
+    assert state.execution_id.startswith("local/") and changes(tls_fake) == []
 
 
-def test_a_grant_added_then_failing_is_taken_back(
-    fake: FakeAptible, bot_password: str, monkeypatch: pytest.MonkeyPatch
+def test_a_missing_bot_secret_is_a_typed_error(
+    tmp_path: Path, tls_fake: FakeAptible, kms_key: str, unique: str, aws_env: dict[str, str]
 ) -> None:
-    """A failure after the membership was added (here: the audit handler breaks) must not leave the access."""
-    real = lifecycle.audit
-
-    def broken(event: str, **fields: Any) -> Any:
-        if event == "escalated":
-            raise RuntimeError("log pipeline down")
-        return real(event, **fields)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(lifecycle, "audit", broken)
-    with pytest.raises(RuntimeError):
-        with_client(fake, bot_password, lambda c: lifecycle.start(config(), req(), client=c))
-    assert not fake.holds(ADMIN_ROLE, ADA)
-    assert any(r["method"] == "POST" and r["path"].endswith("/memberships") for r in fake.requests())
-
-
-def test_a_repeated_create_of_the_same_execution_is_not_mistaken_for_standing_access(
-    fake: FakeAptible, bot_password: str
-) -> None:
-    """Propeller retries a CreateTask whose answer was lost: the retry must still remove the grant at the end."""
-    first = with_client(fake, bot_password, lambda c: lifecycle.start(config(), req(seconds=0.2), client=c))
-    again = with_client(fake, bot_password, lambda c: lifecycle.start(config(), req(seconds=0.2), client=c))
-    assert again.membership_id == first.membership_id and not again.pre_existing
-    other = lifecycle.Request(
-        "ada.lovelace@example.com", "admin", timedelta(seconds=1), "x", execution_id="p/d/other/n0/0"
-    )
-    assert with_client(fake, bot_password, lambda c: lifecycle.start(config(), other, client=c)).pre_existing
-    time.sleep(0.3)
-    assert with_client(fake, bot_password, lambda c: lifecycle.poll(again, client=c)).revoked_at is not None
-    assert not fake.holds(ADMIN_ROLE, ADA)
+    path = tmp_path / "op.yaml"
+    missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sym/absent-AbCdEf"
+    path.write_text(operator_yaml(tls_fake, missing, kms_key, f"/flyte/m-{unique}", targets=TARGETS))
+    with pytest.raises(BotCredentialsError, match="main-aptible") as info:
+        prepare(load_operator(str(path)), req())
+    assert "secretsmanager:GetSecretValue" in str(info.value)

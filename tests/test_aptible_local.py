@@ -1,8 +1,6 @@
-"""The Aptible access flow through ``pyflyte run``, as a person runs it on a laptop.
-
-AWS is the moto server (the bot's JSON credentials secret lives there), Aptible is the fake server; the
-connector runs in the ``pyflyte run`` process through flytekit's AsyncConnectorExecutorMixin. The approval
-gate reads the answer from stdin. Memberships are read from the fake server while the run is in progress.
+"""The Aptible access flow through ``pyflyte run``, as a person runs it on a laptop: the same operator file
+and the same checks as the connector. AWS is the moto server (bot secret, request records, KMS), Aptible the
+fake on https; the connector runs in the ``pyflyte run`` process (flytekit's AsyncConnectorExecutorMixin).
 """
 
 from __future__ import annotations
@@ -13,48 +11,34 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.support.fake_aptible import (
-    ADA,
-    ADMIN_ROLE,
-    ORG,
-    RO_ROLE,
-    FakeAptible,
-)
+from tests.support.aptible_fixtures import approve, aws_user_env, operator_yaml
+from tests.support.fake_aptible import ADA, ADMIN_ROLE, FakeAptible
 
 BIN = Path(sys.executable).parent
 ADA_EMAIL = "ada.lovelace@example.com"
 
 
-@pytest.fixture
-def run_env(
-    aws_env: dict[str, str],
-    secrets_factory: object,
-    fake: FakeAptible,
-    bot_password: str,
-    bot_email: str,
-    unique: str,
-) -> dict[str, str]:
-    arn, _ = secrets_factory.secret(  # type: ignore[attr-defined]
-        f"sym/{unique}/aptible-bot-credentials", {"username": bot_email, "password": str(bot_password)}
-    )
+def run_env(aws_env: dict[str, str], operator: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYTE_AWS_SECRETS_"))}
     env.update(aws_env)
     env.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "COLUMNS": "400",
-            "APTIBLE_BOT_CREDENTIALS_ARN": arn,
-            "APTIBLE_ORGANIZATION_ID": ORG,
-            "APTIBLE_ADMIN_ROLE_ID": ADMIN_ROLE,
-            "APTIBLE_RO_ROLE_ID": RO_ROLE,
-            "APTIBLE_AUTH_URL": fake.url,
-        }
+        {"PYTHONPATH": str(ROOT), "COLUMNS": "400", "FLYTE_AWS_SECRETS_APTIBLE_OPERATOR_FILE": str(operator)}
     )
     return env
+
+
+@pytest.fixture
+def no_approval_file(tmp_path: Path, tls_fake: FakeAptible, creds_arn: str, unique: str) -> Path:
+    path = tmp_path / "no-approval.yaml"
+    path.write_text(
+        operator_yaml(tls_fake, creds_arn, None, f"/flyte/local-{unique}", approval_required=False)
+    )
+    return path
 
 
 class Run:
@@ -78,74 +62,111 @@ class Run:
         self.proc.stdin.write(text)
         self.proc.stdin.close()
 
-    def wait(self, timeout: float = 60) -> tuple[str, str]:
+    def err(self) -> str:
+        return self.err_path.read_text()
+
+    def wait(self, timeout: float = 120) -> tuple[str, str]:
         self.proc.wait(timeout=timeout)
         return self.out_path.read_text(), self.err_path.read_text()
 
 
-def watch(run: Run, fake: FakeAptible, answer: str, timeout: float = 180) -> tuple[str, str, bool]:
-    """Answer the approval gate, then sample the fake's memberships until the run ends."""
-    run.answer(answer)
-    seen = False
+def until(cond: Any, run: Run, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while run.proc.poll() is None and time.monotonic() < deadline:
-        seen = seen or fake.holds(ADMIN_ROLE, ADA)
-        time.sleep(0.1)
-    out, err = run.wait(timeout=30)
-    return out, err, seen
+    while not cond():
+        if run.proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError("condition not met: " + run.err()[-3000:])
+        time.sleep(0.2)
 
 
-def test_approved_request_is_granted_then_removed_when_the_duration_passes(
-    run_env: dict[str, str], fake: FakeAptible, bot_password: str, tmp_path: Path
+def test_an_approved_local_request_is_granted_then_removed(
+    aws_env: dict[str, str],
+    operator_file: Path,
+    tls_fake: FakeAptible,
+    secrets_factory: Any,
+    bot_password: str,
+    tmp_path: Path,
+    unique: str,
 ) -> None:
-    run = Run(run_env, tmp_path, "--email", ADA_EMAIL, "--duration", "3s", "--reason", "INC-7")
-    out, err, seen = watch(run, fake, "y\n")
+    run = Run(
+        run_env(aws_env, operator_file),
+        tmp_path,
+        "--email",
+        ADA_EMAIL,
+        "--duration",
+        "3s",
+        "--reason",
+        "INC-7",
+    )
+    run.answer("")
+    until(lambda: "pyflyte-awssecrets aptible approve r" in run.err(), run)
+    rid = run.err().split("pyflyte-awssecrets aptible approve ")[1].split()[0]
+    assert not tls_fake.holds(ADMIN_ROLE, ADA)
+    done = approve(
+        aws_user_env(secrets_factory, aws_env, f"approver-{unique}@example.com"), operator_file, rid
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    until(lambda: tls_fake.holds(ADMIN_ROLE, ADA), run)
+    out, err = run.wait()
     assert run.proc.returncode == 0, err[-3000:]
-    assert seen, "the membership was never observed while the task ran"
-    assert not fake.holds(ADMIN_ROLE, ADA)
+    assert not tls_fake.holds(ADMIN_ROLE, ADA)
     events = [
         line.split('"event": "')[1].split('"')[0] for line in err.splitlines() if line.startswith("AUDIT ")
     ]
-    assert events == ["requested", "escalated", "expired", "de-escalated"]
-    assert "pre_existing" in out and "revoked_at" in out  # the AccessGrant output is printed
+    assert events == ["requested", "approval-requested", "escalated", "expired", "de-escalated"]
+    assert "revoked_at" in out
     assert bot_password not in out and bot_password not in err
 
 
-def test_a_refused_approval_grants_nothing(
-    run_env: dict[str, str], fake: FakeAptible, tmp_path: Path
+@pytest.mark.parametrize("answer", ["n\n", "\n", ""], ids=["no", "enter", "end-of-input"])
+def test_the_local_prompt_defaults_to_no(
+    aws_env: dict[str, str], no_approval_file: Path, tls_fake: FakeAptible, tmp_path: Path, answer: str
 ) -> None:
-    before = fake.memberships()
-    run = Run(run_env, tmp_path, "--email", ADA_EMAIL, "--duration", "3s", "--reason", "INC-8")
-    out, err, seen = watch(run, fake, "n\n")
+    before = tls_fake.memberships()
+    run = Run(run_env(aws_env, no_approval_file), tmp_path, "--email", ADA_EMAIL, "--duration", "3s")
+    run.answer(answer)
+    out, err = run.wait()
     assert run.proc.returncode != 0
-    assert "did not approve" in (out + err)
-    assert not seen and fake.memberships() == before
-    assert fake.requests() == []  # the connector never even logged in
+    assert "[y/N]" in err and "LocalApprovalDeniedError" in (out + err)
+    assert tls_fake.memberships() == before
 
 
-def test_a_too_long_request_fails_before_anything_changes(
-    run_env: dict[str, str], fake: FakeAptible, bot_password: str, tmp_path: Path
+def test_a_too_long_request_fails_before_any_approval_is_asked(
+    aws_env: dict[str, str], no_approval_file: Path, tls_fake: FakeAptible, bot_password: str, tmp_path: Path
 ) -> None:
-    before = fake.memberships()
-    run = Run(run_env, tmp_path, "--email", ADA_EMAIL, "--duration", "2 days", "--reason", "INC-9")
-    out, err, _ = watch(run, fake, "y\n")
+    before = tls_fake.memberships()
+    run = Run(run_env(aws_env, no_approval_file), tmp_path, "--email", ADA_EMAIL, "--duration", "2 days")
+    run.answer("y\n")
+    out, err = run.wait()
     assert run.proc.returncode != 0
-    assert "DurationTooLongError" in err or "over the maximum" in err, err[-3000:]
-    assert fake.memberships() == before
+    assert "DurationTooLongError" in err and "[y/N]" not in err, err[-3000:]
+    assert tls_fake.memberships() == before
     assert bot_password not in out and bot_password not in err
 
 
 def test_interrupting_the_run_removes_the_grant(
-    run_env: dict[str, str], fake: FakeAptible, tmp_path: Path
+    aws_env: dict[str, str], no_approval_file: Path, tls_fake: FakeAptible, tmp_path: Path
 ) -> None:
-    run = Run(run_env, tmp_path, "--email", ADA_EMAIL, "--duration", "10m", "--reason", "INC-10")
+    run = Run(run_env(aws_env, no_approval_file), tmp_path, "--email", ADA_EMAIL, "--duration", "10m")
     run.answer("y\n")
-    deadline = time.monotonic() + 180
-    while not fake.holds(ADMIN_ROLE, ADA) and time.monotonic() < deadline and run.proc.poll() is None:
-        time.sleep(0.1)
-    assert fake.holds(ADMIN_ROLE, ADA), run.err_path.read_text()[-3000:]
+    until(lambda: tls_fake.holds(ADMIN_ROLE, ADA), run)
     time.sleep(1.5)  # let the connector enter its polling loop, where flytekit's signal handler is installed
     run.proc.send_signal(signal.SIGINT)
     out, err = run.wait(timeout=60)
-    assert not fake.holds(ADMIN_ROLE, ADA), err[-3000:]
+    assert not tls_fake.holds(ADMIN_ROLE, ADA), err[-3000:]
     assert '"event": "aborted"' in err
+
+
+def test_a_missing_bot_secret_is_one_typed_paragraph(
+    aws_env: dict[str, str], tmp_path: Path, tls_fake: FakeAptible, unique: str
+) -> None:
+    path = tmp_path / "missing.yaml"
+    missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sym/absent-AbCdEf"
+    path.write_text(operator_yaml(tls_fake, missing, None, f"/flyte/m-{unique}", approval_required=False))
+    run = Run(run_env(aws_env, path), tmp_path, "--email", ADA_EMAIL, "--duration", "5m")
+    run.answer("")
+    out, err = run.wait()
+    assert run.proc.returncode != 0
+    text = out + err
+    assert "BotCredentialsError" in text and "secretsmanager:GetSecretValue" in text, text[-3000:]
+    assert "sym/absent-AbCdEf" in text and "not found" in text
+    assert "asyncio" not in text and "run_until_complete" not in text and "base_connector" not in text

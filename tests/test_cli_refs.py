@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from flytekitplugins_awssecrets.cli import main
-from tests.conftest import new_value
+from tests.conftest import ROOT, new_value
 
 SM_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-XyZ123"
 
@@ -155,7 +155,8 @@ def test_check_workflow_reports_each_request_and_exits_1(workflow_file: Path, un
     }
     results = {(x["task"].rsplit(".", 1)[-1], x["request"].rsplit(":", 1)[-1]): x for x in results}
     detail = results[("uses_missing_key", "nope")]["detail"]
-    assert "JSON key 'nope' not found" in detail and "'password'" in detail and "'user'" in detail
+    assert "JSON key 'nope' not found" in detail and "an object with 2 keys" in detail
+    assert "'password'" not in detail and "'user'" not in detail  # key names can be secret too
     assert "not found" in results[("in_branch", f"prod/missing-{unique}")]["detail"]
 
 
@@ -195,3 +196,182 @@ def test_check_bad_usage_exits_2(workflow_file: Path, tmp_path: Path) -> None:
     broken.write_text("import does_not_exist_anywhere\n")
     r = _cli("check", str(broken))
     assert r.exit_code == 2 and "ModuleNotFoundError" in r.stderr
+
+
+def test_check_covers_the_bot_credentials_of_aptible_tasks(
+    tmp_path: Path, secrets_factory: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An Aptible task names a strategy; its bot credentials are the operator file's, and check reads them."""
+    from flytekitplugins_awssecrets.aptible.operator import clear_operator_cache
+    from tests.support.aptible_fixtures import operator_yaml
+
+    arn, _ = secrets_factory.secret(f"sym/{unique}/bot", {"username": f"bot-{unique}@example.com"})
+    key = secrets_factory.client("kms").create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")
+
+    class Host:
+        url, ca_file = "https://auth.aptible.com", None
+
+    op = tmp_path / "op.yaml"
+    op.write_text(operator_yaml(Host(), arn, key["KeyMetadata"]["Arn"], "/flyte/x"))  # type: ignore[arg-type]
+    flows = tmp_path / f"aptible_flows_{unique}.py"
+    flows.write_text(
+        "from flytekitplugins_awssecrets.aptible import AptibleAccessTask\n"
+        "ok = AptibleAccessTask(name='ok', strategy='main-aptible-strategy')\n"
+        "typo = AptibleAccessTask(name='typo', strategy='main-aptible-strategyy')\n"
+    )
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_APTIBLE_OPERATOR_FILE", str(op))
+    clear_operator_cache()
+    r = _cli("check", "--format", "json", str(flows))
+    assert r.exit_code == 1, r.output
+    results = {(x["task"], x["request"].rsplit(":", 1)[-1]): x for x in json.loads(r.stdout)}
+    assert results[("ok", "username")]["ok"] is True
+    # The secret has no "password" key: check says so, as the connector would at its first request.
+    assert results[("ok", "password")]["ok"] is False and "password" in results[("ok", "password")]["detail"]
+    typo = next(x for (t, _), x in results.items() if t == "typo")
+    assert (
+        typo["ok"] is False and "UnknownStrategy" not in typo["detail"] and "not declared" in typo["detail"]
+    )
+    clear_operator_cache()
+
+
+# -- output: references printed exactly, terminals, pipes, NO_COLOR, json -----------------------------------
+
+
+def _run_in_pty(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
+    """Run the CLI with its stdout on a pseudo-terminal (as a user's shell has it); returns what it printed."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    master, slave = os.openpty()
+    p = subprocess.Popen(
+        [sys.executable, "-m", "flytekitplugins_awssecrets.cli", *args],
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    os.close(master)
+    return b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+def _pty_env(columns: int, **extra: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TERM")}
+    env.update(COLUMNS=str(columns), LINES="50", TERM="xterm-256color", PYTHONPATH=str(ROOT))
+    env.update(extra)
+    return env
+
+
+def test_check_table_prints_arns_exactly_and_fits_the_terminal(workflow_file: Path) -> None:
+    import re
+
+    ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+    arns = _good_arns(workflow_file)
+    for columns in (200, 90):
+        raw = _run_in_pty(["check", str(workflow_file), "only_good"], _pty_env(columns))
+        text = ansi.sub("", raw)
+        assert "㊙" not in text
+        for arn in arns:
+            assert arn in text, (columns, text)  # never folded, never an emoji
+        assert max(len(line) for line in text.splitlines()) <= columns, text
+        assert "\x1b[" in raw and "32m" in raw  # a terminal gets colour ("ok" in green) ...
+    raw = _run_in_pty(["check", str(workflow_file), "only_good"], _pty_env(200, NO_COLOR="1"))
+    assert not re.search(r"\x1b\[[0-9;]*3[0-7]m", raw) and arns[0] in ansi.sub("", raw)  # ... unless NO_COLOR
+
+
+def _good_arns(workflow_file: Path) -> list[str]:
+    import re
+
+    src = workflow_file.read_text()
+    group = re.search(r"GOOD = Secret\(group=\'([^\']+)\', key=\'([^\']+)\'", src)
+    assert group is not None
+    return [group.group(1) + group.group(2), group.group(1) + group.group(2) + ":password"]
+
+
+def test_check_without_a_terminal_prints_plain_rows(workflow_file: Path) -> None:
+    r = _cli("check", str(workflow_file), "only_good")
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["task", "request", "mount", "result", "detail"]
+    assert all(arn in r.stdout for arn in _good_arns(workflow_file))
+    assert not any(ch in r.stdout for ch in "┃│━─") and "\x1b[" not in r.stdout
+
+
+def test_check_json_data_on_stdout_messages_on_stderr(workflow_file: Path) -> None:
+    r = _cli("check", "--format", "json", str(workflow_file), "only_good")
+    assert r.exit_code == 0
+    assert [x["ok"] for x in json.loads(r.stdout)] == [True, True]
+    assert "2 ok, 0 failed, 0 skipped" in r.stderr
+
+
+def test_split_json_and_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = _cli("split", "--format", "json", SM_ARN)
+    assert json.loads(r.stdout)["key"] == "prod/db-XyZ123"
+    r = _cli("split", "TestingSecret")
+    assert r.exit_code == 2 and "not an alias the settings define" in r.stderr
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_ALIASES", json.dumps({"TestingSecret": SM_ARN}))
+    r = _cli("split", "TestingSecret:password")
+    assert r.exit_code == 0 and "key:   TestingSecret:password" in r.stdout and SM_ARN in r.stderr
+
+
+def test_check_verbose_says_where_things_come_from(
+    workflow_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_env: dict[str, str]
+) -> None:
+    cfg = tmp_path / "settings.yaml"
+    cfg.write_text("cache_ttl_seconds: 10\n")
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_CONFIG", str(cfg))
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_MAX_ATTEMPTS", "3")
+    r = _cli("check", "-v", str(workflow_file), "only_good")
+    assert r.exit_code == 0, r.output
+    assert f"settings: file {cfg} (FLYTE_AWS_SECRETS_CONFIG)" in r.stderr
+    assert (
+        "env vars: FLYTE_AWS_SECRETS_CONFIG" not in r.stderr and "FLYTE_AWS_SECRETS_MAX_ATTEMPTS" in r.stderr
+    )
+    assert "credentials: env vars AWS_ACCESS_KEY_ID" in r.stderr
+    url = aws_env["AWS_ENDPOINT_URL"]
+    assert f"endpoint secretsmanager us-east-1: {url} (from env var AWS_ENDPOINT_URL)" in r.stderr
+
+
+def test_check_invalid_settings_reported_once_exit_2(
+    workflow_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_CACHE_TTL_SECONDS", "soon")
+    r = _cli("check", str(workflow_file), "wf")
+    assert r.exit_code == 2
+    assert r.stderr.count("FLYTE_AWS_SECRETS_CACHE_TTL_SECONDS") == 1 and "Value error" not in r.stderr
+
+
+def test_check_unreachable_endpoint_is_named_and_tried_once(
+    workflow_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.blackhole import Blackhole
+
+    hole = Blackhole().start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", hole.url)
+        monkeypatch.setenv("FLYTE_AWS_SECRETS_READ_TIMEOUT", "0.3")
+        r = _cli("check", "--format", "json", str(workflow_file), "wf")
+    finally:
+        hole.stop()
+    assert r.exit_code == 1
+    failed = [x for x in json.loads(r.stdout) if x["ok"] is False]
+    assert len(failed) == 5
+    for x in failed:
+        assert f"cannot reach endpoint {hole.url} (from env var AWS_ENDPOINT_URL)" in x["detail"], x["detail"]
+        assert "after 2 attempts" in x["detail"]
+    # The first (batched) round tries each of its calls connect_attempts (2) times; the per-request pass
+    # reuses that verdict instead of trying every request again.
+    assert hole.connections <= 2 * 4, hole.connections

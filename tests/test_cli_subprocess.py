@@ -29,6 +29,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         [],
         ["split"],
         ["check"],
+        ["policy"],
         ["manifest"],
         *[
             ["manifest", c]
@@ -108,7 +109,11 @@ def test_manifest_story_through_the_console_script(
     )
     assert r.returncode == 0, r.stderr
     r = run("manifest", "nuke", "--yes", str(f), env=env)
-    assert r.returncode == 0 and r.stderr.count("deleted") == 2
+    assert (
+        r.returncode == 0
+        and r.stderr.count(": deleted") == 2
+        and "nuke: 2 deleted, 0 already absent" in r.stderr
+    )
 
 
 def test_invalid_manifest_exit_2(tmp_path: Path) -> None:

@@ -34,14 +34,27 @@ def test_extract_nested_escaped_and_indexed() -> None:
         extract_json_key(REF, doc, "n")
 
 
-def test_missing_key_lists_keys_not_values() -> None:
-    pw = new_value()
-    doc = json.dumps({"username": "u", "password": pw})
+def test_missing_key_names_no_key_and_no_value() -> None:
+    pw, owner_token = new_value(), new_value("tok")
+    doc = json.dumps({"username": "u", "password": pw, "owners": {owner_token: "alice"}})
     with pytest.raises(JsonKeyNotFoundError) as e:
         extract_json_key(REF, doc, "passwd")
     msg = str(e.value)
-    assert "'passwd'" in msg and "'username'" in msg and "'password'" in msg
-    assert pw not in msg and pw not in repr(e.value)
+    assert "'passwd'" in msg and "top level" in msg and "3 keys" in msg
+    # Key names can be secret themselves (tokens -> owners): neither top-level nor nested keys are listed.
+    assert "username" not in msg and "password" not in msg
+    with pytest.raises(JsonKeyNotFoundError) as e:
+        extract_json_key(REF, doc, "owners.nobody")
+    msg = str(e.value) + repr(e.value) + repr(vars(e.value))
+    assert "segment 2 of 2" in msg and "1 key" in msg
+    assert owner_token not in msg and pw not in msg
+
+
+def test_deep_nesting_is_a_typed_error() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    for doc in (deep, '{"a": ' + deep + "}"):
+        with pytest.raises(SecretNotJsonError, match="nested too deeply|not an object"):
+            extract_json_key(REF, doc, "a")
 
 
 def test_not_json_never_chains_the_decoder_error() -> None:

@@ -70,7 +70,8 @@ def test_encrypt_then_decrypt_round_trip(tmp_path: Path, unique: str, psyml_key:
     enc = yaml.safe_load(f.read_text())
     assert secret not in f.read_text() and secret not in r.output
     assert enc["encrypted_with"] == psyml_key
-    assert [p["type"] for p in enc["parameters"]] == ["securestring", "string"]
+    # Only the encrypted entry's type changes (to psyml's ciphertext marker); the rest stay as written.
+    assert [p["type"] for p in enc["parameters"]] == ["securestring", "String"]
     assert enc["parameters"][1]["value"] == "0123"
 
     r = _cli("manifest", "decrypt", str(f))
@@ -246,7 +247,7 @@ def test_secrets_and_stringlists_through_encrypt_save_and_decrypt(
     assert enc["parameters"][0] == {
         "name": "hosts",
         "description": "",
-        "type": "stringlist",
+        "type": "StringList",  # not encrypted: left as written
         "value": ["a", "b"],
     }
     r = _cli("manifest", "save", "--progress", str(f))

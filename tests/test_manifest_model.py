@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import subprocess
@@ -277,10 +278,70 @@ def test_shell_export_is_not_expanded_by_sh() -> None:
     assert out.stdout == tricky
 
 
-def test_dotenv_and_json_formats() -> None:
-    pairs = [("A", 'x"$y\\z\nw'), ("B", "plain")]
-    assert export.render(pairs, "dotenv") == 'A="x\\"\\$y\\\\z\\nw"\nB="plain"\n'
+_NASTY = [
+    "plain",
+    'it\'s $HOME `id` "q" \\n',
+    "$(touch /tmp/awssecrets-pwned)",
+    "`touch /tmp/awssecrets-pwned`",
+    "a'b''c'" + "''",
+    "\\",
+    "trailing newlines\n\n",
+    "\nleading",
+    "tab\there\r\nCRLF",
+    "!history !! ${x:-y} ${#} $'\\x41'",
+    "unicode: héllo ✓ \u2028",
+    "-----BEGIN KEY-----\nMIIB\n-----END KEY-----\n",
+    "",
+    " spaces ",
+    "=equals=",
+    "#not a comment",
+]
+
+_PRINT_DIGESTS = (
+    "import hashlib, json, os, sys; "
+    "print(json.dumps({n: hashlib.sha256(os.environ[n].encode()).hexdigest() for n in sys.argv[1:]}))"
+)
+
+
+def _sourced(text: str, names: list[str], how: str, tmp: Path) -> dict[str, str]:
+    """What bash gives back after sourcing (``set -a; . file``) or eval-ing an export, as digests."""
+    f = tmp / "app.env"
+    f.write_text(text, encoding="utf-8")
+    load = (
+        f"set -a; . {shlex.quote(str(f))}; set +a"
+        if how == "source"
+        else f'eval "$(cat {shlex.quote(str(f))})"'
+    )
+    script = f"{load}; exec python3 -c {shlex.quote(_PRINT_DIGESTS)} {' '.join(names)}"
+    p = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp)
+    assert p.returncode == 0, p.stderr[-500:]
+    return dict(json.loads(p.stdout))
+
+
+def test_exports_are_safe_to_source_and_round_trip_exactly(tmp_path: Path) -> None:
+    marker = Path("/tmp/awssecrets-pwned")  # noqa: S108 - what the command substitutions would create
+    marker.unlink(missing_ok=True)
+    pairs = [(f"V{i}", v) for i, v in enumerate(_NASTY)]
+    names = [n for n, _ in pairs]
+    want = {n: hashlib.sha256(v.encode()).hexdigest() for n, v in pairs}
+    for fmt, how in (("dotenv", "source"), ("shell", "eval"), ("shell", "source")):
+        got = _sourced(export.render(pairs, fmt), names, how, tmp_path)  # type: ignore[arg-type]
+        assert got == want, (fmt, how, [n for n in names if got.get(n) != want[n]])
+    assert not marker.exists(), "sourcing the export ran a command embedded in a value"
+    assert export.render([("A", "x'y")], "dotenv") == "A='x'\\''y'\n"
     assert json.loads(export.render(pairs, "json")) == dict(pairs)
+    with pytest.raises(ValueError, match="V9: the value holds a NUL"):
+        export.render([("V9", "a\x00b")], "dotenv")
+
+
+@given(st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=40))
+def test_dotenv_quoting_round_trips_any_text_in_sh(value: str) -> None:
+    out = subprocess.run(
+        ["sh", "-c", export.render([("V", value)], "dotenv") + 'printf %s "$V"'],
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.stdout == value.encode("utf-8")
 
 
 # -- diff (pure) ----------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_save_writes_every_entry_with_types_tags_and_no_double_slash(
     f = _write(tmp_path / "m.yml", base)
     r = _cli("manifest", "save", str(f))
     assert r.exit_code == 0, r.stderr
-    assert "save: 4 changed, 0 failed" in r.stderr
+    assert "save: 4 written, 0 failed" in r.stderr
     ssm = _ssm(secrets_factory)
     got = {
         p["Name"]: p
@@ -130,7 +130,10 @@ def test_diff_then_sync_writes_only_what_differs(
     r = _cli("manifest", "sync", "--prune", "--dry-run", str(f))
     assert r.exit_code == 0 and "would remove" in r.stderr
     assert ssm.get_parameter(Name=f"/app{unique}/extra")
-    r = _cli("manifest", "sync", "--prune", str(f))
+    r = _cli("manifest", "sync", "--prune", str(f))  # no terminal to confirm on, no --yes: nothing happens
+    assert r.exit_code == 2 and "pass --yes" in r.stderr
+    assert ssm.get_parameter(Name=f"/app{unique}/extra")
+    r = _cli("manifest", "sync", "--prune", "--yes", str(f))
     assert r.exit_code == 0, r.stderr
     assert _cli("manifest", "diff", str(f)).exit_code == 0
     assert not ssm.get_parameters(Names=[f"/app{unique}/extra"])["Parameters"]
@@ -156,16 +159,29 @@ def test_nuke_deletes_listed_entries_and_reports_ones_already_gone(
     ssm.delete_parameter(Name=f"/app{unique}/hosts")
     ssm.put_parameter(Name=f"/app{unique}/unlisted", Value="keep", Type="String")
     r = _cli("manifest", "nuke", "--force-delete-without-recovery", str(f))
+    assert r.exit_code == 2 and "refusing to delete" in r.stderr  # no terminal and no --yes
+    assert ssm.get_parameter(Name=f"/app{unique}/api_token")
+    r = _cli("manifest", "nuke", "--dry-run", str(f))  # says what would really happen
     assert r.exit_code == 0, r.stderr
+    assert f"parameter /app{unique}/hosts: already absent" in r.stderr
+    assert f"parameter /app{unique}/api_token: would delete" in r.stderr
+    assert "nuke: 3 would be deleted, 1 already absent, 0 failed" in r.stderr
+    r = _cli("manifest", "nuke", "--yes", "--force-delete-without-recovery", str(f))
+    assert r.exit_code == 0, r.stderr
+    assert "nuke: 3 deleted, 1 already absent, 0 failed" in r.stderr
     assert f"parameter /app{unique}/hosts: already gone" in r.stderr
     assert f"parameter /app{unique}/api_token: deleted" in r.stderr
     names = [p["Name"] for p in ssm.get_parameters_by_path(Path=f"/app{unique}")["Parameters"]]
     assert names == [f"/app{unique}/unlisted"]
-    r = _cli("manifest", "nuke", str(f))  # everything gone now: still exit 0, all reported
+    r = _cli("manifest", "nuke", "--yes", str(f))  # everything gone now: still exit 0, all reported
     assert r.exit_code == 0 and r.stderr.count("already gone") == 4
+    assert "nuke: 0 deleted, 4 already absent, 0 failed" in r.stderr
+    r = _cli("manifest", "nuke", "--yes", "--format", "json", str(f))
+    data = json.loads(r.stdout)
+    assert data["counts"] == {"changed": 0, "already_absent": 4, "failed": 0, "unchanged": 0}
     # A secret in its recovery window comes back on the next save.
     assert _cli("manifest", "save", str(f)).exit_code == 0
-    assert _cli("manifest", "nuke", str(f)).exit_code == 0  # default: 30-day recovery window
+    assert _cli("manifest", "nuke", "-y", str(f)).exit_code == 0  # default: 30-day recovery window
     r = _cli("manifest", "save", str(f))
     assert r.exit_code == 0, r.stderr
     assert _cli("manifest", "diff", "--listed-only", str(f)).exit_code == 0
@@ -184,7 +200,7 @@ def test_export_formats(tmp_path: Path, base: dict[str, Any], aws_env: dict[str,
     r = _cli("manifest", "export", "--format", "json", "--prefix", "APP_", str(f))
     assert json.loads(r.stdout)["APP_API_TOKEN"] == token
     r = _cli("manifest", "export", "-f", "dotenv", str(f))
-    assert r.stdout.splitlines()[0] == 'API_VERSION="0123"'
+    assert r.stdout.splitlines()[0] == "API_VERSION='0123'"
     base["parameters"].append({"name": "api-version", "description": "", "type": "String", "value": "x"})
     _write(f, base)
     r = _cli("manifest", "export", str(f))
@@ -284,10 +300,78 @@ def test_aws_unreachable_exits_3(
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setattr("flytekitplugins_awssecrets.manifest.awsclient.MAX_ATTEMPTS", 1)
     r = _cli("manifest", "diff", str(_write(tmp_path / "m.yml", base)))
-    assert r.exit_code == 3 and "EndpointConnectionError" in r.stderr
+    assert (
+        r.exit_code == 3
+        and "cannot reach endpoint http://127.0.0.1:9 (from env var AWS_ENDPOINT_URL)" in r.stderr
+    )
 
 
 def test_prune_refuses_the_root_path(tmp_path: Path, aws_env: dict[str, str]) -> None:
     data = {"path": "/", "region": "us-east-1", "parameters": [{"name": "x", "type": "String", "value": "1"}]}
     r = _cli("manifest", "sync", "--prune", "--dry-run", str(_write(tmp_path / "root.yml", data)))
     assert r.exit_code == 2 and "would delete the whole account" in r.stderr
+
+
+def test_json_reports_for_scripts(tmp_path: Path, base: dict[str, Any], unique: str) -> None:
+    f = _write(tmp_path / "m.yml", base)
+    r = _cli("manifest", "diff", "--format", "json", str(f))
+    assert r.exit_code == 1
+    changes = json.loads(r.stdout)  # stdout is JSON only; the summary is on stderr
+    assert {c["action"] for c in changes} == {"add"} and len(changes) == 4 and "difference" in r.stderr
+    r = _cli("manifest", "save", "--format", "json", str(f))
+    report = json.loads(r.stdout)
+    assert report["command"] == "save" and report["counts"]["changed"] == 4
+    assert all(o["ok"] for o in report["outcomes"])
+    r = _cli("manifest", "sync", "--format", "json", str(f))
+    assert json.loads(r.stdout)["counts"] == {"changed": 0, "already_absent": 0, "failed": 0, "unchanged": 4}
+    r = _cli("manifest", "diff", "--format", "json", str(f))
+    assert r.exit_code == 0 and json.loads(r.stdout) == []
+
+
+def test_long_run_without_terminal_prints_progress_lines(
+    tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch, aws_env: dict[str, str]
+) -> None:
+    monkeypatch.setattr(store, "PROGRESS_INTERVAL", 0.0)  # every completion prints a line
+    params = [{"name": f"p{i}", "type": "String", "value": "v"} for i in range(store.PROGRESS_MIN + 5)]
+    f = _write(tmp_path / "m.yml", {"path": f"/prog{unique}/", "region": "us-east-1", "parameters": params})
+    r = _cli("manifest", "save", str(f))
+    assert r.exit_code == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("progress: ")]
+    n = len(params)
+    assert lines and lines[-1].startswith(f"progress: {n}/{n} done, 0 failed")
+    r = _cli("manifest", "save", "--no-progress", str(f))
+    assert "progress: " not in r.stderr
+
+
+def test_dry_run_wording_is_a_sentence() -> None:
+    from flytekitplugins_awssecrets.manifest.commands import _planned
+
+    assert _planned("tags") == "would update tags"
+    assert _planned("add") == "would add" and _planned("already gone") == "already absent: nothing to delete"
+
+
+def test_progress_lines_come_at_a_steady_interval(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(store, "PROGRESS_INTERVAL", 0.05)
+    gates = [threading.Event() for _ in range(4)]
+
+    def work(i: int) -> store.Outcome:
+        gates[i].wait(timeout=10)
+        return store.Outcome(kind="parameter", name=f"p{i}", action="added", ok=i != 2)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        futures = [pool.submit(work, i) for i in range(4)]
+        releaser = threading.Thread(
+            target=lambda: [(threading.Event().wait(0.12), g.set()) for g in gates], daemon=True
+        )
+        releaser.start()
+        results = store._with_progress_lines(futures)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("progress: ")]
+    assert [o.name for o in results] == ["p0", "p1", "p2", "p3"]
+    # One task finishes every ~0.12 s and a line is due every 0.05 s: lines appear while work goes on,
+    # not only at the end.
+    assert len(lines) >= 3 and lines[-1].startswith("progress: 4/4 done, 1 failed")

@@ -67,3 +67,24 @@ print(repr((heavy, io)))
 
 def test_package_ships_py_typed() -> None:
     assert (ROOT / "flytekitplugins_awssecrets" / "py.typed").exists()
+
+
+def test_docs_site_is_material_with_grouped_nav_of_every_page() -> None:
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    assert cfg["theme"]["name"] == "material" and cfg["site_url"].startswith("https://")
+    assert all(isinstance(entry, dict) for entry in cfg["nav"])
+    groups = [next(iter(e.values())) for e in cfg["nav"]]
+    assert sum(isinstance(g, list) for g in groups) >= 3  # grouped, not one flat row of pages
+
+    def pages(items: list[object]) -> list[str]:
+        out: list[str] = []
+        for item in items:
+            value = next(iter(item.values())) if isinstance(item, dict) else item
+            out.extend(pages(value) if isinstance(value, list) else [str(value)])
+        return out
+
+    listed = pages(cfg["nav"])
+    on_disk = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+    assert sorted(listed) == on_disk and "troubleshooting.md" in listed

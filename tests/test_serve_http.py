@@ -218,3 +218,35 @@ def test_binary_secret(tmp_path: Path, secrets_factory: SecretFactory, unique: s
     finally:
         assert srv.stop() == 0
     srv.assert_log_clean([*CREATED_VALUES, token])
+
+
+def test_http_front_end_asked_for_in_the_file_with_aws_token_conventions(
+    tmp_path: Path, secret: Hidden, token: str
+) -> None:
+    """x-awssecrets.serve turns the HTTP front end on for a Secret Agent file; the token comes from one of
+    AWS's agent's default variables; ssrf_headers replaces the header names, as AWS's setting does; a
+    token file that others can read is a loud warning."""
+    cfg = agent_config(
+        tmp_path / "agent.yaml",
+        {"Db": secret["arn"]},
+        endpoint=None,
+        additions={"serve": {"http": "127.0.0.1:0", "ssrf_headers": ["X-My-Token"]}},
+    )
+    (tmp_path / "token").write_text(token + "\n")
+    (tmp_path / "token").chmod(0o644)
+    srv = ServeProcess(
+        ["--config", str(cfg)],
+        tmp_path,
+        env=clean_env(AWS_CONTAINER_AUTHORIZATION_TOKEN=f"file://{tmp_path / 'token'}"),
+    ).wait_ready()
+    try:
+        assert set(srv.bound) == {"http", "pid", "tls"}
+        status, _, body = http_get(srv.http_port, "/v1/Db", headers={"X-My-Token": token})
+        assert status == 200 and json.loads(body)["SecretString"] == secret["value"]
+        assert http_get(srv.http_port, "/v1/Db", token)[0] == 403, "only the configured header carries it"
+        log = srv.log()
+        assert "env var AWS_CONTAINER_AUTHORIZATION_TOKEN" in log
+        assert "readable by every user" in log
+    finally:
+        assert srv.stop() == 0
+    srv.assert_log_clean([*CREATED_VALUES, token])

@@ -4,7 +4,6 @@ counted server side)."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import secrets
 import signal
@@ -27,6 +26,7 @@ from tests.support.serve_clients import (
     agent_config,
     clean_env,
     http_get,
+    self_signed,
     value_of,
 )
 
@@ -176,48 +176,8 @@ def test_address_in_use_is_a_clear_error(tmp_path: Path, secret: Hidden, token: 
         assert srv.stop() == 0
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    """A certificate for localhost and 127.0.0.1, made here (cryptography comes with moto)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 def test_tls_on_both_tcp_front_ends(tmp_path: Path, secret: Hidden, token: str) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     srv = _start(tmp_path, secret, token, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         assert srv.bound["tls"] is True
@@ -241,22 +201,33 @@ def test_tls_on_both_tcp_front_ends(tmp_path: Path, secret: Hidden, token: str) 
 
 
 def test_connection_limit_and_slow_clients(tmp_path: Path, secret: Hidden, token: str) -> None:
-    srv = _start(tmp_path, secret, token, "--max-connections", "2", "--read-timeout", "1")
-    held: list[socket.socket] = []
+    srv = _start(
+        tmp_path, secret, token, "--max-connections", "2", "--read-timeout", "1", "--header-timeout", "1"
+    )
+    held: list[AgentClient] = []
     try:
-        held = [socket.create_connection(("127.0.0.1", srv.sa_port), timeout=5) for _ in range(2)]
-        time.sleep(0.3)
+        # Two connections that have been served (authenticated) and stay open fill max_connections.
+        held = [AgentClient(port=srv.sa_port) for _ in range(2)]
+        for c in held:
+            assert value_of(c.request({"SecretKey": "password"}))
         # Over the limit: secrets are refused with 429, health checks still answer (3 spare connections).
         status, _, body = http_get(srv.http_port, "/v1/Db", token)
         assert (status, body) == (429, b"Connection limit exceeded")
         assert http_get(srv.http_port, "/ping", token)[0] == 200
-        for s in held:
-            s.close()
+        for c in held:
+            c.close()
         held = []
         time.sleep(0.3)
         assert http_get(srv.http_port, "/v1/Db", token)[0] == 200
-        # A client that starts a message and stalls is answered and cut off after read_timeout (1 s).
+        # A client that starts a message and stalls is answered and cut off after header_timeout (1 s).
         with AgentClient(port=srv.sa_port) as c:
+            c.send_raw(b"\x51\xde\xc1\xcc\x00\x00\x00\x10{")
+            started = time.monotonic()
+            assert "not received within" in c.read_frame()["Error"]
+            assert c.is_closed_by_server() and time.monotonic() - started < 5
+        # Once served, the same holds with read_timeout (1 s).
+        with AgentClient(port=srv.sa_port) as c:
+            assert value_of(c.request({}))
             c.send_raw(b"\x51\xde\xc1\xcc\x00\x00\x00\x10{")
             started = time.monotonic()
             assert "not received within" in c.read_frame()["Error"]
@@ -269,9 +240,69 @@ def test_connection_limit_and_slow_clients(tmp_path: Path, secret: Hidden, token
         with AgentClient(port=srv.sa_port) as c:
             assert value_of(c.request({}))
     finally:
-        for s in held:
+        for c in held:
+            c.close()
+        assert srv.stop() == 0
+
+
+def test_unauthenticated_connections_cannot_starve_authenticated_ones(
+    tmp_path: Path, secret: Hidden, token: str
+) -> None:
+    """max_connections 5: sockets that never send the token (or anything) are kept apart, in a small budget
+    whose oldest member is closed when another arrives, and are closed after header_timeout anyway."""
+    srv = _start(
+        tmp_path,
+        secret,
+        token,
+        "--max-connections",
+        "5",
+        "--max-unauthenticated",
+        "6",
+        "--header-timeout",
+        "3",
+    )
+    idle: list[socket.socket] = []
+    try:
+        # 5 idle sockets on each TCP front end, and 5 HTTP connections whose requests lack the token.
+        for port in (srv.http_port, srv.sa_port):
+            idle += [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(5)]
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", srv.http_port), timeout=5)
+            s.sendall(b"GET /v1/Db HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b" 403 " in s.recv(1024)
+            idle.append(s)
+        time.sleep(0.2)
+        # A client with the token is served at once, on both front ends, far inside the header time-out.
+        started = time.monotonic()
+        status, _, body = http_get(srv.http_port, "/v1/Db", token, timeout=5)
+        assert status == 200 and json.loads(body)["SecretString"] == secret["value"]
+        with AgentClient(port=srv.sa_port, timeout=5) as c:
+            assert value_of(c.request({"SecretKey": "password"})) == secret["password"].encode()
+        assert time.monotonic() - started < 2, "the authenticated clients waited"
+        # Five authenticated connections are still allowed while the idle ones are open.
+        served = [AgentClient(port=srv.sa_port, timeout=5) for _ in range(5)]
+        try:
+            for c in served:
+                assert value_of(c.request({}))
+        finally:
+            for c in served:
+                c.close()
+        # The oldest idle sockets were closed to make room; the rest go after header_timeout.
+        health = json.loads(http_get(srv.http_port, "/healthz", token)[2])
+        assert health["evicted_unauthenticated"] >= 15 - 6
+        time.sleep(3.5)
+        for s in idle:
+            s.settimeout(5)
+            try:
+                data = s.recv(1024)
+            except ConnectionResetError:
+                data = b""
+            assert data == b"", "an unauthenticated connection outlived header_timeout"
+    finally:
+        for s in idle:
             s.close()
         assert srv.stop() == 0
+    srv.assert_log_clean([*CREATED_VALUES, token])
 
 
 def test_many_concurrent_clients_one_aws_read(

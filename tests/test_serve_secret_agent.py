@@ -15,8 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CREATED_VALUES, SecretFactory, fingerprint, new_value
-from tests.support.serve_clients import AgentClient, Hidden, ServeProcess, agent_config, frame, value_of
+from tests.conftest import CREATED_VALUES, SecretFactory, fingerprint, new_value, remember
+from tests.support.serve_clients import (
+    AgentClient,
+    Hidden,
+    ServeProcess,
+    agent_config,
+    frame,
+    self_signed,
+    value_of,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,7 +84,7 @@ def test_single_resource_is_the_default_and_unix_socket(
     value = new_value()
     arn, _ = secrets_factory.secret(f"serve/only-{unique}", {"password": value})
     sock = tmp_path / "agent.sock"
-    cfg = agent_config(tmp_path / "agent.yaml", {"Only": arn}, unix={"path": str(sock)})
+    cfg = agent_config(tmp_path / "agent.yaml", {"Only": arn}, uds={"socket-path": str(sock)})
     srv = ServeProcess(["--config", str(cfg), "--http", "off"], tmp_path).wait_ready()
     try:
         assert srv.bound["unix_socket"] == str(sock)
@@ -98,8 +106,8 @@ def test_unknown_resource_and_key_are_clear_errors(
         err = c.request({"Resource": "Nope", "SecretKey": "password"})["Error"]
         assert "unknown resource 'Nope'" in err and "'Db'" in err
         err = c.request({"Resource": "Db", "SecretKey": "pasword"})["Error"]
-        # Names the resource, the key and the keys that exist; never a value.
-        assert "'pasword' not found" in err and "'password'" in err and "Db" in err
+        # Names the resource and the key; never a value, nor the secret's key names (they can be secret).
+        assert "'pasword' not found" in err and "'password'" not in err and "Db" in err
         for v in two_secrets["Db"][1].values():
             assert v not in err
         # The connection is still usable after errors.
@@ -206,3 +214,152 @@ def test_client_that_vanishes_mid_message_does_not_hurt(
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
     _still_serves(server, two_secrets["Db"][1]["password"])
+
+
+# --- Secret Agent files served as they are configured ------------------------------------------------------
+
+
+def _seed_file(path: Path, resources: dict[str, str], **kw: object) -> Path:
+    """Seed 004's shape: service.tcp, secret-manager.aws (no convert-to-base64: Aerospike's default, false)."""
+    return agent_config(path, resources, convert_to_base64=None, **kw)  # type: ignore[arg-type]
+
+
+def test_seed_shaped_file_serves_the_secret_agent_protocol_only_and_needs_no_token(
+    tmp_path: Path, secrets_factory: SecretFactory, unique: str
+) -> None:
+    """Aerospike stores multi-line values base64-encoded and leaves convert-to-base64 false: the client
+    must get the decoded value, not a double encoding."""
+    import base64
+
+    pem = ("-----BEGIN CERTIFICATE-----\n" + new_value("cert") + "\n-----END CERTIFICATE-----\n").encode()
+    remember(pem.decode())
+    stored = base64.b64encode(pem).decode()  # base64 -w0
+    remember(stored)
+    cert_arn, _ = secrets_factory.secret(f"serve/cert-{unique}", stored + "\n")  # trailing newline: allowed
+    db_arn, db = secrets_factory.secret(
+        f"serve/db64-{unique}",
+        {"password": base64.b64encode(b"pw-" + unique.encode()).decode(), "plain": new_value()},
+    )
+    cfg = _seed_file(tmp_path / "agent.yaml", {"Cert": cert_arn, "Db": db_arn})
+    # No token anywhere, no --http: a TCP-only file must start (issue 16).
+    srv = ServeProcess(["--config", str(cfg)], tmp_path).wait_ready()
+    try:
+        assert set(srv.bound) == {"secret_agent", "pid", "tls"}, "only what the file configures"
+        with AgentClient(port=srv.sa_port) as c:
+            assert value_of(c.request({"Resource": "Cert"})) == pem
+            assert (
+                value_of(c.request({"Resource": "Db", "SecretKey": "password"})) == b"pw-" + unique.encode()
+            )
+            err = c.request({"Resource": "Db", "SecretKey": "plain"})["Error"]
+            assert "resource 'Db'" in err and "key 'plain'" in err and "not base64" in err
+            assert db["plain"] not in err
+        log = srv.log()
+        assert "convert-to-base64 false" in log
+        assert "serving secret agent on 127.0.0.1:" in log and "serving http" not in log
+        assert "ignored" not in log, "the start-up log must not say serve's sections are ignored"
+    finally:
+        assert srv.stop() == 0
+    srv.assert_log_clean(CREATED_VALUES)
+
+
+def test_convert_to_base64_true_encodes_the_stored_value(
+    tmp_path: Path, secrets_factory: SecretFactory, unique: str
+) -> None:
+    text = "line one\nline two " + new_value() + "\n"
+    remember(text)
+    arn, _ = secrets_factory.secret(f"serve/text-{unique}", text)
+    cfg = agent_config(tmp_path / "agent.yaml", {"Text": arn}, convert_to_base64=True)
+    srv = ServeProcess(["--config", str(cfg)], tmp_path).wait_ready()
+    try:
+        with AgentClient(port=srv.sa_port) as c:
+            # The client strips trailing whitespace of SecretValue, never of the decoded value.
+            assert value_of(c.request({})) == text.encode()
+    finally:
+        assert srv.stop() == 0
+    srv.assert_log_clean(CREATED_VALUES)
+
+
+def test_uds_only_file_listens_on_the_socket_only(
+    tmp_path: Path, secrets_factory: SecretFactory, unique: str
+) -> None:
+    value = new_value()
+    arn, _ = secrets_factory.secret(f"serve/uds-{unique}", {"k": value})
+    sock = tmp_path / "agent.sock"
+    cfg = agent_config(tmp_path / "agent.yaml", {"Only": arn}, endpoint=None, uds={"socket-path": str(sock)})
+    srv = ServeProcess(["--config", str(cfg)], tmp_path).wait_ready()
+    try:
+        assert set(srv.bound) == {"unix_socket", "pid", "tls"}
+        with AgentClient(unix=str(sock)) as c:
+            assert value_of(c.request({"SecretKey": "k"})) == value.encode()
+    finally:
+        assert srv.stop() == 0
+
+
+def test_tls_and_mutual_tls_from_the_file(
+    tmp_path: Path, secrets_factory: SecretFactory, unique: str
+) -> None:
+    import ssl
+
+    value = new_value()
+    arn, _ = secrets_factory.secret(f"serve/tls-{unique}", {"k": value})
+    cert, key = self_signed(tmp_path)
+    client_cert, client_key = self_signed(tmp_path, "client")
+    tls = {"cert-file": str(cert), "key-file": str(key)}
+    for mutual in (False, True):
+        cfg = agent_config(
+            tmp_path / "agent.yaml",
+            {"Db": arn},
+            tcp={
+                "endpoint": "127.0.0.1:0",
+                "tls": {**tls, **({"ca-file": str(client_cert)} if mutual else {})},
+            },
+        )
+        srv = ServeProcess(["--config", str(cfg)], tmp_path).wait_ready()
+        try:
+            assert srv.bound["tls"] is True
+            client = ssl.create_default_context(cafile=str(cert))
+            if mutual:
+                with pytest.raises((ssl.SSLError, ConnectionError, EOFError)):
+                    with AgentClient(port=srv.sa_port, tls=client) as c:
+                        c.request({"SecretKey": "k"})
+                client.load_cert_chain(str(client_cert), str(client_key))
+            with AgentClient(port=srv.sa_port, tls=client) as c:
+                assert value_of(c.request({"SecretKey": "k"})) == value.encode()
+            # Plain text on the TLS port gets nothing.
+            with socket.create_connection(("127.0.0.1", srv.sa_port), timeout=5) as s:
+                s.sendall(frame(b'{"SecretKey": "k"}'))
+                s.settimeout(5)
+                try:
+                    assert b"SecretValue" not in s.recv(4096)
+                except (ConnectionResetError, TimeoutError):
+                    pass
+            assert "mutual TLS" in srv.log() if mutual else "(TLS)" in srv.log()
+        finally:
+            assert srv.stop() == 0
+    srv.assert_log_clean(CREATED_VALUES)
+
+
+def test_seed_file_as_aerospike_writes_it_is_refused_naming_the_key(
+    tmp_path: Path, aws_env: dict[str, str]
+) -> None:
+    import subprocess
+
+    from tests.support.serve_clients import SERVE_BIN, clean_env
+
+    cfg = _seed_file(
+        tmp_path / "agent.yaml",
+        {"TestingSecret": "arn:aws:secretsmanager:us-west-1:999999999999:secret:TestingSecret-tN6s2j"},
+        endpoint="0.0.0.0:3005",
+    )
+    r = subprocess.run(
+        [SERVE_BIN, "serve", "--config", str(cfg)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2
+    assert (
+        "'service.tcp.endpoint'" in r.stderr and str(cfg) in r.stderr and "--allow-non-loopback" in r.stderr
+    )
+    assert "Traceback" not in r.stderr

@@ -78,7 +78,7 @@ def test_pick_key_literal_first_then_path() -> None:
     assert pick_key("ref", doc, "plain") == "C"
     with pytest.raises(JsonKeyNotFoundError) as e:
         pick_key("ref", doc, "nope")
-    assert "'plain'" in str(e.value)
+    assert "'nope'" in str(e.value) and "'plain'" not in str(e.value)  # no key names of the secret
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,7 @@ def test_endpoints() -> None:
 def test_precedence_cli_over_env_over_secret_agent_file(tmp_path: Path) -> None:
     f = tmp_path / "agent.yaml"
     f.write_text(
-        "service:\n  tcp:\n    endpoint: 127.0.0.1:4000\n  unix:\n    path: /tmp/x.sock\n"
+        "service:\n  tcp:\n    endpoint: 127.0.0.1:4000\n  uds:\n    socket-path: /tmp/x.sock\n"
         "secret-manager:\n  aws:\n    region: us-east-1\nlog:\n  level: WARN\n"
     )
     cfg = load_serve_config({}, {}, str(f))

@@ -8,10 +8,12 @@ An access trail must not vanish because nobody configured logging: if, at the fi
 logger nor any of its ancestors has a handler, one is added that writes the JSON lines to stderr (where a
 connector pod's logs are collected), and the logger's level is set to INFO if it was unset.
 
-Events: ``requested``, ``escalated``, ``already-held``, ``expired``, ``de-escalated``, ``aborted``,
-``failed``. Fields: ``event``, ``at``, ``execution_id``, ``email``, ``target``, ``strategy``,
-``organization_id``, ``role_id``, ``user_id``, ``membership_id``, ``pre_existing``, ``reason``,
-``duration_seconds``, ``granted_at``, ``expires_at``, ``revoked_at``, ``error``, and any extra keyword.
+Events: ``requested``, ``approval-requested``, ``approval-refused``, ``escalated``, ``already-held``,
+``expired``, ``de-escalated``, ``aborted``, ``failed``. Fields: ``event``, ``at``, ``request_id``,
+``execution_id``, ``email``, ``target``, ``strategy``, ``organization_id``, ``role_id``, ``user_id``,
+``membership_id``, ``pre_existing``, ``reason``, ``duration_seconds``, ``granted_at``, ``expires_at``,
+``revoked_at``, ``approved_by`` (the approver's AWS principal ARN) and ``approver_email``, ``error``, and any
+extra keyword.
 No field ever holds a password or a token: the callers pass none, and ``error`` is built from our typed
 errors, whose messages carry none.
 """
@@ -27,7 +29,17 @@ __all__ = ["AUDIT_LOGGER", "Event", "audit", "describe_error"]
 
 AUDIT_LOGGER = "flytekitplugins_awssecrets.aptible.audit"
 
-Event = Literal["requested", "escalated", "already-held", "expired", "de-escalated", "aborted", "failed"]
+Event = Literal[
+    "requested",
+    "approval-requested",
+    "approval-refused",
+    "escalated",
+    "already-held",
+    "expired",
+    "de-escalated",
+    "aborted",
+    "failed",
+]
 
 _log = logging.getLogger(AUDIT_LOGGER)
 _defaulted = False

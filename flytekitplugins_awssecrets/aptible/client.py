@@ -10,12 +10,16 @@ What it speaks, as Aptible does (sources in ``docs/aptible.md``):
 * ``GET /organizations/{id}/users``, ``GET /organizations/{id}/roles``, ``GET /roles/{id}``,
   ``GET /users/{id}/roles``, ``GET /roles/{id}/memberships``, ``POST /roles/{id}/memberships`` with
   ``{"user_url": ...}``, ``DELETE /memberships/{id}``.
-* HAL: collections under ``_embedded.<name>``, links under ``_links``, pages chained by ``_links.next``.
+* HAL: ``Accept: application/hal+json, application/json``; collections under ``_embedded.<name>``, links
+  under ``_links``, pages chained by ``_links.next``; when ``total_count``/``per_page`` are present, a
+  collection that comes up short is a :class:`ShortReadError`, never a partial answer.
 * Errors: ``{"code": <status>, "error": "<code>", "message": "<text>"}``.
 
 5xx answers, 429 and transport errors (time-outs included) are retried with exponential backoff and
-jitter. Creating a membership is not idempotent, so after a failed ``POST`` the client looks before it
-tries again. Deleting is retried as is: a ``404`` afterwards means "already gone", which is success.
+jitter, or after ``Retry-After`` when Aptible sends one. ``POST /tokens`` is never retried on 429: Aptible
+locks accounts after repeated logins. Creating a membership is not idempotent, so after a failed ``POST``
+the client looks before it tries again, and a created membership whose answer is empty, not JSON or has no
+id is looked up and adopted. Deleting is retried as is: a ``404`` afterwards means "already gone".
 
 The password and tokens live in :class:`pydantic.SecretStr` and never reach a log, an error or a repr.
 """
@@ -24,10 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,9 +47,10 @@ from flytekitplugins_awssecrets.aptible.errors import (
     AptibleApiError,
     AptibleAuthError,
     AptibleUnavailableError,
+    LoginRateLimitedError,
     MfaRequiredError,
+    ShortReadError,
 )
-from flytekitplugins_awssecrets.aptible.models import DEFAULT_AUTH_URL
 
 __all__ = [
     "AptibleClientSettings",
@@ -52,19 +60,22 @@ __all__ = [
     "AptibleMembership",
     "clear_token_cache",
     "link_id",
+    "parse_time",
 ]
 
 
 class AptibleClientSettings(BaseSettings):
     """Client settings; each can be set with ``FLYTE_AWS_SECRETS_APTIBLE_<NAME>`` in the connector's env.
 
-    * ``auth_url`` (``https://auth.aptible.com``): the auth API, when the integration names none.
+    The auth host is not among them: it is the operator file's (``integrations[].auth_url``).
+
     * ``timeout_seconds`` (30): per HTTP request.
     * ``max_attempts`` (5): tries per call on 5xx, 429 and transport errors.
     * ``backoff_initial_seconds`` (0.5) and ``backoff_max_seconds`` (8): exponential backoff, full jitter.
     * ``token_lifetime_seconds`` (3600): the ``expires_in`` asked for at login.
     * ``token_refresh_margin_seconds`` (120): a cached token is replaced this long before it expires.
     * ``max_pages`` (1000): a guard against a ``_links.next`` loop.
+    * ``retry_after_max_seconds`` (60): the longest ``Retry-After`` honoured before a retry.
 
     Example::
 
@@ -73,7 +84,6 @@ class AptibleClientSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FLYTE_AWS_SECRETS_APTIBLE_", extra="ignore")
 
-    auth_url: str = DEFAULT_AUTH_URL
     timeout_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=50)
     backoff_initial_seconds: float = Field(default=0.5, ge=0)
@@ -81,6 +91,7 @@ class AptibleClientSettings(BaseSettings):
     token_lifetime_seconds: int = Field(default=3600, ge=60)
     token_refresh_margin_seconds: float = Field(default=120, ge=0)
     max_pages: int = Field(default=1000, ge=1)
+    retry_after_max_seconds: float = Field(default=60.0, ge=0)
 
 
 def link_id(link: Any) -> str:
@@ -149,6 +160,8 @@ class AptibleMembership(BaseModel):
     user_id: str
     role_id: str = ""
     privileged: bool = False
+    #: Aptible's ``created_at`` (``None`` when absent or unparseable): tells a grant from standing access.
+    created_at: datetime | None = None
 
     @classmethod
     def from_api(cls, body: dict[str, Any], role_id: str = "") -> AptibleMembership:
@@ -158,7 +171,36 @@ class AptibleMembership(BaseModel):
             user_id=link_id(links.get("user")).lower(),
             role_id=(link_id(links.get("role")) or role_id).lower(),
             privileged=bool(body.get("privileged", False)),
+            created_at=parse_time(body.get("created_at")),
         )
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An Aptible timestamp (``2024-01-02T03:04:05.000Z``) as an aware datetime, or ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or ``None``."""
+    raw = resp.headers.get("Retry-After")
+    if not raw:
+        return None
+    raw = raw.strip()
+    if raw.isdigit():
+        return float(raw)
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 @dataclass
@@ -192,6 +234,16 @@ def _error_fields(resp: httpx.Response) -> tuple[str, str]:
     return str(body.get("error") or ""), str(body.get("message") or body.get("error_description") or "")
 
 
+def _membership_or_none(resp: httpx.Response, role_id: str) -> AptibleMembership | None:
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not body.get("id"):
+        return None
+    return AptibleMembership.from_api(body, role_id)
+
+
 class AptibleClient:
     """An async client for one bot user on one auth host; use it as ``async with``.
 
@@ -210,7 +262,9 @@ class AptibleClient:
         settings: AptibleClientSettings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        verify: str | bool = True,
     ) -> None:
+        self._verify = verify
         self.auth_url = auth_url.rstrip("/")
         self.username = username
         self._password = password
@@ -228,11 +282,19 @@ class AptibleClient:
         self._http = httpx.AsyncClient(
             base_url=self.auth_url,
             timeout=self.settings.timeout_seconds,
-            headers={"Accept": "application/hal+json", "Content-Type": "application/json"},
+            # Aptible answers HAL; some error paths answer plain JSON.
+            headers={"Accept": "application/hal+json, application/json", "Content-Type": "application/json"},
             transport=self._transport,
+            verify=self._ssl_context(),
             follow_redirects=False,
         )
         return self
+
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        if isinstance(self._verify, str):
+            # The operator file's ca_bundle: trust exactly that CA for the auth host.
+            return ssl.create_default_context(cafile=self._verify)
+        return self._verify
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
@@ -270,7 +332,10 @@ class AptibleClient:
             "scope": "manage",
             "expires_in": lifetime,
         }
-        resp = await self._send("POST", "/tokens", json=body, auth=False)
+        # Never retried on 429 (or on a refusal): Aptible locks accounts after repeated logins.
+        resp = await self._send("POST", "/tokens", json=body, auth=False, retry_429=False)
+        if resp.status_code == 429:
+            raise LoginRateLimitedError(self.auth_url)
         if resp.status_code not in (200, 201):
             code, message = _error_fields(resp)
             if code == "otp_token_required":
@@ -311,6 +376,7 @@ class AptibleClient:
         json: dict[str, Any] | None = None,
         auth: bool = True,
         retry: bool = True,
+        retry_429: bool = True,
     ) -> httpx.Response:
         """One call with retries on 5xx/429/transport errors and one re-login on a stale token."""
         if self._http is None:
@@ -342,10 +408,15 @@ class AptibleClient:
                     relogged = True
                     attempts -= 1  # a stale token is not Aptible failing
                     continue
+            if resp.status_code == 429 and not retry_429:
+                return resp
             if resp.status_code >= 500 or resp.status_code == 429:
                 if not retry or attempts >= self.settings.max_attempts:
                     raise AptibleUnavailableError(method, path, attempts, f"HTTP {resp.status_code}")
-                await self._sleep(self._backoff(attempts))
+                wait = _retry_after(resp)
+                if wait is None:
+                    wait = self._backoff(attempts)
+                await self._sleep(min(wait, self.settings.retry_after_max_seconds))
                 continue
             return resp
 
@@ -359,7 +430,10 @@ class AptibleClient:
             return None
         if resp.status_code != 200:
             raise self._api_error("GET", url, resp)
-        body = resp.json()
+        try:
+            body = resp.json()
+        except ValueError:
+            raise AptibleApiError("GET", urlsplit(url).path, 200, "bad_body", "answer is not JSON") from None
         return body if isinstance(body, dict) else {}
 
     async def _list(self, url: str, key: str) -> list[dict[str, Any]]:
@@ -367,6 +441,7 @@ class AptibleClient:
         items: list[dict[str, Any]] = []
         seen: set[str] = set()
         next_url: str | None = url
+        total: int | None = None
         while next_url:
             if next_url in seen or len(seen) >= self.settings.max_pages:
                 raise AptibleApiError(
@@ -378,8 +453,18 @@ class AptibleClient:
                 raise AptibleApiError("GET", urlsplit(next_url).path, 404, "not_found")
             page = body.get("_embedded", {}).get(key, [])
             items.extend(x for x in page if isinstance(x, dict))
+            if isinstance(body.get("total_count"), int):
+                total = body["total_count"]
             nxt = _href(body.get("_links", {}).get("next")) or None
+            per_page = body.get("per_page")
+            if nxt and isinstance(per_page, int) and len(page) < per_page:
+                # Only the last page may be short.
+                raise ShortReadError(urlsplit(next_url).path, len(items), total or len(items) + 1)
             next_url = nxt
+        if total is not None and len(items) < total:
+            # A page went missing (a proxy, a collection that shrank mid-read): deciding "this user holds no
+            # membership" on a partial list could grant twice or report standing access wrongly.
+            raise ShortReadError(urlsplit(url).path, len(items), total)
         return items
 
     # -- resources --------------------------------------------------------------------------------------
@@ -395,6 +480,15 @@ class AptibleClient:
             AptibleRoleInfo.from_api(r)
             for r in await self._list(f"/organizations/{organization_id}/roles", "roles")
         ]
+
+    async def get_organization(self, organization_id: str) -> dict[str, Any] | None:
+        """The organization resource (``sso_enforced`` among its attributes), or ``None`` if not visible."""
+        try:
+            return await self._get(f"/organizations/{organization_id}")
+        except AptibleApiError as e:
+            if e.status in (401, 403):
+                return None
+            raise
 
     async def get_role(self, role_id: str) -> AptibleRoleInfo | None:
         body = await self._get(f"/roles/{role_id}")
@@ -433,7 +527,17 @@ class AptibleClient:
                 await self._sleep(self._backoff(attempt))
                 continue
             if resp.status_code in (200, 201):
-                return AptibleMembership.from_api(resp.json(), role_id)
+                created = _membership_or_none(resp, role_id)
+                if created is not None:
+                    return created
+                # Created, but the answer is empty, not JSON or has no id: look it up and adopt it, so it is
+                # removed at the end like any grant (never an orphan).
+                existing = await self.find_membership(role_id, user_id)
+                if existing is not None:
+                    return existing
+                raise AptibleApiError(
+                    "POST", url, resp.status_code, "bad_body", "created, but the membership is not listed"
+                )
             if resp.status_code in (409, 422):
                 existing = await self.find_membership(role_id, user_id)
                 if existing is not None:

@@ -9,11 +9,12 @@ This module is imported by *every* ``import flytekit``, so it imports only what 
 imported (the connector base classes and the protobuf enums); httpx, pydantic models, boto3 and the
 lifecycle logic are imported on the first ``create``/``get``/``delete``.
 
-Propeller keeps the :class:`AptibleGrantMeta` between calls; it holds ids and times, never a credential.
-Until ``expires_at``, ``get`` answers RUNNING without calling Aptible; after it, ``get`` removes the
-membership and answers SUCCEEDED with the :class:`~flytekitplugins_awssecrets.aptible.AccessGrant`. If
-Aptible cannot be reached, ``get`` answers RUNNING with the reason and tries again on the next poll, so the
-removal outlives outages; a removal Aptible refuses (403: the bot lost its rights) answers FAILED.
+The connector is the trust boundary: a task template is user input, so ``create`` reads from it only the
+strategy's name and the inputs (target, email, duration, reason) and refuses any other field; everything
+else comes from the operator file (:mod:`~flytekitplugins_awssecrets.aptible.operator`). ``create`` checks
+and changes nothing at Aptible; ``get`` waits for a valid approval, grants once, holds, then removes;
+``delete`` removes. Propeller keeps the :class:`AptibleGrantMeta` between calls: names, ids and times. If
+Aptible or AWS cannot be reached, ``get`` answers RUNNING with the reason and tries again on the next poll.
 """
 
 from __future__ import annotations
@@ -43,24 +44,26 @@ _log = logging.getLogger(__name__)
 
 @dataclass
 class AptibleGrantMeta(ResourceMeta):  # type: ignore[misc]
-    """The grant's state between connector calls (see ``lifecycle.GrantState``): ids and times only.
+    """The request's state between connector calls (see ``lifecycle.GrantState``): names, ids and times only.
 
     Propeller stores ``meta.encode()`` after ``create`` and hands it back to ``get`` and ``delete``::
 
         AptibleGrantMeta.decode(meta.encode()) == meta
     """
 
-    integration: str
-    strategy: str
+    request_id: str
     execution_id: str
-    email: str
+    strategy: str
     target: str
+    email: str
+    reason: str
+    duration_seconds: int
+    organization_id: str
     role_id: str
     user_id: str
-    membership_id: str
     pre_existing: bool
-    granted_at: str
-    expires_at: str
+    requested_at: str
+    approval_required: bool
 
 
 def _execution_id(meta: Any) -> str:
@@ -75,18 +78,6 @@ def _execution_id(meta: Any) -> str:
     if not all(parts):
         return "local"
     return "/".join(parts) + f"/{getattr(tid, 'retry_attempt', 0)}"
-
-
-def _inputs(inputs: Any) -> dict[str, Any]:
-    """The four primitives of the task's inputs, read without the type engine (no event loop needed)."""
-    lits = getattr(inputs, "literals", None) or {}
-    out: dict[str, Any] = {}
-    for name in ("email", "target", "reason"):
-        lit = lits.get(name)
-        out[name] = lit.scalar.primitive.string_value if lit is not None else ""
-    lit = lits.get("duration")
-    out["duration"] = lit.scalar.primitive.duration if lit is not None else None
-    return out
 
 
 def _run_on_own_loop(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -151,39 +142,33 @@ class AptibleAccessConnector(AsyncConnectorBase):  # type: ignore[misc]
         **kwargs: Any,
     ) -> AptibleGrantMeta:
         from flytekitplugins_awssecrets.aptible import lifecycle
-        from flytekitplugins_awssecrets.aptible.models import AptibleTaskConfig
+        from flytekitplugins_awssecrets.aptible.operator import load_operator
+        from flytekitplugins_awssecrets.aptible.request import from_template
 
-        config = AptibleTaskConfig.model_validate(task_template.custom or {})
-        args = _inputs(inputs)
-        request = lifecycle.Request(
-            email=args["email"],
-            target=args["target"],
-            duration=args["duration"],
-            reason=args["reason"],
-            execution_id=_execution_id(task_execution_metadata),
+        # The template is user input: only the strategy's name and the four inputs are read from it; the
+        # rest (hosts, credentials, targets, limits, hooks, approval) comes from the operator file.
+        request = from_template(
+            getattr(task_template, "custom", None), inputs, getattr(task_template, "config", None)
         )
-        state = await lifecycle.start(config, request)
+        config = load_operator()
+        state = await lifecycle.prepare(config, request, _execution_id(task_execution_metadata))
         return AptibleGrantMeta(**state.to_dict())
 
     async def get(self, resource_meta: AptibleGrantMeta, **kwargs: Any) -> Resource:
         from flytekitplugins_awssecrets.aptible import lifecycle
+        from flytekitplugins_awssecrets.aptible.operator import load_operator
 
         state = lifecycle.GrantState(**resource_meta.__dict__)
         try:
-            grant = await lifecycle.poll(state)
+            progress = await lifecycle.advance(load_operator(), state)
         except Exception as e:  # noqa: BLE001 - every failure becomes a phase Propeller understands
             if getattr(e, "retryable", False):
-                return Resource(
-                    phase=TaskExecution.RUNNING, message=f"removal pending, will retry: {_safe(e)}"
-                )
-            return Resource(
-                phase=TaskExecution.FAILED, message=f"could not remove the membership: {_safe(e)}"
-            )
-        if grant is None:
-            return Resource(phase=TaskExecution.RUNNING, message=f"access held until {state.expires_at}")
-        what = "standing access kept" if grant.pre_existing else "membership removed"
+                return Resource(phase=TaskExecution.RUNNING, message=f"will retry: {_safe(e)}")
+            return Resource(phase=TaskExecution.FAILED, message=_safe(e))
+        if progress.grant is None:
+            return Resource(phase=TaskExecution.RUNNING, message=progress.message)
         return Resource(
-            phase=TaskExecution.SUCCEEDED, message=f"access ended: {what}", outputs=await _outputs(grant)
+            phase=TaskExecution.SUCCEEDED, message=progress.message, outputs=await _outputs(progress.grant)
         )
 
     def delete(self, resource_meta: AptibleGrantMeta, **kwargs: Any) -> None:
@@ -192,9 +177,11 @@ class AptibleAccessConnector(AsyncConnectorBase):  # type: ignore[misc]
         # the grant would outlive the interrupted run. The connector service runs a sync delete in a worker
         # thread. Either way the removal runs on a private loop in a thread of its own.
         from flytekitplugins_awssecrets.aptible import lifecycle
+        from flytekitplugins_awssecrets.aptible.operator import load_operator
 
         state = lifecycle.GrantState(**resource_meta.__dict__)
-        _run_on_own_loop(lambda: lifecycle.abort(state))
+        config = load_operator()
+        _run_on_own_loop(lambda: lifecycle.abort(config, state))
 
 
 def register() -> None:

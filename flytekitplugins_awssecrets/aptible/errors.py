@@ -31,6 +31,17 @@ __all__ = [
     "MfaRequiredError",
     "AptibleApiError",
     "AptibleUnavailableError",
+    "OperatorConfigError",
+    "UnknownStrategyError",
+    "TemplateFieldError",
+    "SsoEnforcedError",
+    "LoginRateLimitedError",
+    "ShortReadError",
+    "ApprovalError",
+    "ApprovalRefusedError",
+    "ApprovalTimeoutError",
+    "LocalApprovalDeniedError",
+    "BotCredentialsError",
 ]
 
 
@@ -144,8 +155,8 @@ class BotNotRoleAdminError(AptiblePreconditionError, PermissionError):
         super().__init__(
             f"target {target!r}",
             f"the bot user {bot_user_id} is not a Role Admin of role {role_id}",
-            "make the bot a Role Admin of the role (Aptible dashboard: Members > Role Admin) "
-            "or an Owner of the organization",
+            "make the bot a Role Admin of the role (Aptible dashboard: Members > Role Admin), "
+            "a Deploy Owner (for custom roles) or an Account Owner of the organization",
         )
 
 
@@ -203,4 +214,133 @@ class AptibleUnavailableError(AptibleError):
             f"Aptible {method} {path}",
             f"unavailable after {attempts} attempts: {clean_aws_message(detail)}",
             "retry later; raise FLYTE_AWS_SECRETS_APTIBLE_MAX_ATTEMPTS if Aptible is slow",
+        )
+
+
+class OperatorConfigError(AptibleError, ValueError):
+    """The operator file is missing or invalid: names the file and the field (``strategies[0].targets``)."""
+
+    def __init__(self, path: str, field: str, problem: str, hint: str = "") -> None:
+        self.path = path
+        self.field = field
+        super().__init__(
+            f"operator file {path}" + (f" field {field}" if field else ""),
+            clean_aws_message(problem),
+            hint or "fix the operator file (see docs/aptible.md, 'The operator file')",
+        )
+
+
+class UnknownStrategyError(AptiblePreconditionError, LookupError):
+    """The task names a strategy the operator file does not declare."""
+
+    def __init__(self, strategy: str, known: Sequence[str]) -> None:
+        self.strategy = strategy
+        super().__init__(
+            f"strategy {clean_aws_message(strategy)!r}",
+            "is not declared in the operator file",
+            f"known strategies: {', '.join(known) or 'none'}; ask the connector's operator to add it",
+        )
+
+
+class TemplateFieldError(AptiblePreconditionError, ValueError):
+    """A task template or its inputs carry a field a requester may not set (only strategy, target, email,
+    duration and reason are allowed); nothing in it was used."""
+
+    def __init__(self, field: str, problem: str = "is not allowed in an aptible_access task") -> None:
+        self.field = field
+        super().__init__(
+            f"task template field {clean_aws_message(field)!r}",
+            problem,
+            "a template carries only strategy, target, email, duration and reason; integrations, targets, "
+            "secrets, hosts, identity hooks and approval policy live in the connector's operator file",
+        )
+
+
+class SsoEnforcedError(AptiblePreconditionError, PermissionError):
+    """The organization requires SSO: a password token (the bot's) cannot reach its resources."""
+
+    def __init__(self, organization_id: str) -> None:
+        super().__init__(
+            f"organization {organization_id}",
+            "enforces SSO, so the bot's password token cannot read or change its roles",
+            "make the bot an Account Owner of the organization, or add it to the organization's SSO "
+            "allowlist (Aptible dashboard: Settings > Single Sign-On)",
+        )
+
+
+class LoginRateLimitedError(AptibleAuthError):
+    """``POST /tokens`` answered 429: not retried, since Aptible locks accounts after repeated logins."""
+
+    retryable = True
+
+    def __init__(self, auth_url: str) -> None:
+        self.code = "rate_limited"
+        AptibleError.__init__(
+            self,
+            f"Aptible auth {auth_url}",
+            "login rate-limited (HTTP 429); not retried: Aptible locks accounts after repeated logins",
+            "wait a minute; the next poll tries again",
+        )
+
+
+class ShortReadError(AptibleError):
+    """A paged collection held fewer items than its ``total_count`` said: nothing is decided on it."""
+
+    retryable = True
+
+    def __init__(self, path: str, got: int, total: int) -> None:
+        super().__init__(
+            f"Aptible GET {path}",
+            f"short read: {got} items of total_count {total}",
+            "try again; a collection that changes while it is read is read again",
+        )
+
+
+class ApprovalError(AptibleError):
+    """Base of the approval errors."""
+
+
+class ApprovalRefusedError(ApprovalError, PermissionError):
+    """An approval was found but refused (forged, signed with another key, for another request, expired,
+    given by the requester): nothing is granted; the request keeps waiting for a valid one."""
+
+    def __init__(self, request_id: str, problem: str) -> None:
+        self.request_id = request_id
+        self.problem = problem
+        super().__init__(
+            f"approval of request {request_id}",
+            f"refused: {clean_aws_message(problem)}",
+            "an approver other than the requester runs 'pyflyte-awssecrets aptible approve "
+            + request_id
+            + "'",
+        )
+
+
+class ApprovalTimeoutError(ApprovalError, TimeoutError):
+    """No valid approval arrived within the strategy's ``approval.wait``: nothing was granted."""
+
+    def __init__(self, request_id: str, wait: timedelta) -> None:
+        super().__init__(
+            f"request {request_id}",
+            f"no valid approval within {_fmt_duration(wait)}; nothing was granted",
+            "ask again, and ask an approver to run 'pyflyte-awssecrets aptible approve'",
+        )
+
+
+class LocalApprovalDeniedError(ApprovalError):
+    """The person at the terminal did not confirm a local request (the prompt defaults to No)."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"request {request_id}", "not confirmed at the prompt; nothing was granted")
+
+
+class BotCredentialsError(AptiblePreconditionError):
+    """The bot's credentials (named in the operator file) could not be read from AWS."""
+
+    def __init__(self, integration: str, detail: str) -> None:
+        super().__init__(
+            f"integration {integration!r}",
+            f"the bot's credentials could not be read: {clean_aws_message(detail)}",
+            'create the secret the operator file names (a JSON {"username", "password"}) and let '
+            "these AWS credentials read it (secretsmanager:GetSecretValue)",
         )

@@ -1,134 +1,148 @@
 """What escalation and de-escalation mean, apart from Flyte: the connector calls these three functions.
 
-* :func:`start` checks everything that can be checked before a change (duration, target, role and its
-  organization, the bot's Role Admin rights, the requester's identity), then adds the membership, or
-  notes that the user already holds the role (``pre_existing``: nothing added, and nothing will be removed).
-* :func:`poll` holds while the grant is young; once ``expires_at`` has passed it removes the membership and
-  returns the :class:`AccessGrant`.
-* :func:`abort` removes the membership at once (execution aborted), unless it was pre-existing.
+* :func:`prepare` (``CreateTask``) resolves the request against the operator file and checks every
+  precondition at Aptible -- target, duration, role and its organization, SSO enforcement, the bot's rights,
+  the requester's identity -- and changes nothing at Aptible. A user who already holds the role is noted
+  (``pre_existing``: nothing will be added or removed). Otherwise the request is published for approvers
+  (or, in a local run of a strategy that needs no approval, confirmed at the terminal, default No).
+* :func:`advance` (``GetTask``) waits for a valid approval, grants once (a grant record in SSM, created
+  with ``Overwrite=False``, makes that true across replicas and restarts), holds, and removes the membership
+  once ``duration`` has passed.
+* :func:`abort` (``DeleteTask``) removes the membership at once, or makes sure it is never added.
 
-A removal that finds the membership already gone (``404``) is a success. The state between calls is a
-:class:`GrantState`, which the connector keeps in Flyte's resource meta: it holds ids and times, never a
-credential. Bot credentials are read from AWS Secrets Manager here, in the connector process, only.
+Whether a membership Aptible lists is this request's grant is derived from the grant record and Aptible's
+``created_at``, never from one process's memory. The state between calls is a :class:`GrantState` (ids,
+names and times; never a credential, a host or a reference), which Propeller keeps.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import sys
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import SecretStr
 
+from flytekitplugins_awssecrets.aptible.approval import (
+    PendingRequest,
+    StateStoreClient,
+    check_record,
+)
 from flytekitplugins_awssecrets.aptible.audit import audit, describe_error
 from flytekitplugins_awssecrets.aptible.client import AptibleClient, AptibleClientSettings, AptibleMembership
 from flytekitplugins_awssecrets.aptible.errors import (
+    ApprovalRefusedError,
+    ApprovalTimeoutError,
+    AptibleApiError,
+    BotCredentialsError,
     BotNotRoleAdminError,
     DurationTooLongError,
+    LocalApprovalDeniedError,
     RoleNotFoundError,
     RoleOrganizationMismatchError,
+    SsoEnforcedError,
 )
 from flytekitplugins_awssecrets.aptible.identity import resolve_identity
-from flytekitplugins_awssecrets.aptible.models import (
-    AccessGrant,
-    AptibleIntegration,
-    AptibleTaskConfig,
-)
+from flytekitplugins_awssecrets.aptible.models import AccessGrant
+from flytekitplugins_awssecrets.aptible.operator import OperatorConfig, OperatorIntegration, OperatorStrategy
+from flytekitplugins_awssecrets.aptible.request import AccessRequest, request_id
 
-__all__ = ["Request", "GrantState", "start", "poll", "abort", "auth_url_for", "client_for"]
+__all__ = ["GrantState", "Progress", "prepare", "advance", "abort", "client_for", "is_local"]
 
-
-@dataclass(frozen=True)
-class Request:
-    """One access request, as the task's inputs give it.
-
-    Example::
-
-        Request("ada@example.com", "main-aptible-admin-role", timedelta(hours=1), "INC-42", "p/d/exec/n0/0")
-    """
-
-    email: str
-    target: str
-    duration: timedelta
-    reason: str
-    execution_id: str = "local"
+#: A membership created this long before the request is standing access, not this request's grant
+#: (allows for clock skew between Aptible and the connector).
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
 class GrantState:
-    """What must survive between ``create``, ``get`` and ``delete``: ids and times, no credentials.
+    """What must survive between ``create``, ``get`` and ``delete``: names, ids and times only."""
 
-    Made by :func:`start`, read by :func:`poll` and :func:`abort`::
-
-        state = await start(config, request)
-        grant = await poll(state)  # None while the access holds
-    """
-
-    integration: str  # AptibleIntegration as JSON: secret *references* only
-    strategy: str
+    request_id: str
     execution_id: str
-    email: str
+    strategy: str
     target: str
+    email: str
+    reason: str
+    duration_seconds: int
+    organization_id: str
     role_id: str
     user_id: str
-    membership_id: str
     pre_existing: bool
-    granted_at: str
-    expires_at: str
+    requested_at: str
+    approval_required: bool
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @property
-    def expires(self) -> datetime:
-        return datetime.fromisoformat(self.expires_at)
+    def duration(self) -> timedelta:
+        return timedelta(seconds=self.duration_seconds)
 
-    def grant(self, revoked_at: datetime | None) -> AccessGrant:
+    @property
+    def requested(self) -> datetime:
+        return datetime.fromisoformat(self.requested_at)
+
+    def audit_fields(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "execution_id": self.execution_id,
+            "email": self.email,
+            "target": self.target,
+            "strategy": self.strategy,
+            "organization_id": self.organization_id,
+            "role_id": self.role_id,
+            "user_id": self.user_id,
+            "pre_existing": self.pre_existing,
+            "reason": self.reason,
+            "duration_seconds": self.duration_seconds,
+        }
+
+    def grant(self, membership_id: str, granted_at: datetime, revoked_at: datetime | None) -> AccessGrant:
         return AccessGrant(
             email=self.email,
             target=self.target,
             user_id=self.user_id,
             role_id=self.role_id,
-            membership_id=self.membership_id,
+            membership_id=membership_id,
             pre_existing=self.pre_existing,
-            granted_at=datetime.fromisoformat(self.granted_at),
-            expires_at=self.expires,
+            granted_at=granted_at,
+            expires_at=granted_at + self.duration,
             revoked_at=revoked_at,
         )
 
-    def audit_fields(self) -> dict[str, Any]:
-        return {
-            "execution_id": self.execution_id,
-            "email": self.email,
-            "target": self.target,
-            "strategy": self.strategy,
-            "organization_id": AptibleIntegration.model_validate_json(self.integration).organization_id,
-            "role_id": self.role_id,
-            "user_id": self.user_id,
-            "membership_id": self.membership_id,
-            "pre_existing": self.pre_existing,
-            "granted_at": self.granted_at,
-            "expires_at": self.expires_at,
-        }
+
+@dataclass(frozen=True)
+class Progress:
+    """What ``advance`` found: ``grant`` is set once the access has ended; ``message`` is for the console."""
+
+    message: str
+    grant: AccessGrant | None = None
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def auth_url_for(integration: AptibleIntegration, settings: AptibleClientSettings) -> str:
-    """The integration's ``auth_url``, else the connector's setting (env), else Aptible's."""
-    return integration.auth_url or settings.auth_url
+def is_local(execution_id: str) -> bool:
+    return execution_id.startswith("local")
 
 
-async def _bot_credentials(integration: AptibleIntegration) -> tuple[str, SecretStr]:
+async def _bot_credentials(integration: OperatorIntegration) -> tuple[str, SecretStr]:
     from flytekitplugins_awssecrets import get_secret_values
+    from flytekitplugins_awssecrets.errors import AwsSecretsError
 
-    refs = [integration.username_secret.reference, integration.password_secret.reference]
-    # boto3 is synchronous: keep the connector's event loop free while Secrets Manager answers.
-    username, password = await asyncio.to_thread(get_secret_values, refs)
+    refs = [integration.settings.username_secret.reference, integration.settings.password_secret.reference]
+    try:
+        # botocore is synchronous: keep the connector's event loop free while Secrets Manager answers.
+        username, password = await asyncio.to_thread(get_secret_values, refs)
+    except AwsSecretsError as e:
+        # The resolver's own summary speaks of "this task" and "user code"; name the first cause instead.
+        first = next(iter(getattr(e, "errors", None) or [e]))
+        raise BotCredentialsError(integration.name, f"{first.reference}: {first.reason}") from None
     if isinstance(username, bytes):
         username = username.decode("utf-8")
     if isinstance(password, bytes):
@@ -137,18 +151,18 @@ async def _bot_credentials(integration: AptibleIntegration) -> tuple[str, Secret
 
 
 async def client_for(
-    integration: AptibleIntegration, settings: AptibleClientSettings | None = None
+    integration: OperatorIntegration, settings: AptibleClientSettings | None = None
 ) -> AptibleClient:
-    """A client for the integration's bot (not yet entered)."""
+    """A client for the integration's bot on the integration's (https) auth host; not yet entered."""
     settings = settings or AptibleClientSettings()
     username, password = await _bot_credentials(integration)
-    return AptibleClient(auth_url_for(integration, settings), username, password, settings=settings)
+    return AptibleClient(
+        integration.auth_url, username, password, settings=settings, verify=integration.ca_bundle or True
+    )
 
 
-# Memberships this process added, by (execution, role, user): see grant_with. One connector replica only
-# remembers its own; docs/aptible.md says so.
-_CREATED: dict[tuple[str, str, str], str] = {}
-_CREATED_LOCK = threading.Lock()
+def _store(config: OperatorConfig) -> StateStoreClient:
+    return StateStoreClient(config.state.ssm_prefix, config.state.region)
 
 
 async def _check_bot(
@@ -157,157 +171,341 @@ async def _check_bot(
     bot = await client.bot_user_id()
     if any(m.user_id == bot and m.privileged for m in ms):
         return
-    # An Owner of the organization manages every role without being a Role Admin of each.
+    role = await client.get_role(role_id)
     roles = await client.list_user_roles(bot)
-    if any(r.type == "owner" and r.organization_id == org for r in roles):
-        return
+    for r in roles:
+        if r.organization_id != org:
+            continue
+        # An Account Owner manages every role; a Deploy Owner is implicitly Role Admin of every custom
+        # (platform_user) role, as Aptible's dashboard shows it.
+        if r.type == "owner":
+            return
+        if r.type == "platform_owner" and role is not None and role.type not in ("owner", "platform_owner"):
+            return
     raise BotNotRoleAdminError(target, role_id, bot or "unknown")
 
 
-async def grant_with(
-    client: AptibleClient, config: AptibleTaskConfig, request: Request
-) -> tuple[str, str, str, bool]:
-    """Check, then escalate: ``(user_id, role_id, membership_id, pre_existing)``. Nothing changes on error."""
-    strategy = config.strategy
-    org = strategy.integration.organization_id
-    target = strategy.target(request.target)
-    role = await client.get_role(target.role_id)
-    if role is None:
-        raise RoleNotFoundError(target.name, target.role_id)
-    if role.organization_id != org:
-        raise RoleOrganizationMismatchError(target.name, target.role_id, org, role.organization_id)
-    memberships = await client.list_role_memberships(target.role_id)
-    await _check_bot(client, target.name, target.role_id, org, memberships)
-    users = await client.list_org_users(org)
-    user = resolve_identity(request.email, org, users, config.identity)
+async def _sso_guard(client: AptibleClient, org: str, e: AptibleApiError) -> None:
+    if e.status in (401, 403):
+        body = await client.get_organization(org)
+        if body is not None and body.get("sso_enforced"):
+            raise SsoEnforcedError(org) from None
+
+
+async def _checks(
+    client: AptibleClient, config: OperatorConfig, strategy: OperatorStrategy, req: AccessRequest
+) -> tuple[str, str, AptibleMembership | None]:
+    """``(user_id, role_id, held membership)`` after every precondition; nothing changes."""
+    integration = config.integration_of(strategy)
+    org = integration.organization_id
+    target = config.target_of(strategy, req.target)
+    try:
+        role = await client.get_role(target.role_id)
+        if role is None:
+            org_body = await client.get_organization(org)
+            if org_body is not None and org_body.get("sso_enforced"):
+                raise SsoEnforcedError(org)
+            raise RoleNotFoundError(target.name, target.role_id)
+        if role.organization_id != org:
+            raise RoleOrganizationMismatchError(target.name, target.role_id, org, role.organization_id)
+        memberships = await client.list_role_memberships(target.role_id)
+        await _check_bot(client, target.name, target.role_id, org, memberships)
+        users = await client.list_org_users(org)
+    except AptibleApiError as e:
+        await _sso_guard(client, org, e)
+        raise
+    user = resolve_identity(req.email, org, users, config.identity)
     held = next((m for m in memberships if m.user_id == user.id), None)
-    key = (request.execution_id, target.role_id, user.id)
-    if held is not None:
-        # Propeller retries a CreateTask whose answer it did not get: the membership this execution added
-        # a moment ago is not standing access, or it would never be removed.
-        with _CREATED_LOCK:
-            ours = request.execution_id != "local" and _CREATED.get(key) == held.id
-        return user.id, target.role_id, held.id, not ours
-    created = await client.create_membership(target.role_id, user.id, user.href)
-    with _CREATED_LOCK:
-        _CREATED[key] = created.id
-    return user.id, target.role_id, created.id, False
+    return user.id, target.role_id, held
 
 
-def _check_request(config: AptibleTaskConfig, request: Request) -> None:
-    strategy = config.strategy
-    strategy.target(request.target)
-    if request.duration <= timedelta(0) or request.duration > strategy.max_duration:
-        raise DurationTooLongError(strategy.name, request.duration, strategy.max_duration)
+def _confirm_locally(state: GrantState) -> bool:
+    """Ask the person at the terminal; anything but y/yes (an empty line, end of input) is No."""
+    sys.stderr.write(
+        f"[Aptible access] grant {state.target} to {state.email} for {state.duration} "
+        f"({state.reason or 'no reason given'})? [y/N] "
+    )
+    sys.stderr.flush()
+    try:
+        line = sys.stdin.readline()
+    except (OSError, ValueError):
+        return False
+    return line.strip().lower() in ("y", "yes")
 
 
-async def start(
-    config: AptibleTaskConfig, request: Request, client: AptibleClient | None = None
-) -> GrantState:
-    """Escalate (or find the standing access). Every refusal happens before anything changes."""
-    strategy = config.strategy
+async def prepare(config: OperatorConfig, req: AccessRequest, execution_id: str) -> GrantState:
+    """Resolve and check the request (``CreateTask``); nothing changes at Aptible. Refusals raise."""
+    if is_local(execution_id) and execution_id == "local":
+        execution_id = f"local/{uuid.uuid4().hex[:12]}"
+    rid = request_id(execution_id, req)
     base = {
-        "execution_id": request.execution_id,
-        "email": request.email,
-        "target": request.target,
-        "strategy": strategy.name,
-        "organization_id": strategy.integration.organization_id,
-        "reason": request.reason,
-        "duration_seconds": request.duration.total_seconds(),
+        "request_id": rid,
+        "execution_id": execution_id,
+        "email": req.email,
+        "target": req.target,
+        "strategy": req.strategy,
+        "reason": req.reason,
+        "duration_seconds": req.duration.total_seconds(),
     }
     audit("requested", **base)
-    state: GrantState | None = None
     try:
-        _check_request(config, request)
-        own = client is None
-        c = client or await client_for(strategy.integration)
-        if own:
-            await c.__aenter__()
-        try:
-            user_id, role_id, membership_id, pre_existing = await grant_with(c, config, request)
-            granted_at = _now()
-            state = GrantState(
-                integration=strategy.integration.model_dump_json(),
-                strategy=strategy.name,
-                execution_id=request.execution_id,
-                email=request.email,
-                target=request.target,
-                role_id=role_id,
-                user_id=user_id,
-                membership_id=membership_id,
-                pre_existing=pre_existing,
-                granted_at=granted_at.isoformat(),
-                expires_at=(granted_at + request.duration).isoformat(),
-            )
-            audit("already-held" if pre_existing else "escalated", **{**base, **state.audit_fields()})
+        strategy = config.strategy(req.strategy)
+        config.target_of(strategy, req.target)
+        if req.duration > strategy.max_duration:
+            raise DurationTooLongError(strategy.name, req.duration, strategy.max_duration)
+        integration = config.integration_of(strategy)
+        async with await client_for(integration) as c:
+            user_id, role_id, held = await _checks(c, config, strategy, req)
+        store = _store(config)
+        pre_existing = held is not None
+        if held is not None:
+            # A repeated CreateTask of a request already granted finds its own membership: the grant record
+            # (not this process's memory) says so.
+            record = await asyncio.to_thread(store.get_grant, rid)
+            if record is not None and record.get("membership_id") == held.id:
+                pre_existing = False
+        state = GrantState(
+            request_id=rid,
+            execution_id=execution_id,
+            strategy=strategy.name,
+            target=req.target,
+            email=req.email,
+            reason=req.reason,
+            duration_seconds=int(req.duration.total_seconds()),
+            organization_id=integration.organization_id,
+            role_id=role_id,
+            user_id=user_id,
+            pre_existing=pre_existing,
+            requested_at=_now().isoformat(),
+            approval_required=strategy.approval.required and not pre_existing,
+        )
+        if state.pre_existing:
+            audit("already-held", **state.audit_fields())
             return state
-        except BaseException:
-            # A failure after the membership was added (say, the audit handler raised) must not leave it.
-            if state is not None and not state.pre_existing:
-                try:
-                    await c.delete_membership(state.membership_id)
-                except Exception as cleanup:  # noqa: BLE001 - reported, the original error wins
-                    audit("failed", **base, step="cleanup", error=describe_error(cleanup))
-            raise
-        finally:
-            if own:
-                await c.__aexit__(None, None, None)
+        if state.approval_required:
+            policy = strategy.approval
+            pending = PendingRequest(
+                request_id=rid,
+                execution_id=execution_id,
+                strategy=strategy.name,
+                target=req.target,
+                email=req.email,
+                duration_seconds=state.duration_seconds,
+                reason=req.reason,
+                requested_at=state.requested_at,
+                kms_key_arn=policy.kms_key_arn or "",
+                signing_algorithm=policy.signing_algorithm,
+                max_validity_seconds=int(policy.max_validity.total_seconds()),
+            )
+            await asyncio.to_thread(store.put_pending, pending)
+            audit("approval-requested", **state.audit_fields())
+            if is_local(execution_id):
+                sys.stderr.write(
+                    f"[Aptible access] request {rid} waits for approval; an approver runs:\n"
+                    f"  pyflyte-awssecrets aptible approve {rid}\n"
+                )
+                sys.stderr.flush()
+        elif is_local(execution_id) and not _confirm_locally(state):
+            raise LocalApprovalDeniedError(rid)
+        return state
     except Exception as e:
-        audit("failed", **base, step="escalate", error=describe_error(e))
+        audit("failed", **base, step="prepare", error=describe_error(e))
         raise
 
 
-# Expired events are logged once per grant and process, although ``get`` may be polled many times while a
-# removal is retried.
-_EXPIRED_LOGGED: set[tuple[str, str]] = set()
-_EXPIRED_LOCK = threading.Lock()
+def _at(record: dict[str, Any], key: str) -> datetime | None:
+    v = record.get(key)
+    return datetime.fromisoformat(v) if isinstance(v, str) and v else None
 
 
-async def _remove(state: GrantState, client: AptibleClient | None) -> bool:
-    """Remove the membership; ``True`` if it was there, ``False`` if already gone."""
-    if client is not None:
-        return await client.delete_membership(state.membership_id)
-    integration = AptibleIntegration.model_validate_json(state.integration)
-    async with await client_for(integration) as c:
-        return await c.delete_membership(state.membership_id)
-
-
-async def poll(state: GrantState, client: AptibleClient | None = None) -> AccessGrant | None:
-    """``None`` while the access holds; once expired, de-escalate and return the grant.
-
-    Raises (retryable :class:`AptibleError`) when Aptible cannot be reached; the caller polls again.
-    """
-    now = _now()
-    if now < state.expires:
-        return None
-    key = (state.execution_id, state.membership_id)
-    with _EXPIRED_LOCK:
-        first = key not in _EXPIRED_LOGGED
-        _EXPIRED_LOGGED.add(key)
-    if first:
-        audit("expired", **state.audit_fields())
-    if state.pre_existing:
-        # Standing access is never taken away.
-        return state.grant(revoked_at=None)
+async def _approved(
+    config: OperatorConfig, strategy: OperatorStrategy, state: GrantState, store: StateStoreClient
+) -> tuple[str, str] | str:
+    """``(approver ARN, email)`` of a valid approval, or a message saying why there is none yet."""
+    record = await asyncio.to_thread(store.get_approval, state.request_id)
+    if record is None:
+        return (
+            f"waiting for approval: an approver runs 'pyflyte-awssecrets aptible approve {state.request_id}'"
+        )
+    policy = strategy.approval
     try:
-        removed = await _remove(state, client)
-    except Exception as e:
-        audit("failed", **state.audit_fields(), step="de-escalate", error=describe_error(e))
-        raise
+        if isinstance(record, str):
+            raise ValueError(record)
+        return await asyncio.to_thread(
+            check_record,
+            record,
+            request_id=state.request_id,
+            execution_id=state.execution_id,
+            email=state.email,
+            strategy=state.strategy,
+            target=state.target,
+            duration_seconds=state.duration_seconds,
+            kms_key_arn=policy.kms_key_arn or "",
+            signing_algorithm=policy.signing_algorithm,
+            max_validity=policy.max_validity,
+            approvers=policy.approvers,
+        )
+    except ValueError as problem:
+        refused = ApprovalRefusedError(state.request_id, str(problem))
+        audit("approval-refused", **state.audit_fields(), error=describe_error(refused))
+        return f"{refused}; still waiting for a valid approval"
+
+
+async def _grant(
+    config: OperatorConfig,
+    strategy: OperatorStrategy,
+    state: GrantState,
+    store: StateStoreClient,
+    approver: tuple[str, str] | None,
+    claim: dict[str, Any] | None,
+) -> Progress:
+    integration = config.integration_of(strategy)
+    async with await client_for(integration) as c:
+        if approver is not None:
+            # The approver may not be the grantee under another email (an identity mapping, an alias).
+            users = await c.list_org_users(state.organization_id)
+            same = [u for u in users if u.email.strip().casefold() == approver[1]]
+            if any(u.id == state.user_id for u in same):
+                refused = ApprovalRefusedError(
+                    state.request_id, f"self-approval: {approver[0]} is the grantee"
+                )
+                audit("approval-refused", **state.audit_fields(), error=describe_error(refused))
+                return Progress(f"{refused}; still waiting for a valid approval")
+        now = _now()
+        if claim is None:
+            claim = {"state": "granting", "at": now.isoformat()}
+            if approver is not None:
+                claim.update(approved_by=approver[0], approver_email=approver[1])
+            if not await asyncio.to_thread(store.claim_grant, state.request_id, claim):
+                return Progress("another connector call is granting; checking again at the next poll")
+        membership = await c.create_membership(state.role_id, state.user_id)
+    claimed_at = _at(claim, "at") or now
+    standing = membership.created_at is not None and membership.created_at < claimed_at - CLOCK_SKEW
+    granted_at = claimed_at
+    record = {**claim, "state": "granted", "membership_id": membership.id, "standing": standing}
+    await asyncio.to_thread(store.set_grant, state.request_id, record)
+    await asyncio.to_thread(store.delete_pending, state.request_id)
+    audit(
+        "escalated",
+        **state.audit_fields(),
+        membership_id=membership.id,
+        granted_at=granted_at,
+        expires_at=granted_at + state.duration,
+        approved_by=claim.get("approved_by"),
+        approver_email=claim.get("approver_email"),
+        standing=standing,
+    )
+    return Progress(f"access held until {(granted_at + state.duration).isoformat()}")
+
+
+async def advance(config: OperatorConfig, state: GrantState) -> Progress:
+    """One poll: wait for approval, grant once, hold, then remove. Raises on a refusal that ends the task."""
+    strategy = config.strategy(state.strategy)
+    now = _now()
+    if state.pre_existing:
+        if now < state.requested + state.duration:
+            return Progress(f"standing access, nothing to do until {state.requested + state.duration}")
+        audit("expired", **state.audit_fields(), note="standing access kept")
+        return Progress("access ended: standing access kept", state.grant("", state.requested, None))
+    store = _store(config)
+    record = await asyncio.to_thread(store.get_grant, state.request_id)
+    if record is None:
+        approver: tuple[str, str] | None = None
+        if state.approval_required:
+            if now > state.requested + strategy.approval.wait:
+                await asyncio.to_thread(store.claim_grant, state.request_id, {"state": "timed-out"})
+                await asyncio.to_thread(store.delete_pending, state.request_id)
+                err = ApprovalTimeoutError(state.request_id, strategy.approval.wait)
+                audit("failed", **state.audit_fields(), step="approval", error=describe_error(err))
+                raise err
+            found = await _approved(config, strategy, state, store)
+            if isinstance(found, str):
+                return Progress(found)
+            approver = found
+        return await _grant(config, strategy, state, store, approver, None)
+    kind = record.get("state")
+    if kind == "granting":
+        # A crash between the grant record and the membership (or its answer): finish it, adopting the
+        # membership if it landed (create_membership looks before it adds).
+        return await _grant(config, strategy, state, store, None, record)
+    if kind == "timed-out":
+        raise ApprovalTimeoutError(state.request_id, strategy.approval.wait)
+    if kind in ("aborted", "corrupt"):
+        # Aborted before the grant (or a record nobody can read): never granted now.
+        raise ApprovalRefusedError(state.request_id, f"the request was {kind}; nothing was granted")
+    granted_at = _at(record, "at") or state.requested
+    membership_id = str(record.get("membership_id", ""))
+    if kind == "revoked":
+        return Progress("access ended", state.grant(membership_id, granted_at, _at(record, "revoked_at")))
+    expires = granted_at + state.duration
+    if now < expires:
+        return Progress(f"access held until {expires.isoformat()}")
+    audit("expired", **state.audit_fields(), membership_id=membership_id)
+    removed = False
+    if not record.get("standing"):
+        integration = config.integration_of(strategy)
+        try:
+            async with await client_for(integration) as c:
+                removed = await c.delete_membership(membership_id)
+        except Exception as e:
+            audit("failed", **state.audit_fields(), step="de-escalate", error=describe_error(e))
+            raise
     revoked_at = _now()
-    audit("de-escalated", **state.audit_fields(), revoked_at=revoked_at, already_gone=not removed)
-    return state.grant(revoked_at=revoked_at)
+    await asyncio.to_thread(
+        store.set_grant,
+        state.request_id,
+        {**record, "state": "revoked", "revoked_at": revoked_at.isoformat()},
+    )
+    audit(
+        "de-escalated",
+        **state.audit_fields(),
+        membership_id=membership_id,
+        revoked_at=revoked_at,
+        already_gone=not removed,
+    )
+    return Progress("access ended: membership removed", state.grant(membership_id, granted_at, revoked_at))
 
 
-async def abort(state: GrantState, client: AptibleClient | None = None) -> bool:
-    """Remove the membership now (execution aborted). ``True`` if something was removed."""
+async def abort(config: OperatorConfig, state: GrantState) -> bool:
+    """Remove the grant now, or make sure it is never made (execution aborted). ``True`` if removed."""
     if state.pre_existing:
         audit("aborted", **state.audit_fields(), removed=False, note="standing access kept")
         return False
+    strategy = config.strategy(state.strategy)
+    store = _store(config)
+    record = await asyncio.to_thread(store.get_grant, state.request_id)
+    if record is None:
+        if await asyncio.to_thread(store.claim_grant, state.request_id, {"state": "aborted"}):
+            await asyncio.to_thread(store.delete_pending, state.request_id)
+            audit("aborted", **state.audit_fields(), removed=False, note="aborted before the grant")
+            return False
+        record = await asyncio.to_thread(store.get_grant, state.request_id) or {}
+    if record.get("state") in ("aborted", "timed-out", "revoked") or record.get("standing"):
+        audit("aborted", **state.audit_fields(), removed=False, already_gone=True)
+        return False
+    membership_id = str(record.get("membership_id", ""))
+    integration = config.integration_of(strategy)
     try:
-        removed = await _remove(state, client)
+        async with await client_for(integration) as c:
+            if not membership_id:  # "granting": the membership may have landed
+                m = await c.find_membership(state.role_id, state.user_id)
+                membership_id = m.id if m is not None else ""
+            removed = bool(membership_id) and await c.delete_membership(membership_id)
     except Exception as e:
         audit("failed", **state.audit_fields(), step="abort", error=describe_error(e))
         raise
-    audit("aborted", **state.audit_fields(), revoked_at=_now(), removed=removed, already_gone=not removed)
+    revoked_at = _now()
+    await asyncio.to_thread(
+        store.set_grant,
+        state.request_id,
+        {**record, "state": "revoked", "revoked_at": revoked_at.isoformat()},
+    )
+    audit(
+        "aborted",
+        **state.audit_fields(),
+        membership_id=membership_id,
+        revoked_at=revoked_at,
+        removed=removed,
+        already_gone=not removed,
+    )
     return removed

@@ -1,44 +1,25 @@
-"""What a team declares: Sym's Terraform resources for Aptible, as pydantic models.
+"""Shared value types of the Aptible access strategy: secret references, the identity mapping, the grant.
 
-=========================================  ==========================================
-Sym (Terraform)                            here
-=========================================  ==========================================
-``sym_secret`` (path + ``json_key``)       :func:`~flytekitplugins_awssecrets.aws_secret`
-``sym_integration`` ``type="aptible"``     :class:`AptibleIntegration`
-``sym_target`` ``type="aptible_role"``     :class:`AptibleRole`
-``sym_strategy`` ``type="aptible"``        :class:`AptibleAccessStrategy`
-``sym_flow``                               :class:`~flytekitplugins_awssecrets.aptible.AptibleAccessTask`
-                                           in a workflow with ``flytekit.approve``
-=========================================  ==========================================
-
-The models serialise (``model_dump(mode="json")``) into the task template's ``custom`` field, so the
-connector needs nothing but the template. Secrets are kept as *references* (flytekit group and key, plus
-the JSON key for reading), never as values.
+What the operator declares (integrations, targets, strategies) is in
+:mod:`flytekitplugins_awssecrets.aptible.operator`; what a request carries is in
+:mod:`flytekitplugins_awssecrets.aptible.request`. Secrets are kept as *references* (flytekit group and key,
+plus the JSON key for reading), never as values.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flytekitplugins_awssecrets.aptible.errors import AptibleConfigError, UnknownTargetError
+from flytekitplugins_awssecrets.aptible.errors import AptibleConfigError
 
-__all__ = [
-    "SecretReference",
-    "AptibleIntegration",
-    "AptibleRole",
-    "AptibleAccessStrategy",
-    "IdentitySpec",
-    "AptibleTaskConfig",
-    "AccessGrant",
-    "DEFAULT_AUTH_URL",
-]
+__all__ = ["SecretReference", "IdentitySpec", "AccessGrant", "DEFAULT_AUTH_URL"]
 
-#: Where Aptible's auth API lives unless the integration or ``FLYTE_AWS_SECRETS_APTIBLE_AUTH_URL`` says otherwise.
+#: Where Aptible's auth API lives unless the operator file's integration says otherwise.
 DEFAULT_AUTH_URL = "https://auth.aptible.com"
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -118,131 +99,12 @@ class SecretReference(BaseModel):
         return self
 
 
-def _to_ref(value: Any) -> Any:
-    if value is None or isinstance(value, SecretReference):
-        return value
-    try:
-        return SecretReference.of(value)
-    except ValueError:
-        raise
-    except Exception as e:  # noqa: BLE001 - InvalidReferenceError and friends, re-raised as a field error
-        raise ValueError(str(e)) from None
-
-
-class AptibleIntegration(BaseModel):
-    """The Aptible organization and the bot user that acts in it (Sym's ``sym_integration``, type ``aptible``).
-
-    ``organization_id`` is Sym's ``external_id`` (the UUID in the dashboard URL). ``username_secret`` and
-    ``password_secret`` point at the bot's credentials in AWS Secrets Manager; they are read only in the
-    connector process. ``auth_url`` overrides the auth host (default: the connector's
-    ``FLYTE_AWS_SECRETS_APTIBLE_AUTH_URL``, else ``https://auth.aptible.com``).
-
-    Example::
-
-        integration = AptibleIntegration(
-            name="main-aptible",
-            organization_id="94a49e57-d046-4d9d-9dbf-f7711e337368",
-            username_secret=aws_secret(CREDS, json_key="username"),
-            password_secret=aws_secret(CREDS, json_key="password"),
-        )
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: Literal["aptible"] = "aptible"
-    name: str
-    organization_id: str
-    username_secret: SecretReference
-    password_secret: SecretReference
-    auth_url: str | None = None
-
-    _name = field_validator("name")(lambda v: _check_name("integration", v))
-    _org = field_validator("organization_id")(lambda v: _check_uuid("organization_id", v).lower())
-    _secrets = field_validator("username_secret", "password_secret", mode="before")(_to_ref)
-
-    @field_validator("auth_url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", v):
-            raise ValueError(f"auth_url {v!r} must be an http(s) URL such as {DEFAULT_AUTH_URL}")
-        return v.rstrip("/")
-
-
-class AptibleRole(BaseModel):
-    """An Aptible role that may be requested (Sym's ``sym_target``, type ``aptible_role``).
-
-    ``name`` is what requesters pass as ``target``; ``label`` is for humans; ``role_id`` is the UUID in the
-    role's dashboard URL.
-
-    Example::
-
-        admin_prod = AptibleRole(name="main-aptible-admin-role", label="Admin Role",
-                                 role_id="24463EF7-1D6E-402E-A365-69CB6DB80C6E")
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: Literal["aptible_role"] = "aptible_role"
-    name: str
-    label: str = ""
-    role_id: str
-
-    _name = field_validator("name")(lambda v: _check_name("target", v))
-    # Sym's docs show role ids upper-case; Aptible's API answers them lower-case.
-    _role = field_validator("role_id")(lambda v: _check_uuid("role_id", v).lower())
-
-    @model_validator(mode="after")
-    def _default_label(self) -> AptibleRole:
-        if not self.label:
-            object.__setattr__(self, "label", self.name)
-        return self
-
-
-class AptibleAccessStrategy(BaseModel):
-    """Which roles of which integration may be granted, and for how long at most (Sym's ``sym_strategy``).
-
-    Example::
-
-        strategy = AptibleAccessStrategy(name="main-aptible-strategy", integration=integration,
-                                         targets=[admin_prod], max_duration=timedelta(days=1))
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: Literal["aptible"] = "aptible"
-    name: str
-    integration: AptibleIntegration
-    targets: list[AptibleRole] = Field(min_length=1)
-    max_duration: timedelta = timedelta(days=1)
-
-    _name = field_validator("name")(lambda v: _check_name("strategy", v))
-
-    @model_validator(mode="after")
-    def _check(self) -> AptibleAccessStrategy:
-        if self.max_duration <= timedelta(0):
-            raise ValueError("max_duration must be positive")
-        names = [t.name for t in self.targets]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"target names must be unique: {', '.join(dupes)}")
-        return self
-
-    def target(self, name: str) -> AptibleRole:
-        """The target called ``name``; raises :class:`UnknownTargetError` listing the known ones."""
-        for t in self.targets:
-            if t.name == name:
-                return t
-        raise UnknownTargetError(self.name, name, [t.name for t in self.targets])
-
-
 class IdentitySpec(BaseModel):
-    """How a requester's email becomes an Aptible user (Sym's ``get_identity``), in serialisable form.
+    """How a requester's email becomes an Aptible user (Sym's ``get_identity``): the operator file's ``identity``.
 
     ``mapping`` maps an email (matched case-insensitively) to an Aptible user id or to another email.
     ``function`` is ``"module:qualname"`` of a function ``(email: str) -> str | None`` imported in the
-    connector process; ``None`` from it means "match the email as usual".
+    connector process, named by the operator only; ``None`` from it means "match the email as usual".
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -261,6 +123,13 @@ class IdentitySpec(BaseModel):
                 raise ValueError(f"identity of {k!r} must be an Aptible user id (UUID) or an email")
             out[k.casefold()] = val.lower() if _UUID.match(val) else val
         return out
+
+    @field_validator("function")
+    @classmethod
+    def _function(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", v):
+            raise ValueError(f"{v!r} is not 'module:qualname'")
+        return v
 
     @classmethod
     def of(
@@ -288,16 +157,6 @@ class IdentitySpec(BaseModel):
                 )
             return cls(function=f"{module}:{qualname}")
         raise AptibleConfigError("identity", f"unsupported {type(value).__name__}", "a mapping or a function")
-
-
-class AptibleTaskConfig(BaseModel):
-    """Everything the connector needs, as stored in the task template's ``custom``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    version: Literal[1] = 1
-    strategy: AptibleAccessStrategy
-    identity: IdentitySpec = Field(default_factory=IdentitySpec)
 
 
 class AccessGrant(BaseModel):

@@ -1,12 +1,14 @@
 """The user-facing task type: a request for an Aptible role, granted for the life of the task.
 
-The task runs no user code and no pod: its template carries the strategy (``custom``), and the
-``aptible_access`` connector does the work (see :mod:`flytekitplugins_awssecrets.aptible.connector`).
+The task runs no user code and no pod. Its template carries only the *name* of a strategy that the
+connector's operator declared (``custom = {"version": 2, "strategy": "<name>"}``); the inputs are the
+target, the email, the duration and the reason. The ``aptible_access`` connector does the work (see
+:mod:`flytekitplugins_awssecrets.aptible.connector`) with what the operator file says.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -16,55 +18,50 @@ from flytekit.core.interface import Interface
 from flytekit.extend.backend.base_connector import AsyncConnectorExecutorMixin
 
 from flytekitplugins_awssecrets.aptible.connector import TASK_TYPE, register
-from flytekitplugins_awssecrets.aptible.models import (
-    AccessGrant,
-    AptibleAccessStrategy,
-    AptibleTaskConfig,
-    IdentitySpec,
-)
+from flytekitplugins_awssecrets.aptible.errors import AptibleConfigError, AptibleError
+from flytekitplugins_awssecrets.aptible.models import AccessGrant
 
 __all__ = ["AptibleAccessTask"]
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
 
 class AptibleAccessTask(AsyncConnectorExecutorMixin, PythonTask):  # type: ignore[misc]
-    """Grant one of a strategy's Aptible roles to a person for a while (Sym's ``sym_flow``).
+    """Ask for one of a strategy's Aptible roles for a while (Sym's ``sym_flow``).
 
-    Inputs: ``email: str`` (the requester), ``target: str`` (a target's ``name``), ``duration: timedelta``
-    (at most the strategy's ``max_duration``), ``reason: str``. Output: an
-    :class:`~flytekitplugins_awssecrets.aptible.AccessGrant`, once the access has ended.
+    ``strategy`` is the *name* of a strategy in the connector's operator file: which roles it offers, for how
+    long at most, which bot grants them and who must approve are the operator's, not the workflow's.
+    Inputs: ``email: str``, ``target: str`` (a target's name), ``duration: timedelta``, ``reason: str``.
+    Output: an :class:`~flytekitplugins_awssecrets.aptible.AccessGrant`, once the access has ended.
 
-    The membership is added when the task starts, held while it runs, and removed when ``duration`` has
-    passed or the execution is aborted. A user who already holds the role keeps it: nothing is added or
-    removed (``pre_existing=True``).
-
-    ``identity`` maps requesters to Aptible users when emails differ (Sym's ``get_identity``): a mapping
-    ``{email: aptible_user_id_or_email}``, or a module-level function ``(email) -> str | None`` that the
-    connector imports (so it must be installed in the connector's image too).
+    The connector publishes the request for approvers, grants the membership once a valid approval is there,
+    holds it for ``duration`` and removes it (or at once when the execution is aborted). A user who already
+    holds the role keeps it: nothing is added or removed (``pre_existing=True``).
 
     Example::
 
-        aptible_access = AptibleAccessTask(name="aptible_access", strategy=strategy)
+        aptible_access = AptibleAccessTask(name="aptible_access", strategy="main-aptible-strategy")
 
         @workflow
         def request(email: str, target: str, duration: timedelta, reason: str) -> AccessGrant:
-            summary = describe(email=email, target=target, duration=duration, reason=reason)
-            approved = approve(summary, "approve-access", timeout=timedelta(hours=1))
-            grant = aptible_access(email=email, target=target, duration=duration, reason=reason)
-            approved >> grant
-            return grant
+            return aptible_access(email=email, target=target, duration=duration, reason=reason)
     """
 
     _TASK_TYPE = TASK_TYPE
 
-    def __init__(
-        self,
-        name: str,
-        strategy: AptibleAccessStrategy,
-        *,
-        identity: Mapping[str, str] | Callable[[str], str | None] | str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._config = AptibleTaskConfig(strategy=strategy, identity=IdentitySpec.of(identity))
+    def __init__(self, name: str, strategy: str, **kwargs: Any) -> None:
+        if not isinstance(strategy, str):
+            raise AptibleConfigError(
+                "AptibleAccessTask(strategy=...)",
+                f"takes a strategy *name*, not {type(strategy).__name__}",
+                "strategies, targets and bot credentials live in the connector's operator file "
+                "(docs/aptible.md, 'The operator file'); pass strategy='main-aptible-strategy'",
+            )
+        if not _NAME.match(strategy):
+            raise AptibleConfigError(
+                "AptibleAccessTask(strategy=...)", f"{strategy!r} is not a strategy name"
+            )
+        self._strategy_name = strategy
         interface = Interface(
             inputs={"email": str, "target": str, "duration": timedelta, "reason": str},
             outputs={"o0": AccessGrant},
@@ -74,8 +71,16 @@ class AptibleAccessTask(AsyncConnectorExecutorMixin, PythonTask):  # type: ignor
         register()
 
     @property
-    def strategy(self) -> AptibleAccessStrategy:
-        return self._config.strategy
+    def strategy_name(self) -> str:
+        """The operator file's strategy this task asks for."""
+        return self._strategy_name
 
     def get_custom(self, settings: SerializationSettings) -> dict[str, Any]:
-        return self._config.model_dump(mode="json")
+        return {"version": 2, "strategy": self._strategy_name}
+
+    def execute(self, **kwargs: Any) -> Any:
+        try:
+            return super().execute(**kwargs)
+        except AptibleError as e:
+            # A local run: the typed error alone (what is wrong and how to fix it), not the event loop's frames.
+            raise e.with_traceback(None) from None

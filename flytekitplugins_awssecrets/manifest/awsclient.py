@@ -42,13 +42,21 @@ def make_client(service: str, region: str, max_pool: int = 10) -> Any:
     import boto3
     from botocore.config import Config
 
+    from flytekitplugins_awssecrets.credentials import limit_connection_retries
+    from flytekitplugins_awssecrets.settings import get_settings
+
+    # Throttling gets MAX_ATTEMPTS; an unreachable endpoint only the settings' connect_attempts, with the
+    # settings' time-outs, so that a wrong AWS_ENDPOINT_URL fails in seconds.
+    s = get_settings()
     config = Config(
         retries={"mode": RETRY_MODE, "max_attempts": MAX_ATTEMPTS},
         max_pool_connections=max(10, max_pool),
-        connect_timeout=10,
-        read_timeout=30,
+        connect_timeout=s.connect_timeout,
+        read_timeout=s.read_timeout,
     )
-    return boto3.session.Session().client(service, region_name=region, config=config)
+    client = boto3.session.Session().client(service, region_name=region, config=config)
+    limit_connection_retries(client, s.connect_attempts)
+    return client
 
 
 def error_code(exc: BaseException) -> str:
@@ -77,5 +85,19 @@ def describe_error(exc: BaseException, values: Iterable[str] = ()) -> tuple[str,
     if code:
         message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
         return code, scrub(f"{code}: {message}", values)
-    # botocore's own errors (no credentials, endpoint unreachable) carry no values; keep the class name.
+    from flytekitplugins_awssecrets.credentials import unreachable_error
+
+    unreachable = unreachable_error("AWS", exc, _service_of(exc))
+    if unreachable is not None:
+        return "EndpointUnreachable", f"{unreachable.detail} ({unreachable.hint})"
+    # botocore's own errors (no credentials, a bad region) carry no values; keep the class name.
     return type(exc).__name__, scrub(f"{type(exc).__name__}: {exc}", values)
+
+
+def _service_of(exc: BaseException) -> str:
+    """The service a botocore connection error was talking to, from its URL (for naming the variable)."""
+    url = str(getattr(exc, "kwargs", {}).get("endpoint_url", "") or "")
+    for service in ("secretsmanager", "ssm", "kms", "sts"):
+        if f"{service}." in url:
+            return service
+    return ""

@@ -52,7 +52,8 @@ def _handle_errors(fn: F) -> F:
         except pydantic.ValidationError as e:
             # Its str() shows the input; list only where and what (the manifest loader does the same).
             where = "; ".join(
-                f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors(include_input=False)
+                f"{'.'.join(map(str, x['loc']))}: {str(x['msg']).removeprefix('Value error, ')}"
+                for x in e.errors(include_input=False)
             )
             _err(f"error: invalid entry: {where}")
             sys.exit(EXIT_INPUT)
@@ -82,6 +83,20 @@ def _yaml_text(m: Manifest) -> str:
     from flytekitplugins_awssecrets.manifest.model import manifest_to_yaml_data
 
     return yamlio.dump(manifest_to_yaml_data(m))
+
+
+def _edited_text(file: str, old: Manifest, new: Manifest) -> str:
+    """FILE's own text with only the changed values replaced (comments, order, quoting kept); if its YAML
+    is beyond an in-place edit, the whole file re-written, said loudly."""
+    from flytekitplugins_awssecrets.manifest.roundtrip import RoundTripError, apply_changes
+
+    with open(file, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return apply_changes(text, old, new)
+    except RoundTripError as e:
+        _err(f"warning: {file}: could not keep the file's layout ({e}); writing it in full, comments dropped")
+        return _yaml_text(new)
 
 
 def _write_file(path: str, text: str, private: bool = False) -> None:
@@ -130,10 +145,18 @@ def _write_options(fn: F) -> F:
         show_default=True,
         help="Writes in flight at once (throttling is retried with backoff).",
     )(fn)
+    fn = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="json: the report as one JSON object on stdout (messages stay on stderr).",
+    )(fn)
     return click.option(
         "--progress/--no-progress",
         default=None,
-        help="Show a progress bar (default: on a terminal, from 20 writes).",
+        help="Show progress (default: from 20 writes; a bar on a terminal, a line every 10 s without one).",
     )(fn)
 
 
@@ -159,7 +182,8 @@ def manifest() -> None:
 def encrypt(file: str, output: str | None, in_place: bool, create_key: bool, dry_run: bool) -> None:
     """Encrypt every plain SecureString value (and secret) of FILE with the file key.
 
-    Values already encrypted are kept as they are; types are written lowercase, as psyml does. Prints the
+    Only the encrypted values change (an encrypted parameter's type becomes `securestring`, as psyml
+    writes it); comments, order, quoting and layout of the rest of FILE are kept byte for byte. Prints the
     result on stdout unless -i/-o is given.
     """
     from flytekitplugins_awssecrets.manifest.crypto import PsymlCipher, encrypt_manifest
@@ -172,9 +196,24 @@ def encrypt(file: str, output: str | None, in_place: bool, create_key: bool, dry
             _err(f"would encrypt {t}")
         _err(f"encrypt: {len(todo)} value(s) would be encrypted (dry run)")
         return
+    from flytekitplugins_awssecrets.manifest.awsclient import AwsCallError
+
     cipher = PsymlCipher()
     key = None if m.encrypted_with else cipher.key_arn(create=create_key)
-    _emit(_yaml_text(encrypt_manifest(m, cipher, key)), output, in_place, file)
+    try:
+        encrypted = encrypt_manifest(m, cipher, key)
+    except AwsCallError as e:
+        if m.encrypted_with:
+            # New values go under the file's own key: say where that key came from.
+            raise AwsCallError(
+                e.reference,
+                e.reason,
+                e.code,
+                f"the key is the file's encrypted_with ({m.encrypted_with}); if that is a placeholder or an "
+                "old key, delete the encrypted_with line to encrypt under the file key (PSYML_KEY_ALIAS)",
+            ) from None
+        raise
+    _emit(_edited_text(file, m, encrypted), output, in_place, file)
     _err(f"encrypt: {len(todo)} value(s) encrypted")
 
 
@@ -211,25 +250,65 @@ def refresh(file: str, output: str | None, in_place: bool, force: bool, dry_run:
         # psyml raised here; an unchanged file is not an error, but printing it keeps `refresh f > g` safe.
         _err("refresh: already encrypted with the current key; nothing to do (--force to re-encrypt)")
         if not in_place:
-            _emit(_yaml_text(m), output, False, file)
+            with open(file, encoding="utf-8") as f:
+                _emit(f.read(), output, False, file)
         return
-    _emit(_yaml_text(new), output, in_place, file)
+    _emit(_edited_text(file, m, new), output, in_place, file)
     _err(f"refresh: re-encrypted under {current}")
 
 
-def _report(report: Any, verbose: bool = False) -> None:
-    """Print a write report on stderr; a partly applied change always lists what succeeded and failed."""
+_WOULD = {
+    "add": "would add",
+    "update": "would update",
+    "tags": "would update tags",
+    "remove": "would remove (delete)",
+}
+
+
+def _planned(action: str) -> str:
+    """A dry run's action as a sentence: "would update tags", not "would tags"."""
+    if action.startswith("already gone"):
+        return "already absent: nothing to delete"
+    return _WOULD.get(action, f"would {action}")
+
+
+def _report(report: Any, verbose: bool = False, fmt: str = "text") -> None:
+    """Print a write report on stderr (or as JSON on stdout); a partly applied change always lists what
+    succeeded and failed."""
     failed = report.failed
-    list_all = verbose or failed or len(report.outcomes) <= LIST_ALL_UP_TO
-    prefix = "would " if report.dry_run else ""
-    for o in report.outcomes:
-        if o.ok and list_all:
-            _err(f"  ok     {o.kind} {o.name}: {prefix}{o.action}")
-    for o in failed:
-        _err(f"  FAILED {o.kind} {o.name}: {o.action}: {o.detail}")
+    if fmt == "json":
+        from flytekitplugins_awssecrets.cli_output import print_json
+
+        print_json(
+            {
+                "command": report.command,
+                "dry_run": report.dry_run,
+                "counts": report.counts(),
+                "outcomes": [o.model_dump() for o in report.outcomes],
+            }
+        )
+    else:
+        list_all = verbose or failed or len(report.outcomes) <= LIST_ALL_UP_TO
+        for o in report.outcomes:
+            if o.ok and list_all:
+                _err(f"  ok     {o.kind} {o.name}: {_planned(o.action) if report.dry_run else o.action}")
+        for o in failed:
+            _err(f"  FAILED {o.kind} {o.name}: {o.action}: {o.detail}")
+        if not list_all:
+            _err(f"  ({len(report.outcomes) - len(failed)} entries not listed; -v lists them)")
     _err(report.summary())
     if failed:
         sys.exit(EXIT_AWS)
+
+
+def _confirm_deletion(what: str, yes: bool) -> None:
+    """Deleting needs a person at a terminal saying yes, or --yes: never a silent delete in a pipe."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        _err(f"error: refusing to delete {what} without confirmation: no terminal to ask; pass --yes")
+        sys.exit(EXIT_INPUT)
+    click.confirm(f"Delete {what}?", abort=True, err=True)
 
 
 @manifest.command()
@@ -237,12 +316,13 @@ def _report(report: Any, verbose: bool = False) -> None:
 @_write_options
 @click.option("-v", "--verbose", is_flag=True, help="List every entry, however many.")
 @_handle_errors
-def save(file: str, dry_run: bool, concurrency: int, progress: bool | None, verbose: bool) -> None:
+def save(file: str, dry_run: bool, concurrency: int, fmt: str, progress: bool | None, verbose: bool) -> None:
     """Write every entry of FILE to AWS (values, types, descriptions, KMS keys, tags)."""
     from flytekitplugins_awssecrets.manifest import store
 
     m = _plain(_load(file))
-    _report(store.save(m, store.Clients(m.region, concurrency), dry_run=dry_run, progress=progress), verbose)
+    report = store.save(m, store.Clients(m.region, concurrency), dry_run=dry_run, progress=progress)
+    _report(report, verbose, fmt)
 
 
 def _recovery_option(fn: F) -> F:
@@ -264,36 +344,52 @@ def _recovery_option(fn: F) -> F:
 @FILE
 @_write_options
 @_recovery_option
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
+@click.option(
+    "-y", "--yes", is_flag=True, help="Delete without asking (needed without a terminal, e.g. in CI)."
+)
 @click.option("-v", "--verbose", is_flag=True, help="List every entry, however many.")
 @_handle_errors
 def nuke(
     file: str,
     dry_run: bool,
     concurrency: int,
+    fmt: str,
     progress: bool | None,
     recovery_days: int,
     force_delete_without_recovery: bool,
     yes: bool,
     verbose: bool,
 ) -> None:
-    """Delete every entry FILE lists from AWS; entries already gone are reported, not errors."""
+    """Delete every entry FILE lists from AWS; entries already gone are reported, not errors.
+
+    Asks for confirmation on a terminal; without one (CI, a pipe) it refuses unless --yes is given.
+    --dry-run reads which entries exist and says which would be deleted and which are already absent.
+    """
     from flytekitplugins_awssecrets.manifest import store
 
     m = _load(file)  # deleting needs names only: no decryption, no KMS permission
     n = len(m.parameters) + len(m.secrets)
-    if not dry_run and not yes and sys.stdin.isatty():
-        click.confirm(f"Delete {n} entries listed in {file} from {m.region}?", abort=True)
+    if not dry_run:
+        _confirm_deletion(f"{n} entries listed in {file} from {m.region}", yes)
     days = None if force_delete_without_recovery else recovery_days
     clients = store.Clients(m.region, concurrency)
-    _report(store.nuke(m, clients, dry_run=dry_run, recovery_days=days, progress=progress), verbose)
+    report = store.nuke(m, clients, dry_run=dry_run, recovery_days=days, progress=progress)
+    _report(report, verbose, fmt)
 
 
 @manifest.command()
 @FILE
 @click.option("--listed-only", is_flag=True, help="Compare only the entries FILE lists (no 'removed').")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: a list of changes on stdout (values are never in it).",
+)
 @_handle_errors
-def diff(file: str, listed_only: bool) -> None:
+def diff(file: str, listed_only: bool, fmt: str) -> None:
     """Show what differs between FILE and AWS: added, changed, removed, tag changes. Values are masked.
 
     Exit code 0 when AWS matches FILE, 1 when something differs.
@@ -302,8 +398,13 @@ def diff(file: str, listed_only: bool) -> None:
 
     m = _plain(_load(file))
     changes = store.plan(m, store.Clients(m.region), "listed" if listed_only else "path")
-    for c in changes:
-        click.echo(c.describe())
+    if fmt == "json":
+        from flytekitplugins_awssecrets.cli_output import print_json
+
+        print_json([c.model_dump(exclude={"label"}) | {"line": c.describe()} for c in changes])
+    else:
+        for c in changes:
+            click.echo(c.describe())
     total = len(m.parameters) + len(m.secrets)
     if not changes:
         _err(f"diff: AWS matches {file} ({total} entries)")
@@ -317,6 +418,9 @@ def diff(file: str, listed_only: bool) -> None:
 @click.option("--prune", is_flag=True, help="Also delete entries under `path` that FILE no longer lists.")
 @_write_options
 @_recovery_option
+@click.option(
+    "-y", "--yes", is_flag=True, help="Delete pruned entries without asking (needed without a terminal)."
+)
 @click.option("-v", "--verbose", is_flag=True, help="List every entry, however many.")
 @_handle_errors
 def sync(
@@ -324,19 +428,40 @@ def sync(
     prune: bool,
     dry_run: bool,
     concurrency: int,
+    fmt: str,
     progress: bool | None,
     recovery_days: int,
     force_delete_without_recovery: bool,
+    yes: bool,
     verbose: bool,
 ) -> None:
-    """Write only what differs between FILE and AWS; add and remove tags; delete extras with --prune."""
+    """Write only what differs between FILE and AWS; add and remove tags; delete extras with --prune.
+
+    With --prune, deletions are confirmed on a terminal; without one they need --yes, or nothing is
+    written at all.
+    """
     from flytekitplugins_awssecrets.manifest import store
 
     m = _plain(_load(file))
     days = None if force_delete_without_recovery else recovery_days
     clients = store.Clients(m.region, concurrency)
-    report = store.sync(m, clients, prune=prune, dry_run=dry_run, recovery_days=days, progress=progress)
-    _report(report, verbose)
+
+    def confirm(removals: list[Any]) -> bool:
+        for c in removals[:LIST_ALL_UP_TO]:
+            _err(f"  to delete: {c.kind} {c.name}")
+        _confirm_deletion(f"{len(removals)} entries under {m.path} that {file} no longer lists", yes)
+        return True
+
+    report = store.sync(
+        m,
+        clients,
+        prune=prune,
+        dry_run=dry_run,
+        recovery_days=days,
+        progress=progress,
+        confirm_removals=confirm,
+    )
+    _report(report, verbose, fmt)
 
 
 @manifest.command(name="export")
@@ -348,7 +473,7 @@ def sync(
     type=click.Choice(["shell", "dotenv", "json"]),
     default="shell",
     show_default=True,
-    help="shell: export NAME='value' lines to eval; dotenv: NAME=\"value\"; json: one object.",
+    help="shell: export NAME='value' lines to eval; dotenv: NAME='value' lines to source; json: one object.",
 )
 @click.option("--prefix", default="", help="Put this before every variable name (e.g. APP_).")
 @_handle_errors

@@ -10,8 +10,11 @@ Formats:
 
 * ``shell``: ``export NAME='value'`` lines for ``eval "$(pyflyte-awssecrets manifest export f.yml)"``; single
   quotes, with ``'`` written as ``'\\''``, so nothing in a value is expanded;
-* ``dotenv``: ``NAME="value"`` with ``\\``, ``"``, ``$`` and newlines escaped (what python-dotenv and
-  docker compose read);
+* ``dotenv``: ``NAME='value'``, quoted exactly as ``shell`` (without ``export``), so that
+  ``set -a; . ./app.env`` expands and runs nothing in a value (no ``$``, backtick or ``\\`` is special inside
+  single quotes) and gives back every value byte for byte, newlines included. Other dotenv readers
+  (python-dotenv, docker compose) agree for values without ``'`` or ``\\``: python-dotenv reads ``\\\\`` and
+  ``\\'`` inside single quotes as escapes, and ``'`` is written ``'\\''`` (close, escaped quote, reopen);
 * ``json``: one object ``{"NAME": "value"}``.
 
 A StringList is its comma-joined text; a JSON secret its JSON text.
@@ -88,19 +91,29 @@ def variables(m: Manifest, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def shell_quote(value: str) -> str:
-    """POSIX single-quoting: nothing inside is expanded; ``'`` becomes ``'\\''``."""
+    """POSIX single-quoting: nothing inside is expanded; ``'`` becomes ``'\\''``.
+
+    A NUL cannot be held by a shell variable at all, so it is refused rather than silently cut short.
+    """
+    if "\x00" in value:
+        raise ValueError("a value holds a NUL character, which no environment variable can hold")
     return "'" + value.replace("'", "'\\''") + "'"
 
 
 def dotenv_quote(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("\n", "\\n")
-    return '"' + escaped.replace("\r", "\\r") + '"'
+    """The same single-quoting as :func:`shell_quote`: a sourced ``.env`` file expands nothing."""
+    return shell_quote(value)
 
 
 def render(pairs: Sequence[tuple[str, str]], fmt: Format = "shell") -> str:
     """The text to print for ``pairs`` in ``fmt`` (ends with a newline when not empty)."""
     if fmt == "json":
         return json.dumps(dict(pairs), indent=2, ensure_ascii=False) + "\n"
+    for var, value in pairs:
+        if "\x00" in value:
+            raise ValueError(
+                f"{var}: the value holds a NUL character, which no environment variable can hold"
+            )
     if fmt == "dotenv":
         lines = [f"{var}={dotenv_quote(value)}" for var, value in pairs]
     else:

@@ -266,7 +266,7 @@ class SecretEntry(BaseModel):
         elif self.is_json:
             try:
                 json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 # Never chain or quote: JSONDecodeError keeps the whole document (the secret).
                 raise ValueError("value: 'json: true' but the value is not valid JSON") from None
         return self
@@ -396,7 +396,32 @@ def parse_manifest(raw: Any, source: str = "<manifest>") -> Manifest:
     try:
         return Manifest.model_validate(raw)
     except ValidationError as e:
-        raise ManifestError(source, _problems(raw, e)) from None
+        # Duplicate names are checked after every field is valid; list them with the other problems so
+        # that one run shows everything to fix.
+        raise ManifestError(source, _problems(raw, e) + _raw_duplicates(raw)) from None
+    except RecursionError:
+        raise ManifestError(source, ["a value is nested too deeply to read"]) from None
+
+
+def _raw_duplicates(raw: dict[str, Any]) -> list[str]:
+    """Entries of the unvalidated data that share a name (by full name when ``path`` is usable)."""
+    out: list[str] = []
+    path = raw.get("path") if isinstance(raw.get("path"), str) else "/"
+    for section, full_name in (("parameters", parameter_full_name), ("secrets", secret_full_name)):
+        items = raw.get(section)
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            name = item.get("name") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not name.strip():
+                continue
+            try:
+                full = full_name(str(path), name)
+            except Exception:  # noqa: BLE001 - a bad path or name is reported by validation already
+                full = name
+            if full in seen:
+                out.append(f"top level: {section}[{i}] and {section}[{seen[full]}] are both {full}")
+            seen.setdefault(full, i)
+    return out
 
 
 def load_manifest(path: str) -> Manifest:
@@ -419,7 +444,7 @@ def _json_as_yaml(text: str) -> Any:
     """A JSON secret shown as a YAML mapping when that round-trips exactly (all leaves strings), else text."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
     def strings_only(x: Any) -> bool:

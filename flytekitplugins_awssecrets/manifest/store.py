@@ -142,13 +142,40 @@ class SyncReport(BaseModel):
     def ok(self) -> bool:
         return not self.failed
 
+    @property
+    def absent(self) -> list[Outcome]:
+        """Deletions that found nothing to delete (already gone, or already scheduled for deletion)."""
+        return [o for o in self.outcomes if o.ok and o.action.startswith(ABSENT)]
+
+    @property
+    def changed(self) -> list[Outcome]:
+        """What was (or, in a dry run, would be) actually changed in AWS."""
+        return [o for o in self.outcomes if o.ok and not o.action.startswith(ABSENT)]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "changed": len(self.changed),
+            "already_absent": len(self.absent),
+            "failed": len(self.failed),
+            "unchanged": self.unchanged,
+        }
+
     def summary(self) -> str:
-        verb = "would change" if self.dry_run else "changed"
-        text = f"{self.command}: {len(self.succeeded)} {verb}, {len(self.failed)} failed"
-        text += f", {self.unchanged} unchanged"
-        if self.failed and self.succeeded and not self.dry_run:
+        done = {"nuke": "deleted", "save": "written"}.get(self.command, "changed")
+        verb = f"would be {done}" if self.dry_run else done
+        text = f"{self.command}: {len(self.changed)} {verb}"
+        if self.absent or self.command == "nuke":
+            text += f", {len(self.absent)} already absent"
+        text += f", {len(self.failed)} failed"
+        if self.command != "nuke":
+            text += f", {self.unchanged} unchanged"
+        if self.failed and self.changed and not self.dry_run:
             text += " -- AWS is now partly updated; fix the failures and run again"
         return text
+
+
+#: How deletions that found nothing are worded (and recognised): "already gone", "already gone (...)".
+ABSENT = "already gone"
 
 
 # -- reading ----------------------------------------------------------------------------------------------
@@ -475,7 +502,7 @@ def _run(tasks: list[Task], clients: Clients, dry_run: bool, progress: bool | No
     results: list[Outcome] = []
     with ThreadPoolExecutor(max_workers=max(1, clients.concurrency)) as pool:
         futures = [pool.submit(one, t) for t in tasks]
-        if show and tasks:
+        if show and tasks and sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -491,9 +518,39 @@ def _run(tasks: list[Task], clients: Clients, dry_run: bool, progress: bool | No
                 for f in futures:
                     results.append(f.result())
                     bar.advance(tid)
+        elif progress is not False and (show or len(tasks) >= PROGRESS_MIN):
+            results = _with_progress_lines(futures)
         else:
             results = [f.result() for f in futures]
     return results
+
+
+#: Without a terminal, a long run prints one progress line this often (seconds), and one at the end.
+PROGRESS_INTERVAL = 10.0
+
+
+def _with_progress_lines(futures: list[Any]) -> list[Outcome]:
+    """Wait for ``futures``, printing ``N/M done, K failed`` on stderr every PROGRESS_INTERVAL seconds, so a
+    long run in CI shows that it is alive and how far it got."""
+    import time
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    total = len(futures)
+    pending = set(futures)
+    start = last = time.monotonic()
+    while pending:
+        _, pending = wait(pending, timeout=max(0.01, PROGRESS_INTERVAL), return_when=FIRST_COMPLETED)
+        now = time.monotonic()
+        if now - last >= PROGRESS_INTERVAL or not pending:
+            last = now
+            done = [f.result() for f in futures if f.done()]
+            failed = sum(1 for o in done if not o.ok)
+            print(
+                f"progress: {len(done)}/{total} done, {failed} failed ({now - start:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    return [f.result() for f in futures]
 
 
 def _entry_task(clients: Clients, e: Entry, change: Change | None) -> Task:
@@ -523,10 +580,13 @@ def sync(
     dry_run: bool = False,
     recovery_days: int | None = 7,
     progress: bool | None = None,
+    confirm_removals: Callable[[list[Change]], bool] | None = None,
 ) -> SyncReport:
     """Write only what differs; with ``prune``, delete what is under ``path`` but not in the file.
 
     ``recovery_days`` is the Secrets Manager recovery window for pruned secrets (``None``: delete at once).
+    ``confirm_removals`` is asked before anything is written when the plan deletes something; if it answers
+    False the removals are dropped from the run (the command line refuses instead, see ``sync --yes``).
     """
     if prune and not _ssm_path(m).strip("/"):
         # Pruning "everything under /" would delete every parameter and secret in the account.
@@ -543,9 +603,11 @@ def sync(
             removals.append(c)
         else:
             tasks.append(_entry_task(clients, desired[(c.kind, c.name)], c))
+    if removals and not dry_run and confirm_removals is not None and not confirm_removals(removals):
+        removals = []
     tasks.extend(_deletion_tasks(clients, [(c.kind, c.name) for c in removals], recovery_days, "remove"))
     outcomes = _expand_batches(_run(tasks, clients, dry_run, progress))
-    unchanged = len(desired) - (len(changes) - len(removals))
+    unchanged = len(desired) - len([c for c in changes if c.action != "remove"])
     return SyncReport(command="sync", dry_run=dry_run, outcomes=outcomes, unchanged=unchanged)
 
 
@@ -604,6 +666,47 @@ def nuke(
     clients = clients or Clients(m.region)
     targets = [("parameter", parameter_full_name(m.path, p.name)) for p in m.parameters]
     targets += [("secret", secret_full_name(m.path, s.name)) for s in m.secrets]
+    if dry_run:
+        # Say what would really happen: entries that do not exist would not be deleted.
+        present = _existing(clients, targets)
+        outcomes = [
+            Outcome(kind=k, name=n, action="delete" if (k, n) in present else ABSENT) for k, n in targets
+        ]
+        return SyncReport(command="nuke", dry_run=True, outcomes=outcomes)
     tasks = _deletion_tasks(clients, targets, recovery_days, "delete")
     outcomes = _expand_batches(_run(tasks, clients, dry_run, progress))
     return SyncReport(command="nuke", dry_run=dry_run, outcomes=outcomes)
+
+
+def _existing(clients: Clients, targets: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of ``targets`` exist (names only: DescribeParameters and DescribeSecret, no values, no KMS)."""
+    params = [n for k, n in targets if k == "parameter"]
+    secrets = [n for k, n in targets if k == "secret"]
+
+    def params_of(batch: Sequence[str]) -> list[tuple[str, str]]:
+        pages = clients.ssm.get_paginator("describe_parameters").paginate(
+            ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": list(batch)}],
+            PaginationConfig={"PageSize": 50},
+        )
+        return [("parameter", p["Name"]) for page in pages for p in page.get("Parameters", [])]
+
+    def secret_of(name: str) -> list[tuple[str, str]]:
+        try:
+            r = clients.secretsmanager.describe_secret(SecretId=name)
+        except Exception as e:  # noqa: BLE001
+            if error_code(e) == "ResourceNotFoundException":
+                return []
+            raise
+        return [] if r.get("DeletedDate") else [("secret", name)]
+
+    reads: list[Callable[[], list[tuple[str, str]]]] = [
+        functools.partial(params_of, b) for b in _chunks(params, DESCRIBE_FILTER_BATCH)
+    ]
+    reads += [functools.partial(secret_of, n) for n in secrets]
+    if not reads:
+        return set()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(clients.concurrency, len(reads)))) as pool:
+            return {t for got in pool.map(lambda read: read(), reads) for t in got}
+    except Exception as e:  # noqa: BLE001
+        raise _aws("entries listed in the manifest", e) from None

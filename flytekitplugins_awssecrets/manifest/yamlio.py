@@ -3,7 +3,8 @@
 PyYAML's ``safe_load`` follows YAML 1.1 and silently re-types plain scalars: ``0123`` becomes ``83``, ``yes``
 becomes ``True``, ``~`` becomes ``None`` and ``1.50`` becomes ``1.5``. For a file of parameter values that is
 data loss (psyml's defect), so :class:`TextLoader` drops every implicit resolver: a plain scalar is a ``str``,
-exactly as written. Duplicate keys are refused instead of the last one silently winning.
+exactly as written. Duplicate keys are refused instead of the last one silently winning, and so are anchors
+and aliases (``&a`` / ``*a``), with which a small file expands to megabytes.
 
 Writing goes the other way: :func:`dump` uses PyYAML's standard resolvers, so a string that a YAML 1.1 reader
 would re-type (``'0123'``, ``'yes'``) is quoted, and psyml (``yaml.safe_load``) reads our output back as the
@@ -44,6 +45,17 @@ class TextLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no stub
     # to the default str tag. Explicit tags (``!!int 5``) still work, which is the author's explicit wish.
     yaml_implicit_resolvers: dict[Any, Any] = {}
 
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        # Anchors and aliases let a few hundred bytes expand to megabytes ("billion laughs"); a manifest
+        # has no use for them, so they are refused before anything is expanded.
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            mark = event.start_mark
+            raise YamlError(
+                f"line {mark.line + 1}: YAML anchors and aliases (&name, *name) are not allowed in a manifest"
+            )
+        return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
@@ -70,6 +82,8 @@ def load(text: str, source: str = "<string>") -> Any:
         raise YamlError(f"{source}: invalid YAML at {where}: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
         raise YamlError(f"{source}: invalid YAML ({type(e).__name__})") from None
+    except RecursionError:
+        raise YamlError(f"{source}: nested too deeply to read") from None
 
 
 class _Dumper(yaml.SafeDumper):  # type: ignore[misc]

@@ -10,6 +10,10 @@ Every message, in both directions, is an 8-byte header and a JSON body::
 A request is ``{"Resource": "<name>", "SecretKey": "<key>"}``; both fields are optional. The answer is
 ``{"SecretValue": "<base64>"}`` or ``{"Error": "<text>"}``.
 
+``SecretValue`` is always base64: Aerospike's clients strip trailing whitespace from it and base64-decode it
+strictly. With ``convert-to-base64: true`` the agent encodes the stored value; with ``false`` (Aerospike's
+default) the stored value must already be base64 and is sent as it is (:func:`secret_value_frame`).
+
 A header that is wrong (bad magic, a length above the limit) leaves the reader unable to find the next
 message, so :class:`FrameError` says whether the connection must be closed (``fatal``) after the error is
 answered. A body that is framed correctly but is not a valid request is answered with an error and the
@@ -19,10 +23,13 @@ connection stays usable.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import struct
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flytekitplugins_awssecrets.errors import AwsSecretsError
 
 __all__ = [
     "MAGIC",
@@ -35,7 +42,10 @@ __all__ = [
     "encode_frame",
     "decode_request",
     "value_frame",
+    "secret_value_frame",
     "error_frame",
+    "NotBase64Error",
+    "TRAILING_WHITESPACE",
 ]
 
 MAGIC = 0x51DEC1CC
@@ -43,6 +53,27 @@ _HEADER = struct.Struct(">II")
 HEADER_SIZE = _HEADER.size
 #: Requests are two short strings; 64 KiB leaves room and bounds what one connection can make us buffer.
 DEFAULT_MAX_BODY = 64 * 1024
+#: What Aerospike's C client strips from the end of ``SecretValue`` before decoding it.
+TRAILING_WHITESPACE = " \t\n\r\f\v"
+
+
+class NotBase64Error(AwsSecretsError, ValueError):
+    """``convert-to-base64`` is false and a stored value is not base64, so a client could not decode it.
+
+    Example::
+
+        >>> str(NotBase64Error("resource 'Db' key 'password'"))  # doctest: +ELLIPSIS
+        "resource 'Db' key 'password': the stored value is not base64 ..."
+    """
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(
+            reference,
+            "the stored value is not base64 (with convert-to-base64: false, Secret Agent sends stored values as "
+            "they are, and clients base64-decode them)",
+            "store the value base64-encoded without line breaks (base64 -w0), or set "
+            "secret-manager.aws.convert-to-base64: true",
+        )
 
 
 class FrameError(Exception):
@@ -121,8 +152,8 @@ def decode_request(body: bytes) -> AgentRequest:
         doc = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise FrameError("body is not UTF-8", fatal=False) from None
-    except ValueError:
-        # Never chain or quote: JSONDecodeError.doc holds the whole body.
+    except (ValueError, RecursionError):
+        # Never chain or quote: JSONDecodeError.doc holds the whole body. Deep nesting is refused too.
         raise FrameError("body is not valid JSON", fatal=False) from None
     if not isinstance(doc, dict):
         raise FrameError(f"body must be a JSON object, not a {type(doc).__name__}", fatal=False)
@@ -144,6 +175,33 @@ def value_frame(value: str | bytes) -> bytes:
     """The answer carrying ``value`` (text is sent as its UTF-8 bytes), base64-encoded."""
     raw = value.encode("utf-8") if isinstance(value, str) else value
     return encode_frame(AgentResponse(SecretValue=base64.b64encode(raw).decode("ascii")).to_body())
+
+
+def _is_base64(raw: bytes) -> bool:
+    text = raw.rstrip(TRAILING_WHITESPACE.encode())
+    if not text:
+        return False
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def secret_value_frame(value: str | bytes, *, convert_to_base64: bool, reference: str) -> bytes:
+    """The answer for ``value`` under Secret Agent's ``convert-to-base64`` rule.
+
+    ``True``: ``SecretValue`` is the base64 of the value (text as UTF-8). ``False``: the value is already
+    base64 (what Aerospike asks users to store for multi-line values) and is sent as it is; a value that is
+    not (after trailing whitespace, which Aerospike's clients strip) raises :class:`NotBase64Error` naming
+    ``reference``, never the value.
+    """
+    if convert_to_base64:
+        return value_frame(value)
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    if not _is_base64(raw):
+        raise NotBase64Error(reference)
+    return encode_frame(AgentResponse(SecretValue=raw.decode("ascii")).to_body())
 
 
 def error_frame(message: str) -> bytes:

@@ -28,8 +28,9 @@ def _setup_logging(level: str) -> None:
     root.setLevel(logging.WARNING)
     logging.getLogger("flytekitplugins_awssecrets").setLevel(level.upper())
     # botocore at debug level prints request and response bodies, which hold secret values.
-    for noisy in ("botocore", "boto3", "urllib3", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from flytekitplugins_awssecrets.quiet import quiet_aws_loggers
+
+    quiet_aws_loggers(extra=("asyncio",))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -37,8 +38,9 @@ def _setup_logging(level: str) -> None:
     "--config",
     "config_file",
     type=click.Path(dir_okay=False),
-    help="Settings file: the plugin's YAML or a Secret Agent configuration (its service.tcp.endpoint and "
-    "service.unix.path are honoured). Sets FLYTE_AWS_SECRETS_CONFIG.",
+    help="Settings file: the plugin's YAML, or an Aerospike Secret Agent configuration, served as it is "
+    "configured (service.tcp, service.uds, TLS, convert-to-base64, log.level; no HTTP front end unless "
+    "x-awssecrets.serve.http or --http asks for it). Sets FLYTE_AWS_SECRETS_CONFIG.",
 )
 @click.option(
     "--secret-agent", metavar="HOST:PORT|off", help="Secret Agent protocol over TCP [127.0.0.1:3005]."
@@ -55,6 +57,13 @@ def _setup_logging(level: str) -> None:
 )
 @click.option("--tls-cert", metavar="PEM", help="Certificate (chain) for TLS on the TCP listeners.")
 @click.option("--tls-key", metavar="PEM", help="Private key for --tls-cert.")
+@click.option("--tls-ca", metavar="PEM", help="CAs of accepted client certificates: mutual TLS.")
+@click.option(
+    "--convert-to-base64/--no-convert-to-base64",
+    default=None,
+    help="Secret Agent answers: base64 of the stored value, or the stored (already base64) value as is "
+    "[true; false in a Secret Agent file, as Aerospike].",
+)
 @click.option(
     "--allow-non-loopback",
     is_flag=True,
@@ -68,7 +77,17 @@ def _setup_logging(level: str) -> None:
     help="Answer /ping and /healthz without the token (for probes that cannot send a header).",
 )
 @click.option("--max-body-bytes", type=int, help="Largest Secret Agent request body [65536].")
-@click.option("--max-connections", type=int, help="Concurrent connections, all front ends [800].")
+@click.option(
+    "--max-connections", type=int, help="Concurrent authenticated connections, all front ends [800]."
+)
+@click.option(
+    "--max-unauthenticated",
+    type=int,
+    help="Connections not yet authenticated; the oldest is closed when more arrive [128].",
+)
+@click.option(
+    "--header-timeout", type=float, help="Seconds an unauthenticated connection gets per request [5]."
+)
 @click.option("--read-timeout", type=float, help="Seconds a connection may stay silent [60].")
 @click.option("--shutdown-grace", type=float, help="Seconds in-flight requests get after SIGTERM [5].")
 @click.option("--ready-file", metavar="PATH", help="Write the bound addresses there (JSON) once listening.")
@@ -78,14 +97,16 @@ def _setup_logging(level: str) -> None:
 def serve(config_file: str | None, **options: Any) -> None:
     """Serve secrets on a local endpoint to processes that are not Python: the Secret Agent protocol
     (TCP 127.0.0.1:3005, optionally a Unix socket) and AWS Secrets Manager Agent's HTTP API
-    (127.0.0.1:2773, token required), both through the plugin's resolution and one cache.
+    (127.0.0.1:2773, token required), both through the plugin's resolution and one cache. With a Secret
+    Agent file, only what the file configures is served.
 
     Options may also be set as PYFLYTE_AWSSECRETS_SERVE_<OPTION> (for example
     PYFLYTE_AWSSECRETS_SERVE_HTTP=off). See docs/serve.md.
 
     \b
     Example:
-      pyflyte-awssecrets serve --config secret-agent.yaml --token-file /run/awssmatoken
+      pyflyte-awssecrets serve --config secret-agent.yaml    # what the file configures
+      pyflyte-awssecrets serve --config secret-agent.yaml --http 127.0.0.1:2773 --token-file /run/awssmatoken
       curl -H "X-Aws-Parameters-Secrets-Token: $(cat /run/awssmatoken)" \\
         'http://127.0.0.1:2773/secretsmanager/get?secretId=TestingSecret'
     """

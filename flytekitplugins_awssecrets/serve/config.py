@@ -8,8 +8,9 @@ Sources, highest precedence first:
 2. environment variables ``PYFLYTE_AWSSECRETS_SERVE_<FIELD>`` (``PYFLYTE_AWSSECRETS_SERVE_HTTP=off``). The
    prefix is not ``FLYTE_AWS_SECRETS_`` because the plugin's settings reject unknown variables with that
    prefix, and a pod running tasks next to the server would fail on them;
-3. the ``service`` section of a Secret Agent configuration file (``service.tcp.endpoint``, and
-   ``service.unix.path``, which this plugin adds);
+3. a Secret Agent configuration file (:mod:`.agent_file`): its ``service``, ``log.level``,
+   ``secret-manager.aws.convert-to-base64`` and the project's ``x-awssecrets.serve`` section. With such a
+   file, what it does not configure is off: no HTTP front end unless asked for;
 4. the defaults on :class:`ServeConfig`.
 
 Every field and its default is documented once, on :class:`ServeConfig`.
@@ -20,11 +21,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 from flytekitplugins_awssecrets.errors import SettingsError
 
@@ -36,6 +38,8 @@ __all__ = [
     "parse_endpoint",
     "read_token",
     "AWS_TOKEN_FILE",
+    "DEFAULT_SSRF_HEADERS",
+    "DEFAULT_SSRF_ENV_VARIABLES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +48,9 @@ ENV_PREFIX = "PYFLYTE_AWSSECRETS_SERVE_"
 #: Where AWS's own agent installation keeps its SSRF token; read when no token is configured.
 AWS_TOKEN_FILE = "/var/run/awssmatoken"  # noqa: S105 - a path, not a password
 _OFF = {"", "off", "none", "false", "0", "disabled"}
+#: AWS Secrets Manager Agent's defaults (``ssrf_headers``, ``ssrf_env_variables`` in its config.rs).
+DEFAULT_SSRF_HEADERS = ("X-Aws-Parameters-Secrets-Token", "X-Vault-Token")
+DEFAULT_SSRF_ENV_VARIABLES = ("AWS_TOKEN", "AWS_SESSION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -96,12 +103,20 @@ class ServeConfig(BaseModel):
       http ("127.0.0.1:2773"): TCP address of the AWS Secrets Manager Agent HTTP API (2773 is AWS's
         default port); ``off`` disables it.
       path_prefix ("/v1/"): path-style requests ``GET /v1/<secretId>``, as AWS's agent accepts.
+      convert_to_base64 (True; a Secret Agent file's default is Aerospike's false): Secret Agent answers carry
+        the base64 of the stored value when true; when false the stored value must already be base64 and is
+        sent as it is (a value that is not is answered with an error naming the resource).
 
     Access:
-      token (None): the SSRF token every HTTP request must carry in ``X-Aws-Parameters-Secrets-Token``
-        (or ``X-Vault-Token``). A value, or ``file://PATH`` to read it from a file, as AWS's ``AWS_TOKEN``.
-      token_file (None): a file holding the token. When neither is set, ``AWS_TOKEN`` (value or
-        ``file://``) is read, then ``/var/run/awssmatoken``; the HTTP front end does not start without one.
+      token (None): the SSRF token every HTTP request must carry in one of ``ssrf_headers``. A value, or
+        ``file://PATH`` to read it from a file, as AWS's ``AWS_TOKEN``.
+      token_file (None): a file holding the token. When neither is set, the first of ``ssrf_env_variables``
+        that is set (value or ``file://PATH``) is read, then ``/var/run/awssmatoken``; the HTTP front end does
+        not start without one. A token file readable by group or others is logged as a warning.
+      ssrf_headers (X-Aws-Parameters-Secrets-Token, X-Vault-Token): request headers that may carry the
+        token, AWS's agent's setting of the same name (a list, or comma-separated in an env var).
+      ssrf_env_variables (AWS_TOKEN, AWS_SESSION_TOKEN, AWS_CONTAINER_AUTHORIZATION_TOKEN): environment
+        variables read for the token, in order, as AWS's agent does.
       allow_non_loopback (False): listening on an address other than loopback is refused unless this is
         true, and then logged as a warning at start.
       open_health (False): ``/ping`` and ``/healthz`` answer without the token, as AWS's agent's ``/ping``
@@ -109,15 +124,24 @@ class ServeConfig(BaseModel):
         ``/healthz`` (front ends, cache counters) tells nothing to a process that does not hold it.
       tls_cert, tls_key (None): PEM files; when both are set, both TCP listeners speak TLS (1.2 or later).
         The Unix socket never does (file permissions protect it).
+      tls_ca (None): PEM file of the CAs whose client certificates are accepted: mutual TLS, as
+        Aerospike's ``service.tcp.tls.ca-file``. Needs tls_cert and tls_key.
 
     Limits:
       max_body_bytes (65536): largest Secret Agent request body; a larger announced length is answered
         with an error and the connection closed.
       max_header_bytes (65536): largest HTTP request head (request line and headers), answered with 431.
-      max_connections (800): concurrent connections over all front ends (AWS's default); more are
-        answered with 429 (HTTP) or an error frame, then closed. Health checks get 3 extra.
-      read_timeout (60.0): seconds a connection may stay silent (or send a message slowly) before it is
-        closed; bounds what a stuck or malicious client holds.
+      max_connections (800): concurrent authenticated connections over all front ends (AWS's default);
+        more are answered with 429 (HTTP) or an error frame, then closed. Health checks get 3 extra. An HTTP
+        connection is authenticated once a request carries the token; a Secret Agent connection (the
+        protocol has no authentication) once it has sent a well-formed request.
+      max_unauthenticated (128): connections not yet authenticated, kept apart from max_connections; when
+        one more arrives, the oldest is closed, so idle or token-less connections can never lock out
+        clients that have the token.
+      header_timeout (5.0): seconds a connection that is not authenticated gets for each request head or
+        message before it is closed.
+      read_timeout (60.0): seconds an authenticated connection may stay silent (or send a message slowly)
+        before it is closed; bounds what a stuck or malicious client holds.
       shutdown_grace (5.0): seconds requests in flight may take to finish after SIGTERM.
 
     Operation:
@@ -140,6 +164,7 @@ class ServeConfig(BaseModel):
     unix_socket: str | None = None
     http: str = "127.0.0.1:2773"
     path_prefix: str = Field(default="/v1/", pattern=r"^/.*")
+    convert_to_base64: bool = True
 
     token: SecretStr | None = None
     token_file: str | None = None
@@ -147,15 +172,31 @@ class ServeConfig(BaseModel):
     open_health: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
+    tls_ca: str | None = None
+    ssrf_headers: tuple[str, ...] = Field(default=DEFAULT_SSRF_HEADERS, min_length=1)
+    ssrf_env_variables: tuple[str, ...] = Field(default=DEFAULT_SSRF_ENV_VARIABLES, min_length=1)
 
     max_body_bytes: int = Field(default=64 * 1024, ge=64, le=16 * 1024 * 1024)
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
     max_connections: int = Field(default=800, ge=1, le=100_000)
+    max_unauthenticated: int = Field(default=128, ge=1, le=10_000)
+    header_timeout: float = Field(default=5.0, gt=0, le=600)
     read_timeout: float = Field(default=60.0, gt=0, le=3600)
     shutdown_grace: float = Field(default=5.0, ge=0, le=300)
 
     ready_file: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Where each field came from ("file F key service.tcp.endpoint", "option --http"), for error messages.
+    _origin: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def where(self, name: str) -> tuple[str, str]:
+        """The key and the source that set field ``name``: what an error message should point at."""
+        origin = self._origin.get(name, "serve options")
+        if " key " in origin:
+            source, _, key = origin.rpartition(" key ")
+            return key, source
+        return name, origin
 
     @field_validator("secret_agent", "http")
     @classmethod
@@ -170,7 +211,22 @@ class ServeConfig(BaseModel):
     def _level(cls, v: Any) -> Any:
         return v.lower() if isinstance(v, str) else v
 
-    @field_validator("unix_socket", "token_file", "tls_cert", "tls_key", "ready_file")
+    @field_validator("ssrf_headers", "ssrf_env_variables", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [p for p in (x.strip() for x in v.split(",")) if p]
+        return v
+
+    @field_validator("ssrf_headers")
+    @classmethod
+    def _headers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for h in v:
+            if not h or any(c in h for c in " :\r\n\t"):
+                raise ValueError(f"{h!r} is not an HTTP header name")
+        return v
+
+    @field_validator("unix_socket", "token_file", "tls_cert", "tls_key", "tls_ca", "ready_file")
     @classmethod
     def _path(cls, v: str | None) -> str | None:
         return v if v else None
@@ -191,21 +247,27 @@ class ServeConfig(BaseModel):
     def check(self) -> list[str]:
         """Cross-field rules; returns the warnings to log at start, raises :class:`SettingsError`."""
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise SettingsError("tls_cert", "serve options", "tls_cert and tls_key must be given together")
-        for name in ("tls_cert", "tls_key"):
+            raise SettingsError(*self.where("tls_cert"), "tls_cert and tls_key must be given together")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise SettingsError(*self.where("tls_ca"), "mutual TLS (tls_ca) needs tls_cert and tls_key")
+        for name in ("tls_cert", "tls_key", "tls_ca"):
             path = getattr(self, name)
             if path is not None and not os.path.isfile(path):
-                raise SettingsError(name, "serve options", f"file {path!r} does not exist")
+                raise SettingsError(*self.where(name), f"file {path!r} does not exist")
         if self.secret_agent_endpoint is None and self.http_endpoint is None and self.unix_socket is None:
-            raise SettingsError("secret_agent", "serve options", "every front end is off; nothing to serve")
+            raise SettingsError(
+                "secret_agent",
+                "serve options",
+                "every front end is off; nothing to serve (a Secret Agent file needs service.tcp.endpoint or "
+                "service.uds.socket-path; or pass --secret-agent, --unix-socket or --http)",
+            )
         warnings = []
         for name, ep in (("secret_agent", self.secret_agent_endpoint), ("http", self.http_endpoint)):
             if ep is None or ep.is_loopback:
                 continue
             if not self.allow_non_loopback:
                 raise SettingsError(
-                    name,
-                    "serve options",
+                    *self.where(name),
                     f"{ep} is not a loopback address; other hosts could read secrets. Listen on 127.0.0.1 "
                     "(for example 127.0.0.1:3005), or pass --allow-non-loopback if the network is protected",
                 )
@@ -238,38 +300,15 @@ def _from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
 
 
 def _from_secret_agent_file(path: str | None) -> tuple[dict[str, Any], dict[str, str]]:
-    """``service.tcp.endpoint``, ``service.unix.path`` and ``log.level`` of a Secret Agent file."""
+    """The serve settings of a Secret Agent file (see :mod:`.agent_file`); none for another file."""
     if not path:
         return {}, {}
-    import yaml
+    from flytekitplugins_awssecrets.serve.agent_file import read_doc, serve_fields
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError):
-        return {}, {}  # the plugin's settings loader reports an unreadable file with the details
-    if not isinstance(doc, dict) or "secret-manager" not in doc:
+    doc = read_doc(path)
+    if doc is None:
         return {}, {}
-    service = doc.get("service") or {}
-    if not isinstance(service, dict):
-        raise SettingsError("service", f"file {path}", "must be a mapping")
-    fields: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for section, key, name in (("tcp", "endpoint", "secret_agent"), ("unix", "path", "unix_socket")):
-        sub = service.get(section)
-        if sub is None:
-            continue
-        if not isinstance(sub, dict):
-            raise SettingsError(f"service.{section}", f"file {path}", "must be a mapping")
-        if key in sub and sub[key] is not None:
-            fields[name] = str(sub[key])
-            origin[name] = f"file {path} key service.{section}.{key}"
-    log = doc.get("log") or {}
-    if isinstance(log, dict) and isinstance(log.get("level"), str):
-        level = log["level"].lower()
-        fields["log_level"] = {"warn": "warning", "fatal": "error", "trace": "debug"}.get(level, level)
-        origin["log_level"] = f"file {path} key log.level"
-    return fields, origin
+    return serve_fields(doc, path)
 
 
 def load_serve_config(
@@ -284,16 +323,22 @@ def load_serve_config(
     origin.update({k: f"option --{k.replace('_', '-')}" for k in cli_fields})
     merged = {**file_fields, **env_fields, **cli_fields}
     try:
-        return ServeConfig(**merged)
+        cfg = ServeConfig(**merged)
     except ValidationError as e:
         err = e.errors()[0]
         loc = [str(p) for p in err.get("loc", ())]
         field = loc[0] if loc else "?"
         problem = str(err.get("msg", "invalid"))
+        where = origin.get(field, "defaults")
+        if " key " in where:
+            # Name the file's key (service.tcp.endpoint), not the field it fills.
+            where, _, field = where.rpartition(" key ")
         if err.get("type") == "extra_forbidden":
             problem = f"unknown serve setting; known: {_FIELDS}"
         # The input is not shown: it could be the token.
-        raise SettingsError(field, origin.get(field, "defaults"), problem) from None
+        raise SettingsError(field, where, problem) from None
+    cfg._origin = origin
+    return cfg
 
 
 def _read_token_file(path: str, source: str) -> str:
@@ -304,7 +349,32 @@ def _read_token_file(path: str, source: str) -> str:
         raise SettingsError("token", source, f"cannot read token file {path!r}: {e.strerror}") from None
     if not token:
         raise SettingsError("token", source, f"token file {path!r} is empty")
+    _warn_if_readable(path)
     return token
+
+
+def _warn_if_readable(path: str) -> None:
+    """A token that others can read is no protection against them; a warning, not a refusal, because AWS's
+    own installation makes ``/var/run/awssmatoken`` readable by a group of clients (awssmatokenreader)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & stat.S_IROTH:
+        logger.warning(
+            "!!! token file %s is readable by every user (mode %o): any local process can read secrets over "
+            "HTTP. Run: chmod 600 %s !!!",
+            path,
+            stat.S_IMODE(mode),
+            path,
+        )
+    elif mode & stat.S_IRGRP:
+        logger.warning(
+            "token file %s is readable by its group (mode %o): every member may read secrets over HTTP; "
+            "chmod 600 it unless that group is meant to (as AWS's awssmatokenreader)",
+            path,
+            stat.S_IMODE(mode),
+        )
 
 
 def read_token(cfg: ServeConfig, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
@@ -315,8 +385,10 @@ def read_token(cfg: ServeConfig, environ: Mapping[str, str] | None = None) -> tu
         candidates.append((cfg.token.get_secret_value(), "setting token"))
     if cfg.token_file is not None:
         candidates.append(("file://" + cfg.token_file, "setting token_file"))
-    if env.get("AWS_TOKEN"):
-        candidates.append((env["AWS_TOKEN"], "env var AWS_TOKEN"))
+    for var in cfg.ssrf_env_variables:
+        if env.get(var):
+            candidates.append((env[var], f"env var {var}"))
+            break  # AWS's agent reads the first variable that is set
     if os.path.isfile(AWS_TOKEN_FILE):
         candidates.append(("file://" + AWS_TOKEN_FILE, AWS_TOKEN_FILE))
     if not candidates:
@@ -324,7 +396,8 @@ def read_token(cfg: ServeConfig, environ: Mapping[str, str] | None = None) -> tu
             "token",
             "serve options",
             "the HTTP front end needs a token: pass --token-file FILE (or set PYFLYTE_AWSSECRETS_SERVE_TOKEN, "
-            f"or AWS_TOKEN, or create {AWS_TOKEN_FILE}); or turn it off with --http off",
+            f"or one of {', '.join(cfg.ssrf_env_variables)}, or create {AWS_TOKEN_FILE}); or turn it off "
+            "with --http off",
         )
     raw, source = candidates[0]
     if raw.startswith("file://"):

@@ -1,10 +1,19 @@
 """What every connection handler shares: the configuration, the secret source, the thread pool that runs
-blocking AWS reads, and the count of open connections."""
+blocking AWS reads, and the connections, in two budgets.
+
+A connection starts *unauthenticated*: it may hold one of ``max_unauthenticated`` places, and gets
+``header_timeout`` seconds per request head. When more arrive, the oldest unauthenticated connection is
+closed, so a process that opens sockets and sends nothing (or sends no token) can never lock out the
+clients that have one. Once a request proves the client (the token on HTTP; a well-formed request on the
+Secret Agent protocol, which has no authentication) the connection counts against ``max_connections``
+and gets ``read_timeout``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +37,7 @@ class Context:
     Example::
 
         ctx = Context(ServeConfig(), SecretSource(), token="...")
+        ctx.admit(writer)  # a new connection, unauthenticated
         value = await ctx.blocking(lambda: ctx.source.get(ref))
     """
 
@@ -38,6 +48,51 @@ class Context:
         default_factory=lambda: ThreadPoolExecutor(32, thread_name_prefix="serve"), repr=False
     )
     open_connections: int = 0
+    authenticated: int = 0
+    evicted: int = 0
+    _pending: OrderedDict[asyncio.StreamWriter, None] = field(default_factory=OrderedDict, repr=False)
+    _proven: set[asyncio.StreamWriter] = field(default_factory=set, repr=False)
+
+    # -- the two budgets -------------------------------------------------------------------------------------
+    def admit(self, writer: asyncio.StreamWriter) -> None:
+        """A new connection: unauthenticated; the oldest unauthenticated one goes when there are too many."""
+        self.open_connections += 1
+        self._pending[writer] = None
+        while len(self._pending) > self.config.max_unauthenticated:
+            oldest, _ = self._pending.popitem(last=False)
+            self.evicted += 1
+            # Warn once, then count (in /healthz): a flood of connections must not flood the log too.
+            logger.log(
+                logging.WARNING if self.evicted == 1 else logging.DEBUG,
+                "more than %d unauthenticated connections (max_unauthenticated): closing the oldest; "
+                "further closings are counted in /healthz",
+                self.config.max_unauthenticated,
+            )
+            transport = oldest.transport
+            if transport is not None and not transport.is_closing():
+                transport.abort()
+
+    def authenticate(self, writer: asyncio.StreamWriter) -> None:
+        """The connection has proved itself: it moves to the ``max_connections`` budget."""
+        if writer in self._proven:
+            return
+        self._pending.pop(writer, None)
+        self._proven.add(writer)
+        self.authenticated += 1
+
+    def is_authenticated(self, writer: asyncio.StreamWriter) -> bool:
+        return writer in self._proven
+
+    def release(self, writer: asyncio.StreamWriter) -> None:
+        self.open_connections -= 1
+        self._pending.pop(writer, None)
+        if writer in self._proven:
+            self._proven.discard(writer)
+            self.authenticated -= 1
+
+    def timeout_for(self, writer: asyncio.StreamWriter) -> float:
+        """Seconds to wait for the next request on ``writer``: short until it has proved itself."""
+        return self.config.read_timeout if writer in self._proven else self.config.header_timeout
 
     async def blocking(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (boto3, JSON work) off the event loop so slow AWS calls never stall other clients."""
@@ -45,9 +100,9 @@ class Context:
 
     @property
     def over_limit(self) -> bool:
-        return self.open_connections > self.config.max_connections
+        return self.authenticated > self.config.max_connections
 
     @property
     def far_over_limit(self) -> bool:
         # Like AWS's agent, health checks get a few connections beyond the limit.
-        return self.open_connections > self.config.max_connections + 3
+        return self.authenticated > self.config.max_connections + 3

@@ -11,18 +11,20 @@ Requests (HTTP/1.1, keep-alive, GET only):
   are health checks; they need the token too unless ``open_health`` is set (AWS's agent answers
   ``/ping`` without one).
 
-Every request must carry the token in ``X-Aws-Parameters-Secrets-Token`` (or ``X-Vault-Token``, as
-AWS's agent also accepts), and no ``X-Forwarded-For`` header; the checks come in AWS's order:
+Every request must carry the token in one of ``ssrf_headers`` (AWS's defaults:
+``X-Aws-Parameters-Secrets-Token``, ``X-Vault-Token``), and no ``X-Forwarded-For`` header; the checks come
+in AWS's order, except that the connection limit is checked after the token (a connection counts against
+``max_connections`` once a request on it carried the token, see :mod:`.context`):
 
 ====== ============================================ ===================================
 status when                                         body
 ====== ============================================ ===================================
 400    ``X-Forwarded-For`` present                  ``Forwarded``
 403    token missing or wrong                       ``Bad Token``
+429    too many authenticated connections           ``Connection limit exceeded``
 405    not GET                                      ``Not allowed``
 404    unknown path                                 ``Not found``
 400    unknown or missing query parameter           ``unknown parameter: x`` / ``missing parameter secretId``
-429    too many connections                         ``Connection limit exceeded``
 431    request head above ``max_header_bytes``      ``Request header fields too large``
 400/5xx AWS-side failure                            ``{"__type": "ResourceNotFoundException", "message": ...}``
 ====== ============================================ ===================================
@@ -54,6 +56,7 @@ from flytekitplugins_awssecrets.errors import (
     SecretDecryptionError,
     SecretNotFoundError,
     SecretThrottledError,
+    SettingsError,
     UnknownAliasError,
 )
 from flytekitplugins_awssecrets.refs import SecretRef, parse_reference
@@ -62,7 +65,7 @@ from flytekitplugins_awssecrets.serve.source import Served
 
 __all__ = ["handle_connection", "GetSecretValueOutput", "TOKEN_HEADERS"]
 
-#: Header names that may carry the token (AWS's agent's defaults), lower case.
+#: Header names that may carry the token by default (AWS's agent's ``ssrf_headers``), lower case.
 TOKEN_HEADERS = ("x-aws-parameters-secrets-token", "x-vault-token")
 _PARAMS = {"secretId", "versionStage", "versionId", "refreshNow"}
 _MAX_HEADERS = 100
@@ -168,6 +171,8 @@ def error_response(err: AwsSecretsError) -> Response:
         return _aws_error(400, "DecryptionFailure", msg)
     if isinstance(err, SecretThrottledError):
         return _aws_error(400, "ThrottlingException", msg)
+    if isinstance(err, SettingsError):  # e.g. no region for a plain name: the request cannot be served
+        return _aws_error(400, "InvalidRequestException", msg)
     if err.retryable:
         return _aws_error(502, "ConnectionError", msg)
     return _aws_error(500, "InternalFailure", msg)
@@ -281,6 +286,8 @@ def health(ctx: Context) -> Response:
             "http": c.http,
         },
         "open_connections": ctx.open_connections,
+        "authenticated_connections": ctx.authenticated,
+        "evicted_unauthenticated": ctx.evicted,
     }
     try:
         doc["cache"] = ctx.source.cache_stats()
@@ -294,29 +301,40 @@ def _token_ok(ctx: Context, headers: dict[str, str]) -> bool:
     if not ctx.token:
         return False
     expected = ctx.token.encode("utf-8")
-    for name in TOKEN_HEADERS:
-        got = headers.get(name)
+    for name in ctx.config.ssrf_headers:
+        got = headers.get(name.lower())
         # compare_digest: the time taken must not tell a client how much of the token it guessed.
         if got is not None and hmac.compare_digest(got.encode("utf-8", "replace"), expected):
             return True
     return False
 
 
-async def route(ctx: Context, method: str, target: str, headers: dict[str, str]) -> Response:
+async def route(
+    ctx: Context,
+    method: str,
+    target: str,
+    headers: dict[str, str],
+    writer: asyncio.StreamWriter | None = None,
+) -> Response:
     path, _, query = target.partition("?")
+    token_ok = _token_ok(ctx, headers)
+    if token_ok and writer is not None:
+        ctx.authenticate(writer)
     if path in ("/ping", "/healthz"):
         if method not in ("GET", "HEAD"):
             return _text(405, "Not allowed")
-        if not ctx.config.open_health and not _token_ok(ctx, headers):
+        if not ctx.config.open_health and not token_ok:
             return _text(403, "Bad Token")
+        if ctx.far_over_limit:
+            return _text(429, "Connection limit exceeded", close=True)
         return _text(200, "healthy") if path == "/ping" else health(ctx)
-    if ctx.over_limit:
-        return _text(429, "Connection limit exceeded", close=True)
     if "x-forwarded-for" in headers:
         # A request relayed by a proxy may come from anywhere: AWS's agent refuses them, so do we.
         return _text(400, "Forwarded")
-    if not _token_ok(ctx, headers):
+    if not token_ok:
         return _text(403, "Bad Token")
+    if ctx.over_limit:
+        return _text(429, "Connection limit exceeded", close=True)
     if method != "GET":
         return _text(405, "Not allowed")
     if path == "/secretsmanager/get":
@@ -362,12 +380,11 @@ def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
 
 
 async def handle_connection(ctx: Context, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Serve HTTP/1.1 requests on one connection (keep-alive) until the client closes it or an error."""
-    if ctx.far_over_limit:
-        await _write(writer, _text(429, "Connection limit exceeded", close=True), "HTTP/1.1")
-        return
-    timeout = ctx.config.read_timeout
+    """Serve HTTP/1.1 requests on one connection (keep-alive) until the client closes it or an error.
+
+    Until a request carries the token, each request head must arrive within ``header_timeout``."""
     while True:
+        timeout = ctx.timeout_for(writer)
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
         except asyncio.IncompleteReadError:
@@ -388,7 +405,7 @@ async def handle_connection(ctx: Context, reader: asyncio.StreamReader, writer: 
             resp = _text(400, "request bodies are not accepted", close=True)
         else:
             try:
-                resp = await route(ctx, method, target, headers)
+                resp = await route(ctx, method, target, headers, writer)
             except Exception as e:  # noqa: BLE001 - one bad request must not take the server down
                 logger.error(
                     "http: internal error %s on %s", type(e).__name__, target.partition("?")[0][:200]

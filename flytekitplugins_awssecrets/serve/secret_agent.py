@@ -10,7 +10,11 @@ Behaviour, decided where Secret Agent's description leaves room:
   dotted path into it (``db.password``). When it is absent or empty, the whole secret is served (its
   text, or its bytes for a binary secret); a resource whose ARN carries an ECS-style JSON key
   (``arn...:password``) serves that key instead.
-* ``SecretValue`` is the base64 of the value's UTF-8 bytes (text) or of the bytes (binary secret).
+* ``SecretValue`` follows ``convert-to-base64`` as Aerospike's agent does: true, the base64 of the value's
+  UTF-8 bytes (text) or of the bytes (binary secret); false (Aerospike's default in a Secret Agent file),
+  the stored value itself, which must be base64 (else an ``Error`` naming the resource and key).
+* A connection is unauthenticated (``header_timeout``, evictable, see :mod:`.context`) until its first
+  well-formed request; then it counts against ``max_connections``.
 * Several requests may be sent on one connection, one after the other. A body that is not a valid request
   gets an ``Error`` and the connection stays open; a bad header (magic, length above ``max_body_bytes``) or a
   truncated message gets an ``Error`` and the connection is closed, because the stream is out of step.
@@ -29,7 +33,7 @@ from flytekitplugins_awssecrets.serve.agent_protocol import (
     decode_request,
     error_frame,
     parse_header,
-    value_frame,
+    secret_value_frame,
 )
 from flytekitplugins_awssecrets.serve.context import Context, logger
 from flytekitplugins_awssecrets.serve.source import pick_key
@@ -73,20 +77,18 @@ def _answer(ctx: Context, req: AgentRequest) -> tuple[bytes, str]:
         served = ctx.source.get(ref)
         key = req.SecretKey or ref.json_key
         value = pick_key(str(ref), served.value, key) if key else served.value
+        what = f"key {key!r}" if key else "the whole secret"
+        frame = secret_value_frame(value, convert_to_base64=ctx.config.convert_to_base64, reference=what)
     except AwsSecretsError as e:
         return error_frame(f"resource {name!r}: {e}"), f"error {type(e).__name__}"
-    return value_frame(value), "ok"
+    return frame, "ok"
 
 
 async def handle_connection(ctx: Context, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Serve framed requests on one connection until the client closes it or a fatal error."""
     peer = _peer(writer)
-    if ctx.far_over_limit:
-        logger.warning("secret-agent %s: connection limit (%d) exceeded", peer, ctx.config.max_connections)
-        await _send(writer, error_frame("connection limit exceeded; retry later"))
-        return
-    timeout = ctx.config.read_timeout
     while True:
+        timeout = ctx.timeout_for(writer)
         try:
             header = await asyncio.wait_for(reader.readexactly(HEADER_SIZE), timeout)
         except asyncio.IncompleteReadError as e:
@@ -123,7 +125,11 @@ async def handle_connection(ctx: Context, reader: asyncio.StreamReader, writer: 
             if not await _send(writer, error_frame(f"bad request: {e.reason}"), close=False):
                 return
             continue
+        ctx.authenticate(writer)
         if ctx.over_limit:
+            logger.warning(
+                "secret-agent %s: connection limit (%d) exceeded", peer, ctx.config.max_connections
+            )
             await _send(writer, error_frame("connection limit exceeded; retry later"))
             return
         frame, outcome = await ctx.blocking(lambda req=req: answer(ctx, req))  # type: ignore[misc]

@@ -66,7 +66,15 @@ class Server:
         try:
             ctx.load_cert_chain(c.tls_cert, c.tls_key)
         except (ssl.SSLError, OSError) as e:
-            raise BindError("tls_cert", "serve options", f"cannot load the certificate or key: {e}") from None
+            raise BindError(*c.where("tls_cert"), f"cannot load the certificate or key: {e}") from None
+        if c.tls_ca is not None:
+            # Mutual TLS, as Aerospike's service.tcp.tls.ca-file: a client without a certificate signed by
+            # one of these CAs does not get past the handshake.
+            try:
+                ctx.load_verify_locations(cafile=c.tls_ca)
+            except (ssl.SSLError, OSError) as e:
+                raise BindError(*c.where("tls_ca"), f"cannot load the CA file: {e}") from None
+            ctx.verify_mode = ssl.CERT_REQUIRED
         return ctx
 
     def _wrap(
@@ -77,7 +85,7 @@ class Server:
             assert task is not None
             self._handlers.add(task)
             self._conns[writer] = reader
-            self.ctx.open_connections += 1
+            self.ctx.admit(writer)
             try:
                 await handler(self.ctx, reader, writer)
             except asyncio.CancelledError:
@@ -85,7 +93,7 @@ class Server:
             except Exception as e:  # noqa: BLE001 - a connection's failure must never stop the server
                 logger.error("%s: connection failed: %s", front, type(e).__name__)
             finally:
-                self.ctx.open_connections -= 1
+                self.ctx.release(writer)
                 self._conns.pop(writer, None)
                 self._handlers.discard(task)
                 writer.close()
@@ -101,7 +109,8 @@ class Server:
                 ep.host,
                 ep.port,
                 ssl=tls,
-                ssl_handshake_timeout=self.ctx.config.read_timeout if tls else None,
+                # A handshake is made before anything proves the client: the short time-out applies.
+                ssl_handshake_timeout=self.ctx.config.header_timeout if tls else None,
                 limit=self.ctx.config.max_header_bytes,
                 reuse_address=True,
             )
@@ -144,10 +153,18 @@ class Server:
         except BaseException:
             await self._close_listeners()
             raise
-        scheme = " (TLS)" if tls else ""
+        scheme = (" (mutual TLS)" if c.tls_ca else " (TLS)") if tls else ""
         for front, where in self.bound.items():
             logger.info(
                 "serving %s on %s%s", front.replace("_", " "), where, "" if front == "unix_socket" else scheme
+            )
+        if "secret_agent" in self.bound or "unix_socket" in self.bound:
+            logger.info(
+                "secret agent: convert-to-base64 %s (%s)",
+                str(c.convert_to_base64).lower(),
+                "SecretValue is the base64 of the stored value"
+                if c.convert_to_base64
+                else "stored values must be base64 and are sent as they are",
             )
         if c.ready_file:
             _write_atomically(c.ready_file, json.dumps({**self.bound, "pid": os.getpid(), "tls": bool(tls)}))

@@ -131,10 +131,14 @@ class SecretSource:
             or resolver.factory.base_session().get_config_variable("region")
         )
         if not region:
-            raise SecretFetchError(
-                name,
-                "a plain secret name needs a region: set 'region' in the settings (or AWS_REGION), "
-                "or ask for the ARN",
+            from flytekitplugins_awssecrets.errors import SettingsError
+
+            # The request is fine; the server lacks a default region: a 400 that says so, not a 500.
+            raise SettingsError(
+                "region",
+                "settings, AWS_REGION and the AWS config file (none set)",
+                f"the plain secret name {name!r} needs a region: set 'region' in the settings (or "
+                "AWS_REGION) for the server, or ask for the ARN",
             )
         key = (region, repr(resolver.settings.assume_role))
         with self._lock:

@@ -15,15 +15,20 @@ The API part follows Aptible's shapes (see docs/aptible.md): ``POST /tokens`` (p
 ``DELETE /memberships/{id}``; HAL ``_embedded``/``_links`` with ``_links.next`` pages of ``--page-size``;
 errors ``{"code", "error", "message"}``; ``401 invalid_token``/``expired_token``; ``otp_token_required`` for
 a user with ``"otp": true``. Creating or deleting a membership needs a privileged ("Role Admin") membership
-of the caller in the role, or a membership in an ``owner`` role of the organization.
+of the caller in the role, a membership in an ``owner`` role of the organization, or one in a
+``platform_owner`` (Deploy Owner) role for a custom role. An organization with ``"sso_enforced": true``
+refuses password tokens (403 on its collections, 404 on its roles) unless the caller is an Account Owner or
+in its ``"sso_allowlist"``. ``--tls-cert``/``--tls-key`` serve https.
 
 Test-only endpoints, under ``/_fake``:
 
 * ``GET /_fake/memberships``: every membership ``{id, role_id, user_id, privileged}``.
-* ``GET /_fake/requests``: every request seen, ``{method, path, status}`` (never a body or header).
+* ``GET /_fake/requests``: every request seen, ``{method, path, status, accept}`` (never a body or any
+  other header).
 * ``POST /_fake/faults``: ``{"rules": [{"method": "DELETE", "path_prefix": "/memberships/", "action":
-  "status", "status": 503, "count": 2}]}``; actions ``status`` (answer before doing anything), ``delay``
-  (``seconds``, then carry on), ``apply_then_status`` (do it, then answer ``status``: a lost answer).
+  "status", "status": 503, "count": 2}]}``; actions ``status`` (answer before doing anything, with
+  ``Retry-After: <retry_after>`` if given), ``delay`` (``seconds``, then carry on), ``apply_then_status`` (do
+  it, then answer ``status``: a lost answer), ``apply_then_body`` (do it, answer with ``body`` as is).
   ``count`` -1 means forever. ``{"clear": true}`` removes every rule.
 * ``POST /_fake/tokens/expire``: every token issued so far answers ``expired_token`` from now on.
 """
@@ -148,19 +153,53 @@ def _page(path: str, query: dict[str, list[str]], key: str, items: list[dict[str
     links: dict[str, Any] = {"self": _link(f"{path}?page={page}")}
     if page * size < len(items):
         links["next"] = _link(f"{path}?page={page + 1}")
-    return {"_embedded": {key: chunk}, "_links": links, "total_count": len(items), "per_page": size}
+    return {
+        "_embedded": {key: chunk},
+        "_links": links,
+        "current_page": page,
+        "total_count": len(items),
+        "per_page": size,
+    }
 
 
 def _can_manage(user_id: str, role: dict[str, Any]) -> bool:
+    """Aptible's rule: a Role Admin of the role, an Account Owner of the organization, or a Deploy Owner
+    (``platform_owner``), who is implicitly Role Admin of every custom role of the organization."""
     for m in STATE.memberships.values():
         if m["user_id"] != user_id:
             continue
         if m["role_id"] == role["id"] and m["privileged"]:
             return True
         other = STATE.roles.get(m["role_id"])
-        if other and other["organization_id"] == role["organization_id"] and other.get("type") == "owner":
+        if not other or other["organization_id"] != role["organization_id"]:
+            continue
+        if other.get("type") == "owner":
+            return True
+        if other.get("type") == "platform_owner" and role.get("type", "platform_user") not in (
+            "owner",
+            "platform_owner",
+        ):
             return True
     return False
+
+
+def _sso_blocked(user_id: str, org_id: str) -> bool:
+    """An SSO-enforced organization refuses password tokens, except for Account Owners and allowlisted users."""
+    org = STATE.orgs.get(org_id)
+    if not org or not org.get("sso_enforced"):
+        return False
+    if user_id in org.get("sso_allowlist", []):
+        return False
+    for m in STATE.memberships.values():
+        r = STATE.roles.get(m["role_id"])
+        if m["user_id"] == user_id and r and r["organization_id"] == org_id and r.get("type") == "owner":
+            return False
+    return True
+
+
+def _sso_check(user_id: str, org_id: str) -> None:
+    if _sso_blocked(user_id, org_id):
+        raise _error(403, "forbidden", "This organization requires SSO: log in with SSO to access it")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -180,9 +219,11 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             raise _error(400, "bad_request", "body is not JSON") from None
 
-    def _send(self, status: int, body: Any) -> None:
-        data = b"" if body is None else json.dumps(body).encode()
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = body if isinstance(body, bytes) else (b"" if body is None else json.dumps(body).encode())
         self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         if body is not None:
             self.send_header("Content-Type", "application/hal+json")
         self.send_header("Content-Length", str(len(data)))
@@ -215,11 +256,18 @@ class Handler(BaseHTTPRequestHandler):
             if rule and rule.get("action") == "delay":
                 time.sleep(float(rule.get("seconds", 1)))
             if rule and rule.get("action", "status") == "status":
-                raise _error(int(rule.get("status", 503)), "injected_fault", "injected by the test")
+                status = int(rule.get("status", 503))
+                extra = {"Retry-After": str(rule["retry_after"])} if "retry_after" in rule else None
+                self._send(status, {"code": status, "error": "injected_fault", "message": "injected"}, extra)
+                return
             with STATE.lock:
                 status, out = self._route(method, path, query, body)
             if rule and rule.get("action") == "apply_then_status":
                 raise _error(int(rule.get("status", 503)), "injected_fault", "applied, answer lost")
+            if rule and rule.get("action") == "apply_then_body":
+                # Done, but the answer's body is replaced (empty, not JSON, or JSON without an id).
+                self._send(status, str(rule.get("body", "")).encode())
+                return
             self._send(status, out)
         except _Answer as a:
             status = a.status
@@ -227,7 +275,14 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             if not path.startswith("/_fake/"):
                 with STATE.lock:
-                    STATE.requests.append({"method": method, "path": path, "status": status})
+                    STATE.requests.append(
+                        {
+                            "method": method,
+                            "path": path,
+                            "status": status,
+                            "accept": self.headers.get("Accept", ""),
+                        }
+                    )
 
     def do_GET(self) -> None:  # noqa: N802
         self._handle("GET")
@@ -307,10 +362,22 @@ class Handler(BaseHTTPRequestHandler):
         if method == "POST" and seg == ["tokens"]:
             return self._tokens(body if isinstance(body, dict) else {})
         caller = self._caller()
+        if method == "GET" and len(seg) == 2 and seg[0] == "organizations":
+            o = STATE.orgs.get(seg[1].lower())
+            if o is None:
+                raise _error(404, "not_found", "Organization not found")
+            return 200, {
+                "id": o["id"],
+                "name": o.get("name", ""),
+                "sso_enforced": bool(o.get("sso_enforced", False)),
+                "_type": "organization",
+                "_links": {"self": _link(f"/organizations/{o['id']}")},
+            }
         if method == "GET" and len(seg) == 3 and seg[0] == "organizations" and seg[2] in ("users", "roles"):
             org = seg[1].lower()
             if org not in STATE.orgs:
                 raise _error(404, "not_found", "Organization not found")
+            _sso_check(caller, org)
             role_ids = {r["id"] for r in STATE.roles.values() if r["organization_id"] == org}
             if seg[2] == "roles":
                 items = [_role_json(STATE.roles[i]) for i in sorted(role_ids)]
@@ -320,8 +387,8 @@ class Handler(BaseHTTPRequestHandler):
             return 200, _page(path, query, seg[2], items)
         if method == "GET" and len(seg) == 2 and seg[0] == "roles":
             role = STATE.roles.get(seg[1].lower())
-            if role is None:
-                raise _error(404, "not_found", "Role not found")
+            if role is None or _sso_blocked(caller, role["organization_id"]):
+                raise _error(404, "not_found", "Role not found")  # as Aptible hides what a token cannot see
             return 200, _role_json(role)
         if method == "GET" and len(seg) == 2 and seg[0] == "users":
             user = STATE.users.get(seg[1].lower())
@@ -338,6 +405,7 @@ class Handler(BaseHTTPRequestHandler):
             role = STATE.roles.get(seg[1].lower())
             if role is None:
                 raise _error(404, "not_found", "Role not found")
+            _sso_check(caller, role["organization_id"])
             if method == "GET":
                 ms = sorted(
                     (m for m in STATE.memberships.values() if m["role_id"] == role["id"]),
@@ -379,10 +447,20 @@ class Handler(BaseHTTPRequestHandler):
         self._send(405, {"code": 405, "error": "method_not_allowed", "message": "PUT"})
 
 
-def serve(seed: dict[str, Any], port: int = 0, page_size: int = 50) -> ThreadingHTTPServer:
+def serve(
+    seed: dict[str, Any], port: int = 0, page_size: int = 50, tls: tuple[str, str] | None = None
+) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
-    STATE.base = f"http://127.0.0.1:{server.server_address[1]}"
+    scheme = "http"
+    if tls is not None:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tls[0], tls[1])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    STATE.base = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     STATE.page_size = page_size
     _load_seed(seed)
     return server
@@ -393,10 +471,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", required=True, help="JSON seed file")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--page-size", type=int, default=50)
+    p.add_argument("--tls-cert", help="serve https with this certificate (PEM)")
+    p.add_argument("--tls-key", help="and this key (PEM)")
     a = p.parse_args(argv)
     with open(a.seed) as f:
         seed = json.load(f)
-    server = serve(seed, a.port, a.page_size)
+    tls = (a.tls_cert, a.tls_key) if a.tls_cert else None
+    server = serve(seed, a.port, a.page_size, tls)
     print(f"listening {server.server_address[1]}", flush=True)
     server.serve_forever()
 
@@ -411,6 +492,7 @@ RO_ROLE = "c7d5f21a-1d4e-4b39-9957-f8acabde2a3a"  # the bot is NOT a Role Admin 
 DEV_ROLE = "d0d0d0d0-0000-4000-8000-000000000002"  # everybody's base role: makes them organization users
 FOREIGN_ROLE = "f0f0f0f0-0000-4000-8000-000000000003"  # a role of another organization
 OWNER_ROLE = "f0f0f0f0-0000-4000-8000-000000000004"  # the organization's Owners role (nobody in it)
+DEPLOY_OWNER_ROLE = "f0f0f0f0-0000-4000-8000-000000000005"  # type platform_owner (nobody in it)
 BOT = "b0b0b0b0-0000-4000-8000-000000000010"
 MFA_BOT = "b0b0b0b0-0000-4000-8000-000000000011"
 ADA = "a0a0a0a0-0000-4000-8000-000000000020"
@@ -464,6 +546,12 @@ def standard_seed(bot_password: str, *, users_extra: int = 0, bot_email: str = B
             {"id": DEV_ROLE, "name": "Developers", "type": "platform_user", "organization_id": ORG},
             {"id": OWNER_ROLE, "name": "Owners", "type": "owner", "organization_id": ORG},
             {
+                "id": DEPLOY_OWNER_ROLE,
+                "name": "Deploy Owners",
+                "type": "platform_owner",
+                "organization_id": ORG,
+            },
+            {
                 "id": FOREIGN_ROLE,
                 "name": "Their Admin",
                 "type": "platform_user",
@@ -478,16 +566,20 @@ def standard_seed(bot_password: str, *, users_extra: int = 0, bot_email: str = B
 class FakeAptible:
     process: subprocess.Popen[str]
     port: int
+    ca_file: str | None = None  # the certificate, when it serves https
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.port}"
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
+        import ssl
+
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback test server
+        ctx = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:  # noqa: S310 - loopback test server
             raw = r.read()
         return json.loads(raw) if raw else None
 
@@ -521,12 +613,49 @@ class FakeAptible:
             self.process.kill()
 
 
-def start_fake_aptible(seed: dict[str, Any], seed_path: str, page_size: int = 2) -> FakeAptible:
-    """Write the seed (mode 0600: it holds the bot password) and start the server process."""
+def self_signed_cert(directory: str) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key (openssl), for the https fake."""
+    cert, key = os.path.join(directory, "fake-aptible.pem"), os.path.join(directory, "fake-aptible.key")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def start_fake_aptible(
+    seed: dict[str, Any], seed_path: str, page_size: int = 2, tls: bool = False
+) -> FakeAptible:
+    """Write the seed (mode 0600: it holds the bot password) and start the server process (https if ``tls``)."""
     fd = os.open(seed_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(seed, f)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    extra: list[str] = []
+    cert = None
+    if tls:
+        cert, key = self_signed_cert(os.path.dirname(seed_path))
+        extra = ["--tls-cert", cert, "--tls-key", key]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -536,6 +665,7 @@ def start_fake_aptible(seed: dict[str, Any], seed_path: str, page_size: int = 2)
             seed_path,
             "--page-size",
             str(page_size),
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -547,7 +677,7 @@ def start_fake_aptible(seed: dict[str, Any], seed_path: str, page_size: int = 2)
     if not line.startswith("listening "):
         proc.kill()
         raise RuntimeError(f"fake Aptible did not start: {line!r}")
-    return FakeAptible(proc, int(line.split()[1]))
+    return FakeAptible(proc, int(line.split()[1]), cert)
 
 
 if __name__ == "__main__":

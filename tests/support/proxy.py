@@ -43,6 +43,8 @@ class CountingProxy:
         self.signed: list[tuple[str, str]] = []
         self.sts_bodies: list[str] = []
         self.faulted: Counter[str] = Counter()
+        #: operation -> (status, content type, body): answered instead of moto (a proxy or a wrong endpoint)
+        self.canned: dict[str, tuple[int, str, bytes]] = {}
         self._lock = threading.Lock()
         proxy = self
 
@@ -79,6 +81,15 @@ class CountingProxy:
                         proxy.faulted[fault] += 1
                 if proxy.latency:
                     time.sleep(proxy.latency)
+                canned = proxy.canned.get(op)
+                if canned is not None:
+                    status, ctype, data = canned
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 if fault == "reset":
                     self.connection.setsockopt(
                         socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"

@@ -3,7 +3,10 @@ the server's code, so the tests check the protocol rather than the implementatio
 
 * Secret Agent: every message is an 8-byte header (big-endian magic 0x51DEC1CC, big-endian uint32 body
   length) and a JSON body; request ``{"Resource": ..., "SecretKey": ...}``, answer ``{"SecretValue":
-  base64}`` or ``{"Error": ...}``.
+  base64}`` or ``{"Error": ...}``. What a client does with the answer is what Aerospike's own C client
+  (aerospike/secret-agent-client-c, ``sa_parse_json``) does: an ``Error`` fails; an absent or empty
+  ``SecretValue`` fails; trailing whitespace is stripped, then the rest must be strict base64 (no embedded
+  whitespace), which is decoded. Answers above 100 KiB are refused, as that client does.
 * AWS Secrets Manager Agent: ``GET /secretsmanager/get?secretId=...`` with the token header
   ``X-Aws-Parameters-Secrets-Token``.
 
@@ -28,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 MAGIC = 0x51DEC1CC
+#: Aerospike's C client: SA_MAX_RECV_JSON_SIZE and the whitespace it strips from the end of SecretValue.
+MAX_ANSWER = 100 * 1024
+TRAILING_WHITESPACE = " \t\n\r\f\v"
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 SERVE_BIN = str(Path(sys.executable).parent / "pyflyte-awssecrets")
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -86,6 +92,7 @@ class AgentClient:
     def read_frame(self) -> dict[str, Any]:
         magic, length = struct.unpack(">II", self._read_exactly(8))
         assert magic == MAGIC, f"server answered with magic 0x{magic:08X}"
+        assert length <= MAX_ANSWER, f"answer of {length} bytes: Aerospike's client refuses it"
         doc = json.loads(self._read_exactly(length))
         assert isinstance(doc, dict)
         return doc
@@ -105,9 +112,16 @@ class AgentClient:
 
 
 def value_of(answer: dict[str, Any]) -> bytes:
-    """The decoded SecretValue of an answer (fails the test, without the value, on an Error)."""
-    assert "SecretValue" in answer, f"expected a value, got error: {answer.get('Error')}"
-    return base64.b64decode(answer["SecretValue"], validate=True)
+    """The secret an Aerospike client gets from an answer (fails the test, without the value, otherwise)."""
+    assert "Error" not in answer, f"expected a value, got error: {answer.get('Error')}"
+    payload = answer.get("SecretValue")
+    assert isinstance(payload, str), "no SecretValue string in the answer"
+    payload = payload.rstrip(TRAILING_WHITESPACE)
+    assert payload, "empty or whitespace-only secret"
+    try:
+        return base64.b64decode(payload, validate=True)
+    except ValueError:
+        raise AssertionError("SecretValue is not strict base64: Aerospike's client fails") from None
 
 
 def http_get(
@@ -248,17 +262,29 @@ class ServeProcess:
 
 
 def agent_config(
-    path: Path, resources: dict[str, str], endpoint: str = "127.0.0.1:0", **service: Any
+    path: Path,
+    resources: dict[str, str],
+    endpoint: str | None = "127.0.0.1:0",
+    *,
+    convert_to_base64: bool | None = True,
+    additions: dict[str, Any] | None = None,
+    **service: Any,
 ) -> Path:
-    """A Secret Agent configuration file (the format of seed 004) with the given resources."""
+    """A Secret Agent configuration file (the format of seed 004) with the given resources.
+
+    ``convert_to_base64`` None leaves the key out (Aerospike's default, false); ``endpoint`` None leaves
+    ``service.tcp`` out; ``service`` adds sections (``uds={"socket-path": ...}``); ``additions`` is the
+    project's ``x-awssecrets`` section."""
     import yaml
 
-    svc: dict[str, Any] = {"tcp": {"endpoint": endpoint}, **service}
-    doc = {
-        "service": svc,
-        "secret-manager": {"aws": {"region": "us-east-1", "resources": resources}},
-        "log": {"level": "info"},
-    }
+    svc: dict[str, Any] = {"tcp": {"endpoint": endpoint}} if endpoint is not None else {}
+    svc.update(service)
+    aws: dict[str, Any] = {"region": "us-east-1", "resources": resources}
+    if convert_to_base64 is not None:
+        aws["convert-to-base64"] = convert_to_base64
+    doc: dict[str, Any] = {"service": svc, "secret-manager": {"aws": aws}, "log": {"level": "info"}}
+    if additions is not None:
+        doc["x-awssecrets"] = additions
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -277,3 +303,45 @@ class HiddenStr(str):
 
     def __repr__(self) -> str:
         return f"HiddenStr(len={len(self)})"
+
+
+def self_signed(tmp: Path, name: str = "localhost") -> tuple[Path, Path]:
+    """A self-signed certificate (its own CA) for localhost and 127.0.0.1, and its key, written as
+    ``<name>-cert.pem`` and ``<name>-key.pem`` in ``tmp`` (cryptography comes with moto)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / f"{name}-cert.pem", tmp / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path

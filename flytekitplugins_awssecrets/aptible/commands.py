@@ -1,0 +1,157 @@
+"""``pyflyte-awssecrets aptible list`` and ``approve``: the approver's side of an Aptible access request.
+
+Both find the request records in SSM (``--operator-file``, or ``--prefix`` and ``--region`` as the operator
+file's ``state`` says). ``approve`` shows the request, asks (default No, ``--yes`` to skip), and signs it
+with the KMS key the request names, as the caller's AWS identity: only principals allowed ``kms:Sign`` on
+that key can approve, and the connector refuses an approval by the requester.
+Exit codes: 0 done, 1 refused or nothing to approve, 2 bad usage, 3 an AWS error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import click
+
+__all__ = ["aptible"]
+
+
+def _operator(operator_file: str | None) -> Any:
+    import os
+
+    from flytekitplugins_awssecrets.aptible.errors import OperatorConfigError
+    from flytekitplugins_awssecrets.aptible.operator import OPERATOR_FILE_ENV, load_operator
+
+    if not (operator_file or os.environ.get(OPERATOR_FILE_ENV)):
+        return None
+    try:
+        return load_operator(operator_file)
+    except OperatorConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+def _store(operator_file: str | None, prefix: str | None, region: str | None) -> Any:
+    from flytekitplugins_awssecrets.aptible.approval import StateStoreClient
+
+    if prefix and region:
+        return StateStoreClient(prefix.rstrip("/"), region)
+    config = _operator(operator_file)
+    if config is not None:
+        return StateStoreClient(prefix or config.state.ssm_prefix, region or config.state.region)
+    raise click.UsageError("give --operator-file, or --prefix and --region (the operator file's state)")
+
+
+def _show(text: object) -> str:
+    """A field of a request record, safe to print (the record is in SSM, and SSM is not the operator)."""
+    from flytekitplugins_awssecrets.errors import clean_aws_message
+
+    return clean_aws_message(text)
+
+
+_where = [
+    click.option("--operator-file", type=click.Path(dir_okay=False), help="The connector's operator file."),
+    click.option(
+        "--prefix", help="The SSM prefix of request records (the operator file's state.ssm_prefix)."
+    ),
+    click.option("--region", help="The region of the SSM records (state.region)."),
+]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _with_where(f: F) -> F:
+    for opt in reversed(_where):
+        f = opt(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def aptible() -> None:
+    """Approve Aptible access requests, and list the ones waiting."""
+
+
+@aptible.command("list")
+@_with_where
+def list_pending(operator_file: str | None, prefix: str | None, region: str | None) -> None:
+    """List the requests waiting for approval."""
+    from flytekitplugins_awssecrets.aptible.approval import StateStoreError
+
+    store = _store(operator_file, prefix, region)
+    try:
+        pending = store.list_pending()  # type: ignore[attr-defined]
+    except StateStoreError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(3)
+    if not pending:
+        click.echo("no requests waiting for approval")
+        return
+    for p in pending:
+        click.echo(
+            _show(
+                f"{p.request_id}  {p.email} -> {p.target} ({p.strategy}) for "
+                f"{timedelta(seconds=p.duration_seconds)}  reason: {p.reason or '-'}  "
+                f"execution: {p.execution_id}  requested: {p.requested_at}"
+            )
+        )
+
+
+@aptible.command()
+@click.argument("request_id")
+@_with_where
+@click.option("--valid-for", default=900, show_default=True, help="Seconds the approval stays valid.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def approve(
+    request_id: str,
+    operator_file: str | None,
+    prefix: str | None,
+    region: str | None,
+    valid_for: int,
+    yes: bool,
+) -> None:
+    """Approve REQUEST_ID as your AWS identity (kms:Sign on the strategy's key)."""
+    from flytekitplugins_awssecrets.aptible.approval import StateStoreError, sign_approval
+
+    store = _store(operator_file, prefix, region)
+    try:
+        pending = store.get_pending(request_id)  # type: ignore[attr-defined]
+        if pending is None:
+            click.echo(f"error: no request {request_id} waiting for approval", err=True)
+            sys.exit(1)
+        click.echo(
+            _show(
+                f"{pending.email} asks for {pending.target} ({pending.strategy}) for "
+                f"{timedelta(seconds=pending.duration_seconds)}: {pending.reason or '-'} "
+                f"(execution {pending.execution_id})"
+            )
+        )
+        config = _operator(operator_file)
+        if config is not None:
+            # Sign with the key the operator file names for the strategy, not whatever the record says.
+            from flytekitplugins_awssecrets.aptible.errors import AptibleError
+
+            try:
+                key = config.strategy(pending.strategy).approval.kms_key_arn
+            except AptibleError as e:
+                click.echo(f"error: {e}", err=True)
+                sys.exit(1)
+            if key != pending.kms_key_arn:
+                click.echo(
+                    f"error: the request names key {_show(pending.kms_key_arn)}, the operator file's strategy "
+                    f"{key}: not signing",
+                    err=True,
+                )
+                sys.exit(1)
+        if not yes and not click.confirm("Approve?", default=False):
+            click.echo("not approved")
+            sys.exit(1)
+        record = sign_approval(pending, timedelta(seconds=valid_for))
+        store.put_approval(record)  # type: ignore[attr-defined]
+    except StateStoreError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(3)
+    click.echo(f"approved {request_id} as {record.approver_arn}, valid until {record.expires_at}")
