@@ -38,6 +38,7 @@ from flytekitplugins_awssecrets.errors import (
     SettingsError,
     UninspectableOutputError,
     UnknownAliasError,
+    UnservableRequestError,
 )
 from flytekitplugins_awssecrets.refs import ALIAS_GROUP, SecretRef, parse_reference, split_arn
 
@@ -65,6 +66,7 @@ __all__ = [
     "SettingsError",
     "UninspectableOutputError",
     "UnknownAliasError",
+    "UnservableRequestError",
     "aws_secret",
     "get_secret_value",
     "get_secret_values",
@@ -83,12 +85,14 @@ def aws_secret(
     version_id: str | None = None,
     mount_requirement: Any = None,
     env_var: str | None = None,
+    group_version: str | None = None,
 ) -> Secret:
     """Build a plain flytekit ``Secret`` for an AWS secret, parameter or alias.
 
     ``json_key`` extracts one field of a JSON secret (a dotted path for nested keys; ``\\.`` for a literal
     dot, a number indexes a list). ``version_stage``/``version_id`` pin a version (for SSM: a label / a
-    version number). ``mount_requirement`` and ``env_var`` mean what they mean to flytekit.
+    version number). ``mount_requirement``, ``env_var`` and ``group_version`` mean what they mean to flytekit
+    (``group_version`` is the version id, for SSM the version number, and is validated here).
 
     Example::
 
@@ -134,7 +138,19 @@ def aws_secret(
         raise InvalidReferenceError(
             arn, f"mount_requirement={mount_requirement!r}", "a flytekit Secret.MountType"
         )
-    return Secret(group=merged.group, key=merged.key, mount_requirement=mount, env_var=env_var)
+    if group_version is not None:
+        from flytekitplugins_awssecrets.refs import reference_from_request
+
+        if not isinstance(group_version, str) or not group_version:
+            raise InvalidReferenceError(arn, f"group_version={group_version!r}", "a non-empty string")
+        reference_from_request(merged.group, merged.key, group_version)  # raises if it does not fit
+    return Secret(
+        group=merged.group,
+        key=merged.key,
+        group_version=group_version,
+        mount_requirement=mount,
+        env_var=env_var,
+    )
 
 
 def get_secret_values(references: list[Any]) -> list[str | bytes]:

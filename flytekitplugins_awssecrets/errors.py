@@ -32,6 +32,7 @@ __all__ = [
     "FileMountOnDiskError",
     "UnknownAliasError",
     "MissingTagError",
+    "UnservableRequestError",
     "clean_aws_message",
 ]
 
@@ -316,6 +317,20 @@ class SettingsError(AwsSecretsError, ValueError):
         self.field = field
         self.source = source
         super().__init__(f"setting {field!r} (from {source})", problem)
+
+
+class UnservableRequestError(AwsSecretsError, ValueError):
+    """A task (or launch plan) whose AWS request neither the plugin nor the cluster's webhook would serve.
+
+    Raised at registration (``pyflyte register/package/serialize``), and for a ``ContainerTask`` at a local
+    run, so that no pod ever starts without its secret. Names the entity, the request and the fix.
+    """
+
+    def __init__(self, entity: str, reference: str, why: str, fix: str) -> None:
+        self.entity = entity
+        self.why = why
+        self.fix = fix
+        super().__init__(reference, f"{entity}: {why}", fix)
 
 
 class SecretResolutionError(AwsSecretsError):

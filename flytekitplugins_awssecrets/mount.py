@@ -5,7 +5,9 @@
   a memory filesystem (``/dev/shm``; any other directory must be tmpfs/ramfs too, unless the
   ``allow_disk_mount`` setting accepts disk), mode 0600 in 0700 directories; ``env_var`` (when given) holds its
   path. flytekit's ``SecretsManager.get_secrets_file`` is taught to answer with that path.
-* ``ANY``: kept in this process's memory and served by ``SecretsManager.get``.
+* ``ANY``: kept in this process's memory and served by ``SecretsManager.get``. Asked for its file
+  (``get_secrets_file``) or its variable (``get_secrets_env_var``), as flytekit documents for ``ANY``, it is
+  written there on demand (see :func:`materialize`), and removed with the rest when the task ends.
 
 A :class:`MountSession` is all-or-nothing: it checks every request first (collisions, binary into an env
 var, unsafe paths), then mounts; if anything fails, what was done is undone. ``close()`` restores the
@@ -36,7 +38,7 @@ from flytekitplugins_awssecrets.errors import (
 )
 from flytekitplugins_awssecrets.refs import SecretRef
 
-__all__ = ["Resolved", "MountSession", "lookup_memory", "lookup_file", "flytekit_names"]
+__all__ = ["Resolved", "MountSession", "lookup_memory", "lookup_file", "materialize", "flytekit_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ def flytekit_names(group: str, key: str, group_version: str | None) -> tuple[str
 # --- process-wide registry that the patched SecretsManager reads --------------------------------------------
 
 _lock = threading.RLock()
-_memory: dict[str, list[str | bytes]] = {}  # upper-cased env name -> stack of values (nested tasks)
+_memory: dict[str, list[tuple[str | bytes, MountSession]]] = {}  # env name -> stack (nested tasks)
 _files: dict[str, list[str]] = {}  # lower-cased relative path -> stack of absolute paths
 _process_dir: Path | None = None
 
@@ -88,7 +90,37 @@ def lookup_memory(group: str | None, key: str | None, group_version: str | None)
     name, _ = flytekit_names(group, key or "", group_version)
     with _lock:
         stack = _memory.get(name)
-        return stack[-1] if stack else None
+        return stack[-1][0] if stack else None
+
+
+def materialize(group: str | None, key: str | None, group_version: str | None, as_: str) -> str | None:
+    """Put an in-memory (``ANY``) secret where flytekit would look: ``as_="file"`` writes the file and
+    returns its path, ``as_="env"`` sets flytekit's variable and returns its name. None if not held here."""
+    if not group:
+        return None
+    name, rel = flytekit_names(group, key or "", group_version)
+    with _lock:
+        stack = _memory.get(name)
+        if not stack:
+            return None
+        value, session = stack[-1]
+        if as_ == "env":
+            if isinstance(value, bytes):
+                raise BinaryToEnvVarError(f"{group}{key or ''}")
+            session._set_env(name, value)
+            return name
+        joined = "/".join(rel)
+        files = _files.get(joined)
+        if files:
+            return files[-1]
+        if not session._allow_disk:  # the same rule as for FILE requests
+            fstype = filesystem_type(session._root)
+            if fstype not in MEMORY_FILESYSTEMS:
+                raise FileMountOnDiskError(f"{group}{key or ''}", str(session._root), fstype)
+        path = str(session._write_file(rel, value))
+        _files.setdefault(joined, []).append(path)
+        session._file_keys.append(joined)
+        return path
 
 
 def lookup_file(group: str | None, key: str | None, group_version: str | None) -> str | None:
@@ -288,7 +320,7 @@ class MountSession:
                 self._set_env(r.env_var, str(path))
         else:
             with _lock:
-                _memory.setdefault(env_name, []).append(r.value)
+                _memory.setdefault(env_name, []).append((r.value, self))
                 self._memory_keys.append(env_name)
 
     def _session_dir(self) -> Path:

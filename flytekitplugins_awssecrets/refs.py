@@ -18,6 +18,8 @@ Aliases use the group :data:`ALIAS_GROUP`.
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -37,6 +39,8 @@ __all__ = [
 ]
 
 Service = Literal["secretsmanager", "ssm"]
+
+logger = logging.getLogger("flytekitplugins_awssecrets")
 
 #: The flytekit group of a request that names an alias rather than an ARN.
 ALIAS_GROUP = "awssecrets:alias:"
@@ -153,11 +157,39 @@ class SecretRef:
         return self.group + self.key
 
 
+_GROUP_PARTITION = r"arn:(?:aws|aws-cn|aws-us-gov)"
+_GROUP_PLACE = r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}:\d{12}"
+#: A Secrets Manager group, with or without the trailing ':' (flytekit and the AWS webhook accept both).
+_SM_GROUP = re.compile(rf"^{_GROUP_PARTITION}:secretsmanager:{_GROUP_PLACE}:secret:?$")
+#: An SSM group, with or without the trailing '/'.
+_SSM_GROUP = re.compile(rf"^{_GROUP_PARTITION}:ssm:{_GROUP_PLACE}:parameter/?$")
+
+
+@functools.lru_cache(maxsize=4096)
 def is_aws_group(group: str | None) -> bool:
-    """True when a flytekit ``Secret.group`` is one this plugin resolves (cheap: a prefix test)."""
-    if not group:
+    """True when a flytekit ``Secret.group`` is one this plugin claims (cached: it is asked on hot paths).
+
+    Claimed are :data:`ALIAS_GROUP`, a well-formed Secrets Manager group (``arn:<partition>:secretsmanager:
+    <region>:<account>:secret:``, the trailing ``:`` optional), a well-formed SSM group (``...:parameter/``,
+    the trailing ``/`` optional), and a whole well-formed ARN written in the group. Anything else, even if it
+    starts with ``arn:``, is left to flytekit untouched (logged at debug level once per group).
+    """
+    if not group or not isinstance(group, str):
         return False
-    return group.startswith("arn:") or group == ALIAS_GROUP
+    if group == ALIAS_GROUP or _SM_GROUP.match(group) or _SSM_GROUP.match(group):
+        return True
+    if not group.startswith("arn:"):
+        return False
+    try:
+        _parse_arn(group)
+    except InvalidReferenceError as e:
+        logger.debug(
+            "secret group %r is not an AWS reference this plugin parses (%s); left to flytekit",
+            group,
+            e.reason,
+        )
+        return False
+    return True
 
 
 def _fail(text: str, bad: str, expected: str = _ANY_SHAPE) -> InvalidReferenceError:
@@ -257,24 +289,46 @@ def parse_reference(text: str) -> SecretRef:
 def reference_from_request(
     group: str | None, key: str | None, group_version: str | None = None
 ) -> SecretRef | None:
-    """The reference behind a flytekit ``Secret(group, key, group_version)``, or None if it is not ours."""
+    """The reference behind a flytekit ``Secret(group, key, group_version)``, or None if it is not ours.
+
+    A request whose group is claimed (see :func:`is_aws_group`) but whose key, or ``group_version``, is not
+    valid raises :class:`~flytekitplugins_awssecrets.errors.InvalidReferenceError`.
+    """
     if not is_aws_group(group):
         return None
     assert group is not None
     if group == ALIAS_GROUP:
         ref = _parse_alias(key or "")
+    elif _SM_GROUP.match(group) or _SSM_GROUP.match(group):
+        sep = ":" if ":secretsmanager:" in group else "/"
+        base = group if group.endswith(sep) else group + sep
+        if not key:
+            raise _fail(group, "the key is empty: give the secret or parameter name as the key")
+        ref = _parse_arn(base + key)
     else:
-        if not (group.endswith(":secret:") or group.endswith(":parameter/")):
-            # A whole ARN in the group with no key is accepted too (seed 002 users sometimes do this).
-            if key:
-                raise _fail(group + key, "the group must end with ':secret:' or ':parameter/'")
-            return parse_reference(group)
-        ref = _parse_arn(group + (key or ""))
-    if group_version and ref.version_id is None:
-        if ref.service == "ssm" and not _SSM_VERSION.match(group_version):
-            raise _fail(str(ref), f"group_version {group_version!r} is not an SSM version number")
-        ref = ref.with_fields(None, None, group_version)
+        # A whole ARN in the group with no key is accepted too (seed 002 users sometimes do this).
+        if key:
+            raise _fail(group + key, "the group must end with ':secret:' or ':parameter/'")
+        ref = _parse_arn(group)
+    if group_version:
+        ref = _with_group_version(ref, group_version)
     return ref
+
+
+def _with_group_version(ref: SecretRef, group_version: str) -> SecretRef:
+    """Apply flytekit's ``group_version`` as the version id (SSM: version number), validated here."""
+    if ref.service == "ssm":
+        if not _SSM_VERSION.match(group_version):
+            raise _fail(str(ref), f"group_version {group_version!r} is not an SSM version number", _SSM_SHAPE)
+    elif not _VERSION_ID.match(group_version):
+        raise _fail(str(ref), f"group_version {group_version!r} is not a version id", _SM_SHAPE)
+    if ref.version_id is not None and ref.version_id != group_version:
+        raise _fail(
+            str(ref), f"group_version {group_version!r} differs from the version id in the key", "one version"
+        )
+    if ref.service == "secretsmanager" and ref.version_stage:
+        raise _fail(str(ref), "give a version stage or a version id (group_version), not both", _SM_SHAPE)
+    return ref.with_fields(None, None, group_version)
 
 
 def split_arn(arn: str) -> tuple[str, str]:

@@ -116,6 +116,9 @@ class Settings(BaseModel):
         Kubernetes secret webhook never sees them and the plugin resolves them in the pod; "webhook" hands
         them (without JSON key) to a cluster whose Flyte secret webhook is the AWS type, and the plugin
         reads the mounted files and applies JSON keys.
+      cluster_modes ({}): the mode per Flyte project and domain, read at registration: keys
+        ``"<project>/<domain>"``, ``"<project>/*"`` or ``"*/<domain>"`` (most specific wins), values as for
+        ``cluster_mode``, which applies where no key matches. Example: ``{"ml/production": "webhook"}``.
       webhook_dir ("/etc/flyte/secrets"): where the cluster's AWS webhook mounts secrets.
       leak_guard (True): fail a task whose outputs contain a secret value resolved for it.
       allow_opaque_outputs (False): with the leak guard on, accept outputs the guard cannot look into
@@ -159,6 +162,7 @@ class Settings(BaseModel):
     mount_dir: str | None = None
     allow_disk_mount: bool = False
     cluster_mode: Literal["plugin", "webhook"] = "plugin"
+    cluster_modes: dict[str, Literal["plugin", "webhook"]] = Field(default_factory=dict)
     webhook_dir: str = "/etc/flyte/secrets"
     leak_guard: bool = True
     allow_opaque_outputs: bool = False
@@ -256,6 +260,22 @@ class Settings(BaseModel):
             parse_reference(target)
         return v
 
+    @field_validator("cluster_modes")
+    @classmethod
+    def _modes(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            project, sep, domain = k.partition("/")
+            if not sep or not project or not domain or "/" in domain or (project == domain == "*"):
+                raise ValueError(f"key {k!r} is not '<project>/<domain>', '<project>/*' or '*/<domain>'")
+        return v
+
+    def mode_for(self, project: str | None, domain: str | None) -> str:
+        """The cluster mode for a Flyte project and domain (see ``cluster_modes``)."""
+        for key in (f"{project}/{domain}", f"{project}/*", f"*/{domain}"):
+            if key in self.cluster_modes:
+                return self.cluster_modes[key]
+        return self.cluster_mode
+
     @property
     def has_static_keys(self) -> bool:
         return self.access_key_id is not None
@@ -275,7 +295,14 @@ def _is_loopback(host: str) -> bool:
 # --- loading -------------------------------------------------------------------------------------------------
 
 _FIELDS = list(Settings.model_fields)
-_JSON_FIELDS = {"required_tags", "account_roles", "aliases", "assume_role", "failover_regions"}
+_JSON_FIELDS = {
+    "required_tags",
+    "account_roles",
+    "aliases",
+    "assume_role",
+    "failover_regions",
+    "cluster_modes",
+}
 
 
 #: Top-level keys of a Secret Agent file: Aerospike's three sections and this project's additions.
@@ -433,10 +460,11 @@ def _read_env(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         and k[len(ENV_PREFIX) :].lower() not in _FIELDS
     ]
     if unknown:
+        valid = sorted([ENV_PREFIX + f.upper() for f in _FIELDS] + list(NON_FIELD_ENV))
         raise SettingsError(
             unknown[0][len(ENV_PREFIX) :].lower(),
             f"env var {unknown[0]}",
-            f"unknown setting; known: {_FIELDS}",
+            f"unknown variable {unknown[0]}; valid names: {', '.join(valid)}",
         )
     return fields, origin
 

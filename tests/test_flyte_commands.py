@@ -21,6 +21,7 @@ from tests.conftest import ROOT, remember
 from tests.support.pod import run_pod, serialize_tasks
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.compat
 
 
 def _env(aws_env: dict[str, str], **extra: str) -> dict[str, str]:
@@ -94,25 +95,39 @@ def test_pyflyte_run_reports_every_failing_reference(aws_env: dict[str, str], un
 
 
 def _serialize(folder: Path, env: dict[str, str]) -> dict[str, Any]:
-    return serialize_tasks("examples", folder, env, "*.call_api_*.pb")
+    return serialize_tasks("tests.modes", folder, env, "*.call_api_*.pb")
 
 
 def test_serialized_spec_keeps_aws_requests_from_the_k8s_webhook(
     aws_env: dict[str, str], tmp_path: Path
 ) -> None:
+    import json
+
     specs = _serialize(tmp_path / "plugin", _env(aws_env))
-    sc = specs["examples.secrets_demo.call_api"].template.security_context
-    assert list(sc.secrets) == []
+    template = specs["examples.secrets_demo.call_api"].template
+    assert list(template.security_context.secrets) == []
+    record = json.loads(template.config["awssecrets.requests"])
+    assert [r["served_by"] for r in record] == ["pod"] * 4
+    assert template.config["awssecrets.mode"] == "plugin"
 
     specs = _serialize(tmp_path / "webhook", _env(aws_env, FLYTE_AWS_SECRETS_CLUSTER_MODE="webhook"))
-    secrets = specs["examples.secrets_demo.call_api"].template.security_context.secrets
-    keys = sorted((s.group, s.key) for s in secrets)
-    # The AWS webhook is handed plain ARN parts (no JSON-key field), SSM stays with the plugin.
-    assert keys == [
-        ("arn:aws:secretsmanager:eu-west-1:123456789012:secret:", "demo/tls-cert"),
-        ("arn:aws:secretsmanager:us-east-1:123456789012:secret:", "demo/api-key"),
-        ("arn:aws:secretsmanager:us-east-1:123456789012:secret:", "demo/db"),
+    template = specs["examples.secrets_demo.call_api"].template
+    kept = sorted((s.group, s.key, s.mount_requirement) for s in template.security_context.secrets)
+    # Only what the AWS webhook serves as written stays, unchanged: the JSON-key ENV_VAR request and SSM
+    # are resolved in the pod, and the record says so.
+    from flyteidl.core import security_pb2
+
+    assert kept == [
+        ("arn:aws:secretsmanager:eu-west-1:123456789012:secret:", "demo/tls-cert", security_pb2.Secret.FILE),
+        ("arn:aws:secretsmanager:us-east-1:123456789012:secret:", "demo/api-key", security_pb2.Secret.ANY),
     ]
+    record = {r["key"]: r["served_by"] for r in json.loads(template.config["awssecrets.requests"])}
+    assert record == {
+        "demo/api-key": "webhook",
+        "demo/db:password": "pod",
+        "demo/tls-cert": "webhook",
+        "demo/feature-flag": "pod",
+    }
 
 
 def test_pod_runs_pyflyte_execute_from_the_spec(
@@ -158,9 +173,9 @@ def test_pod_failure_is_a_user_error_naming_the_references(
 def test_pod_in_webhook_mode_reads_the_mounted_files(
     aws_env: dict[str, str], demo_secrets: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
-    """A cluster whose secret webhook is the AWS type: it mounts every Secrets Manager request of the spec
-    (whole secrets) under <dir>/<lower(group)>/<lower(key)>; the plugin reads them, applies JSON keys, and
-    calls AWS only for what the webhook cannot do (SSM)."""
+    """A cluster whose secret webhook is the AWS type: it mounts every request left in the spec (whole
+    secrets) under <dir>/<lower(group)>/<lower(key)>; the plugin reads them and calls AWS only for what the
+    webhook does not serve as written (the JSON-key ENV_VAR request, SSM)."""
     import boto3
 
     from tests.support.proxy import CountingProxy
@@ -191,7 +206,7 @@ def test_pod_in_webhook_mode_reads_the_mounted_files(
 
         for v in values.values():
             assert fingerprint(v) in text  # the db password came out of the mounted JSON by its key
-        assert dict(proxy.calls) == {"GetParameters": 1}
+        assert dict(proxy.calls) == {"GetSecretValue": 1, "GetParameters": 1}
         _assert_no_values(values, p.stdout, p.stderr)
     finally:
         proxy.stop()

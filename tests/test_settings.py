@@ -49,7 +49,7 @@ def test_precedence_env_over_file_over_defaults(tmp_path: Path) -> None:
             None,
             "cahce",
             "env var FLYTE_AWS_SECRETS_CAHCE",
-            "unknown setting",
+            "valid names: FLYTE_AWS_SECRETS_ACCESS_KEY_ID, ",
         ),
         (
             {"FLYTE_AWS_SECRETS_ALIASES": "{broken"},

@@ -48,14 +48,23 @@ def serialize_tasks(package: str, folder: Path, env: dict[str, str], *patterns: 
     return specs
 
 
-def run_pod(spec: Any, work: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run the spec's container command on local paths under ``work`` (no inputs); outputs land in work/out."""
+def run_pod(
+    spec: Any, work: Path, env: dict[str, str], inputs_pb: Any = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the spec's container command on local paths under ``work``; outputs land in work/out.
+
+    ``inputs_pb`` is a ``LiteralMap`` proto (default: no inputs). The task template is written where
+    ``{{.taskTemplatePath}}`` points, as propeller does for shim tasks loaded from their template.
+    """
     from flyteidl.core import literals_pb2
 
     (work / "out").mkdir(parents=True)
     inputs = work / "inputs.pb"
-    inputs.write_bytes(literals_pb2.LiteralMap().SerializeToString())
+    inputs.write_bytes((inputs_pb or literals_pb2.LiteralMap()).SerializeToString())
+    template = work / "task_template.pb"
+    template.write_bytes(spec.template.SerializeToString())
     subs = {
+        "{{.taskTemplatePath}}": str(template),
         "{{.input}}": str(inputs),
         "{{.outputPrefix}}": str(work / "out"),
         "{{.rawOutputDataPrefix}}": str(work / "raw"),
@@ -63,7 +72,7 @@ def run_pod(spec: Any, work: Path, env: dict[str, str]) -> subprocess.CompletedP
         "{{.prevCheckpointPrefix}}": "",
     }
     args = [subs.get(a, a) for a in spec.template.container.args]
-    if args[0] != "pyflyte-execute":
+    if args[0] not in ("pyflyte-execute", "pyflyte-map-execute"):
         raise ValueError(f"the container command is {args[0]!r}, not pyflyte-execute")
-    args[0] = str(BIN / "pyflyte-execute")
+    args[0] = str(BIN / args[0])
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
