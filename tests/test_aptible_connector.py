@@ -33,6 +33,9 @@ from tests.support.fake_aptible import (
     ADMIN_ROLE,
     BOB,
     ORG,
+    OTHER_ORG,
+    RO_ROLE,
+    TWIN1,
     FakeAptible,
 )
 from tests.support.moto_server import free_port
@@ -635,3 +638,53 @@ def test_a_malformed_operator_file_stops_the_connector_at_start(
     out = log.read_text(errors="replace")
     assert proc.returncode != 0
     assert str(bad) in out and field in out, out[-2000:]
+
+
+# -- review of issue 12: what Propeller hands back, and what others can write under the state prefix -------
+
+
+def _forged(meta: bytes, **changes: Any) -> bytes:
+    """``meta`` as an attacker with the gRPC port rewrites it: GetTask/DeleteTask take it from the caller."""
+    from flytekitplugins_awssecrets.aptible.connector import AptibleGrantMeta
+
+    fields = {**AptibleGrantMeta.decode(meta).__dict__, **changes}
+    return bytes(AptibleGrantMeta(**fields).encode())
+
+
+def test_a_forged_resource_meta_grants_nothing(
+    connector: Connector,
+    tls_fake: FakeAptible,
+    operator_file: Path,
+    secrets_factory: Any,
+    aws_env: dict[str, str],
+    unique: str,
+) -> None:
+    before = tls_fake.memberships()
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=5))
+    meta = create(connector, template, inputs, execution="exec-forge")
+    # No approval, another role, another organization, ten years, another target: each GetTask and
+    # DeleteTask with a rewritten meta is refused before anything is asked of Aptible.
+    for changes in (
+        {"approval_required": False},
+        {"approval_required": False, "duration_seconds": 10 * 365 * 86400},
+        {"role_id": RO_ROLE},
+        {"organization_id": OTHER_ORG},
+        {"target": "main-aptible-ro-role"},
+        {"requested_at": "2099-01-01T00:00:00+00:00"},
+    ):
+        res = get(connector, _forged(meta, **changes))
+        assert res.phase == FAILED and "refused" in res.message, (changes, res.message)
+        with pytest.raises(grpc.RpcError):
+            delete(connector, _forged(meta, **changes))
+    assert tls_fake.memberships() == before
+    assert not any(r["method"] == "POST" and "/memberships" in r["path"] for r in tls_fake.requests())
+    # An approval given for Ada cannot be spent on another user by swapping the user id.
+    approver = aws_user_env(secrets_factory, aws_env, f"approver-{unique}@example.com")
+    assert approve(approver, operator_file, request_id_of(meta)).returncode == 0
+    res = get(connector, _forged(meta, user_id=TWIN1))
+    assert res.phase == FAILED and "user id" in res.message, res.message
+    assert tls_fake.memberships() == before
+    # The untouched meta is granted as approved.
+    assert "held until" in get(connector, meta).message and tls_fake.holds(ADMIN_ROLE, ADA)
+    delete(connector, meta)
+    assert not tls_fake.holds(ADMIN_ROLE, ADA)

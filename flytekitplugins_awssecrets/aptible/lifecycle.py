@@ -37,6 +37,7 @@ from flytekitplugins_awssecrets.aptible.errors import (
     ApprovalRefusedError,
     ApprovalTimeoutError,
     AptibleApiError,
+    AptibleStateError,
     BotCredentialsError,
     BotNotRoleAdminError,
     DurationTooLongError,
@@ -48,7 +49,7 @@ from flytekitplugins_awssecrets.aptible.errors import (
 from flytekitplugins_awssecrets.aptible.identity import resolve_identity
 from flytekitplugins_awssecrets.aptible.models import AccessGrant
 from flytekitplugins_awssecrets.aptible.operator import OperatorConfig, OperatorIntegration, OperatorStrategy
-from flytekitplugins_awssecrets.aptible.request import AccessRequest, request_id
+from flytekitplugins_awssecrets.aptible.request import AccessRequest, from_template, request_id
 
 __all__ = ["GrantState", "Progress", "prepare", "advance", "abort", "client_for", "is_local"]
 
@@ -313,6 +314,67 @@ async def prepare(config: OperatorConfig, req: AccessRequest, execution_id: str)
         raise
 
 
+def _checked(config: OperatorConfig, state: GrantState) -> OperatorStrategy:
+    """The state's strategy, once every field that decides a grant agrees with the operator file.
+
+    ``get`` and ``delete`` receive the state from their caller (Propeller, or anyone who can reach the gRPC
+    port), not from this process: a rewritten state could otherwise skip approval (``approval_required``),
+    swap the role, the organization or the duration, or point at another request's records. What the user
+    chose is re-validated and must hash to the request id that the approval and the records are bound to;
+    what the operator decides is derived again from the operator file. The user id is checked against the
+    email where Aptible is asked anyway (:func:`_same_user`).
+    """
+    rid = state.request_id
+
+    def refuse(problem: str) -> AptibleStateError:
+        err = AptibleStateError(rid, problem)
+        audit("failed", request_id=rid, step="state", error=describe_error(err))
+        return err
+
+    try:
+        seconds = state.duration_seconds
+        if not isinstance(seconds, int) or seconds < 0:
+            raise ValueError("duration_seconds")
+        # The same checks as a template's fields (a sub-second request keeps 0 whole seconds).
+        req = from_template(
+            {"version": 2, "strategy": state.strategy},
+            {
+                "email": state.email,
+                "target": state.target,
+                "duration": timedelta(seconds=max(seconds, 1)),
+                "reason": state.reason,
+            },
+        ).model_copy(update={"duration": timedelta(seconds=seconds)})
+        strategy = config.strategy(req.strategy)
+        target = config.target_of(strategy, req.target)
+        requested = state.requested
+    except Exception as e:  # noqa: BLE001 - any bad field is the same refusal
+        raise refuse(f"the state does not describe a valid request ({type(e).__name__})") from None
+    if req.duration > strategy.max_duration:
+        raise refuse("the duration is over the strategy's maximum")
+    if request_id(state.execution_id, req) != rid:
+        raise refuse("the request id does not match the request")
+    integration = config.integration_of(strategy)
+    if state.role_id != target.role_id or state.organization_id != integration.organization_id:
+        raise refuse("the role or organization is not the operator file's for this target")
+    if state.approval_required != (strategy.approval.required and not state.pre_existing):
+        raise refuse("the approval requirement is not the strategy's")
+    if requested.tzinfo is None or requested > _now() + CLOCK_SKEW:
+        raise refuse("the request time is not a past, timezone-aware time")
+    return strategy
+
+
+async def _same_user(client: AptibleClient, config: OperatorConfig, state: GrantState) -> list[Any]:
+    """The organization's users, once the state's user id is the one its email designates (else refused)."""
+    users = await client.list_org_users(state.organization_id)
+    user = resolve_identity(state.email, state.organization_id, users, config.identity)
+    if user.id != state.user_id:
+        err = AptibleStateError(state.request_id, "the user id is not the one the email designates")
+        audit("failed", **state.audit_fields(), step="state", error=describe_error(err))
+        raise err
+    return list(users)
+
+
 def _at(record: dict[str, Any], key: str) -> datetime | None:
     v = record.get(key)
     return datetime.fromisoformat(v) if isinstance(v, str) and v else None
@@ -361,9 +423,9 @@ async def _grant(
 ) -> Progress:
     integration = config.integration_of(strategy)
     async with await client_for(integration) as c:
+        users = await _same_user(c, config, state)
         if approver is not None:
             # The approver may not be the grantee under another email (an identity mapping, an alias).
-            users = await c.list_org_users(state.organization_id)
             same = [u for u in users if u.email.strip().casefold() == approver[1]]
             if any(u.id == state.user_id for u in same):
                 refused = ApprovalRefusedError(
@@ -400,7 +462,7 @@ async def _grant(
 
 async def advance(config: OperatorConfig, state: GrantState) -> Progress:
     """One poll: wait for approval, grant once, hold, then remove. Raises on a refusal that ends the task."""
-    strategy = config.strategy(state.strategy)
+    strategy = _checked(config, state)
     now = _now()
     if state.pre_existing:
         if now < state.requested + state.duration:
@@ -468,10 +530,10 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
 
 async def abort(config: OperatorConfig, state: GrantState) -> bool:
     """Remove the grant now, or make sure it is never made (execution aborted). ``True`` if removed."""
+    strategy = _checked(config, state)
     if state.pre_existing:
         audit("aborted", **state.audit_fields(), removed=False, note="standing access kept")
         return False
-    strategy = config.strategy(state.strategy)
     store = _store(config)
     record = await asyncio.to_thread(store.get_grant, state.request_id)
     if record is None:
@@ -488,6 +550,7 @@ async def abort(config: OperatorConfig, state: GrantState) -> bool:
     try:
         async with await client_for(integration) as c:
             if not membership_id:  # "granting": the membership may have landed
+                await _same_user(c, config, state)
                 m = await c.find_membership(state.role_id, state.user_id)
                 membership_id = m.id if m is not None else ""
             removed = bool(membership_id) and await c.delete_membership(membership_id)
