@@ -688,3 +688,68 @@ def test_a_forged_resource_meta_grants_nothing(
     assert "held until" in get(connector, meta).message and tls_fake.holds(ADMIN_ROLE, ADA)
     delete(connector, meta)
     assert not tls_fake.holds(ADMIN_ROLE, ADA)
+
+
+def test_a_grant_record_written_by_someone_else_grants_nothing(
+    connector: Connector, tls_fake: FakeAptible, operator_file: Path, secrets_factory: Any
+) -> None:
+    import yaml
+
+    prefix = yaml.safe_load(operator_file.read_text())["state"]["ssm_prefix"]
+    ssm = secrets_factory.client("ssm")
+    before = tls_fake.memberships()
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=5))
+    meta = create(connector, template, inputs, execution="exec-claim")
+    rid = request_id_of(meta)
+    # Someone who may write under the prefix (an approver, before the docs' IAM policy narrowed it) writes a
+    # "granting" claim with no approval behind it: dated a year ahead (which would also make it "standing"),
+    # then dated now, naming an approver.
+    from datetime import UTC, datetime
+
+    for claim, why in (
+        ({"state": "granting", "at": "2027-12-01T00:00:00+00:00"}, "not one this connector wrote"),
+        (
+            {
+                "state": "granting",
+                "at": datetime.now(UTC).isoformat(),
+                "approved_by": "arn:aws:iam::1:user/x",
+            },
+            "names no valid approval",
+        ),
+    ):
+        ssm.put_parameter(
+            Name=f"{prefix}/{rid}/grant", Value=json.dumps(claim), Type="String", Overwrite=True
+        )
+        res = get(connector, meta)
+        assert res.phase == FAILED and why in res.message, res.message
+        assert tls_fake.memberships() == before
+
+
+def test_a_rewritten_grant_record_neither_extends_nor_keeps_the_grant(
+    connector: Connector,
+    tls_fake: FakeAptible,
+    operator_file: Path,
+    secrets_factory: Any,
+    aws_env: dict[str, str],
+    unique: str,
+) -> None:
+    import yaml
+
+    prefix = yaml.safe_load(operator_file.read_text())["state"]["ssm_prefix"]
+    ssm = secrets_factory.client("ssm")
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(seconds=2))
+    meta = create(connector, template, inputs, execution="exec-extend")
+    rid = request_id_of(meta)
+    approver = aws_user_env(secrets_factory, aws_env, f"approver-{unique}@example.com")
+    assert approve(approver, operator_file, rid).returncode == 0
+    assert "held until" in get(connector, meta).message and tls_fake.holds(ADMIN_ROLE, ADA)
+    # The grantee, able to write the record, dates the grant a year ahead, calls it standing access and
+    # points it at Bob's membership: the grant still ends on time, Ada's membership goes, Bob's stays.
+    name = f"{prefix}/{rid}/grant"
+    record = json.loads(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    bob = next(m for m in tls_fake.memberships() if m["user_id"] == BOB and m["role_id"] == ADMIN_ROLE)
+    record.update(at="2027-12-01T00:00:00+00:00", standing=True, membership_id=bob["id"])
+    ssm.put_parameter(Name=name, Value=json.dumps(record), Type="String", Overwrite=True)
+    res, _ = poll_until_terminal(connector, meta, timeout=30)
+    assert res.phase == SUCCEEDED, res.message
+    assert not tls_fake.holds(ADMIN_ROLE, ADA) and tls_fake.holds(ADMIN_ROLE, BOB)

@@ -381,7 +381,11 @@ def _at(record: dict[str, Any], key: str) -> datetime | None:
 
 
 async def _approved(
-    config: OperatorConfig, strategy: OperatorStrategy, state: GrantState, store: StateStoreClient
+    config: OperatorConfig,
+    strategy: OperatorStrategy,
+    state: GrantState,
+    store: StateStoreClient,
+    at: datetime | None = None,
 ) -> tuple[str, str] | str:
     """``(approver ARN, email)`` of a valid approval, or a message saying why there is none yet."""
     record = await asyncio.to_thread(store.get_approval, state.request_id)
@@ -406,6 +410,7 @@ async def _approved(
             signing_algorithm=policy.signing_algorithm,
             max_validity=policy.max_validity,
             approvers=policy.approvers,
+            now=at,
         )
     except ValueError as problem:
         refused = ApprovalRefusedError(state.request_id, str(problem))
@@ -486,16 +491,37 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
             approver = found
         return await _grant(config, strategy, state, store, approver, None)
     kind = record.get("state")
+
+    # The grant record is SSM data: whoever may write under the prefix could have written it. It never
+    # widens a grant: its time is bounded by the request's, and a claim is finished only when the approval
+    # it was made under still verifies as of the claim's time.
+    def plausible(at: datetime | None) -> bool:
+        # Not before the request, not in the future, not after the request could still be approved.
+        latest = min(now, state.requested + strategy.approval.wait) + CLOCK_SKEW
+        return at is not None and state.requested - CLOCK_SKEW <= at <= latest
+
     if kind == "granting":
         # A crash between the grant record and the membership (or its answer): finish it, adopting the
         # membership if it landed (create_membership looks before it adds).
-        return await _grant(config, strategy, state, store, None, record)
+        at = _at(record, "at")
+        if not plausible(at):
+            raise ApprovalRefusedError(state.request_id, "the grant record is not one this connector wrote")
+        approver = None
+        if state.approval_required:
+            found = await _approved(config, strategy, state, store, at=at)
+            if isinstance(found, str) or found[0] != record.get("approved_by"):
+                raise ApprovalRefusedError(
+                    state.request_id, "the grant record names no valid approval; nothing was granted"
+                )
+            approver = found
+        return await _grant(config, strategy, state, store, approver, record)
     if kind == "timed-out":
         raise ApprovalTimeoutError(state.request_id, strategy.approval.wait)
     if kind in ("aborted", "corrupt"):
         # Aborted before the grant (or a record nobody can read): never granted now.
         raise ApprovalRefusedError(state.request_id, f"the request was {kind}; nothing was granted")
-    granted_at = _at(record, "at") or state.requested
+    at = _at(record, "at")
+    granted_at = at if at is not None and plausible(at) else state.requested
     membership_id = str(record.get("membership_id", ""))
     if kind == "revoked":
         return Progress("access ended", state.grant(membership_id, granted_at, _at(record, "revoked_at")))
@@ -504,14 +530,25 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
         return Progress(f"access held until {expires.isoformat()}")
     audit("expired", **state.audit_fields(), membership_id=membership_id)
     removed = False
-    if not record.get("standing"):
-        integration = config.integration_of(strategy)
-        try:
-            async with await client_for(integration) as c:
-                removed = await c.delete_membership(membership_id)
-        except Exception as e:
-            audit("failed", **state.audit_fields(), step="de-escalate", error=describe_error(e))
-            raise
+    integration = config.integration_of(strategy)
+    try:
+        async with await client_for(integration) as c:
+            # What is removed is the grantee's own membership of the target's role, as Aptible lists it (not
+            # an id from the record); it is kept only when Aptible dates it before the grant (standing).
+            await _same_user(c, config, state)
+            m = await c.find_membership(state.role_id, state.user_id)
+            standing = (
+                m is not None
+                and bool(record.get("standing"))
+                and m.created_at is not None
+                and m.created_at < granted_at - CLOCK_SKEW
+            )
+            if m is not None and not standing:
+                membership_id = m.id
+                removed = await c.delete_membership(m.id)
+    except Exception as e:
+        audit("failed", **state.audit_fields(), step="de-escalate", error=describe_error(e))
+        raise
     revoked_at = _now()
     await asyncio.to_thread(
         store.set_grant,
