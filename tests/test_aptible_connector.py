@@ -27,7 +27,7 @@ from flyteidl.core import execution_pb2, identifier_pb2
 from flyteidl.service.agent_pb2_grpc import AsyncAgentServiceStub
 
 from tests.conftest import ROOT
-from tests.support.aptible_fixtures import approve, aws_user_env
+from tests.support.aptible_fixtures import approve, aws_user_env, operator_yaml
 from tests.support.fake_aptible import (
     ADA,
     ADMIN_ROLE,
@@ -91,7 +91,9 @@ def _connector_pythonpath(tmp_path: Path) -> str:
     return os.pathsep.join(paths)
 
 
-def start_connector(tmp_path: Path, aws_env: dict[str, str], operator: Path) -> tuple[Any, int, Path]:
+def start_connector(
+    tmp_path: Path, aws_env: dict[str, str], operator: Path, stdin: int | None = None
+) -> tuple[Any, int, Path]:
     port, metrics = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYTE_AWS_SECRETS_"))}
     env.update(aws_env)
@@ -116,6 +118,7 @@ def start_connector(tmp_path: Path, aws_env: dict[str, str], operator: Path) -> 
             ],
             cwd=tmp_path,
             env=env,
+            stdin=stdin,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -753,3 +756,50 @@ def test_a_rewritten_grant_record_neither_extends_nor_keeps_the_grant(
     res, _ = poll_until_terminal(connector, meta, timeout=30)
     assert res.phase == SUCCEEDED, res.message
     assert not tls_fake.holds(ADMIN_ROLE, ADA) and tls_fake.holds(ADMIN_ROLE, BOB)
+
+
+def test_a_grpc_request_cannot_pass_for_a_local_run(
+    aws_env: dict[str, str], tmp_path: Path, tls_fake: FakeAptible, creds_arn: str, unique: str
+) -> None:
+    # A strategy without approval: a local run asks at the terminal. A CreateTask without an execution id
+    # must not make the connector ask its own terminal (an operator running it in a shell would be asked
+    # to confirm an attacker's request; a held-open stdin would block the service).
+    operator = tmp_path / "no-approval.yaml"
+    operator.write_text(
+        operator_yaml(tls_fake, creds_arn, None, f"/flyte/aptible-{unique}", approval_required=False)
+    )
+    proc, port, log = start_connector(tmp_path, aws_env, operator, stdin=subprocess.PIPE)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=120)
+        stub = AsyncAgentServiceStub(channel)
+        before = tls_fake.memberships()
+        template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=5))
+        for metadata in (None, agent_pb2.TaskExecutionMetadata()):
+            request = agent_pb2.CreateTaskRequest(
+                template=template, inputs=inputs, output_prefix="/tmp/unused"
+            )
+            if metadata is not None:
+                request.task_execution_metadata.CopyFrom(metadata)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.CreateTask(request, timeout=20)
+            assert "task_execution_metadata" in (info.value.details() or ""), info.value.details()
+        # A project called "local" is a cluster execution like any other: no prompt, granted (no approval).
+        request = agent_pb2.CreateTaskRequest(
+            template=template,
+            inputs=inputs,
+            output_prefix="/tmp/unused",
+            task_execution_metadata=execution_metadata(),
+        )
+        request.task_execution_metadata.task_execution_id.node_execution_id.execution_id.project = "local"
+        meta = bytes(stub.CreateTask(request, timeout=20).resource_meta)
+        c = Connector(proc, port, log, stub, channel)
+        assert "held until" in get(c, meta).message and tls_fake.holds(ADMIN_ROLE, ADA)
+        delete(c, meta)
+        assert not tls_fake.holds(ADMIN_ROLE, ADA)
+        assert "[y/N]" not in log.read_text(errors="replace")
+        assert tls_fake.memberships() == before
+    finally:
+        channel.close()
+        proc.terminate()
+        proc.wait(timeout=15)

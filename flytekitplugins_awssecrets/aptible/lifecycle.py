@@ -129,7 +129,10 @@ def _now() -> datetime:
 
 
 def is_local(execution_id: str) -> bool:
-    return execution_id.startswith("local")
+    """``local`` or ``local/<id>`` (an in-process run); a cluster's ``project/domain/name/node/retry`` never
+    is, even in a project called ``local``."""
+    parts = execution_id.split("/")
+    return parts[0] == "local" and len(parts) <= 2
 
 
 async def _bot_credentials(integration: OperatorIntegration) -> tuple[str, SecretStr]:
