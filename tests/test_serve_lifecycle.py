@@ -4,6 +4,7 @@ counted server side)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import secrets
 import signal
@@ -19,6 +20,7 @@ import pytest
 from tests.conftest import CREATED_VALUES, SecretFactory, new_value, remember
 from tests.support.serve_clients import (
     SERVE_BIN,
+    TOKEN_HEADER,
     AgentClient,
     Hidden,
     HiddenStr,
@@ -205,18 +207,29 @@ def test_connection_limit_and_slow_clients(tmp_path: Path, secret: Hidden, token
         tmp_path, secret, token, "--max-connections", "2", "--read-timeout", "1", "--header-timeout", "1"
     )
     held: list[AgentClient] = []
+    kept: list[http.client.HTTPConnection] = []
     try:
         # Two connections that have been served (authenticated) and stay open fill max_connections.
         held = [AgentClient(port=srv.sa_port) for _ in range(2)]
         for c in held:
             assert value_of(c.request({"SecretKey": "password"}))
+        with AgentClient(port=srv.sa_port) as extra:
+            assert "connection limit" in extra.request({})["Error"]
+        # The same for HTTP, whose token holders have a budget of their own.
+        for _ in range(2):
+            conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=5)
+            conn.request("GET", "/v1/Db", headers={TOKEN_HEADER: token})
+            assert conn.getresponse().read() and conn.sock is not None  # kept alive
+            kept.append(conn)
         # Over the limit: secrets are refused with 429, health checks still answer (3 spare connections).
         status, _, body = http_get(srv.http_port, "/v1/Db", token)
         assert (status, body) == (429, b"Connection limit exceeded")
         assert http_get(srv.http_port, "/ping", token)[0] == 200
         for c in held:
             c.close()
-        held = []
+        for conn in kept:
+            conn.close()
+        held, kept = [], []
         time.sleep(0.3)
         assert http_get(srv.http_port, "/v1/Db", token)[0] == 200
         # A client that starts a message and stalls is answered and cut off after header_timeout (1 s).
@@ -242,6 +255,8 @@ def test_connection_limit_and_slow_clients(tmp_path: Path, secret: Hidden, token
     finally:
         for c in held:
             c.close()
+        for conn in kept:
+            conn.close()
         assert srv.stop() == 0
 
 
@@ -378,5 +393,26 @@ def test_resources_follow_the_settings_file(
         assert http_get(srv.http_port, "/ping", token)[0] == 200, "ping says the process is alive"
         assert srv.alive()
     finally:
+        assert srv.stop() == 0
+    srv.assert_log_clean([*CREATED_VALUES, token])
+
+
+def test_secret_agent_clients_without_the_token_cannot_starve_http_clients_with_it(
+    tmp_path: Path, secret: Hidden, token: str
+) -> None:
+    """The Secret Agent protocol has no authentication, so any local process may fill its connections; the
+    HTTP front end's token holders keep their own budget."""
+    srv = _start(tmp_path, secret, token, "--max-connections", "3")
+    held: list[AgentClient] = []
+    try:
+        for _ in range(3):
+            c = AgentClient(port=srv.sa_port, timeout=5)
+            assert "Error" in c.request({"Resource": "no-such-resource"})  # well-formed: counted, kept open
+            held.append(c)
+        status, _, body = http_get(srv.http_port, "/v1/Db", token, timeout=5)
+        assert status == 200 and json.loads(body)["SecretString"] == secret["value"]
+    finally:
+        for c in held:
+            c.close()
         assert srv.stop() == 0
     srv.assert_log_clean([*CREATED_VALUES, token])

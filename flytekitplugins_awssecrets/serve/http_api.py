@@ -322,7 +322,7 @@ async def route(
             return _text(405, "Not allowed")
         if not ctx.config.open_health and not token_ok:
             return _text(403, "Bad Token")
-        if ctx.far_over_limit:
+        if ctx.far_over_limit(writer):
             return _text(429, "Connection limit exceeded", close=True)
         return _text(200, "healthy") if path == "/ping" else health(ctx)
     if "x-forwarded-for" in headers:
@@ -330,7 +330,7 @@ async def route(
         return _text(400, "Forwarded")
     if not token_ok:
         return _text(403, "Bad Token")
-    if ctx.over_limit:
+    if ctx.over_limit(writer):
         return _text(429, "Connection limit exceeded", close=True)
     if method != "GET":
         return _text(405, "Not allowed")
