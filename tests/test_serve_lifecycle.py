@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CREATED_VALUES, SecretFactory, new_value, remember
+from tests.conftest import CREATED_VALUES, ROOT, SecretFactory, new_value, remember
 from tests.support.serve_clients import (
     SERVE_BIN,
     TOKEN_HEADER,
@@ -416,3 +416,24 @@ def test_secret_agent_clients_without_the_token_cannot_starve_http_clients_with_
             c.close()
         assert srv.stop() == 0
     srv.assert_log_clean([*CREATED_VALUES, token])
+
+
+def test_a_config_file_cannot_open_a_non_loopback_listener(aws_env: dict[str, str], tmp_path: Path) -> None:
+    """A Secret Agent file is copied between hosts and read by tasks: it may name 0.0.0.0 (refused), but it
+    cannot also allow it; only whoever starts the server can."""
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "tests" / "data" / "serve" / "seed004_any_interface.yml").read_text())
+    doc["x-awssecrets"] = {"serve": {"allow_non_loopback": True}}
+    path = tmp_path / "agent.yml"
+    path.write_text(yaml.safe_dump(doc))
+    r = subprocess.run(
+        [SERVE_BIN, "serve", "--config", str(path)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "x-awssecrets.serve.allow_non_loopback" in r.stderr and "--allow-non-loopback" in r.stderr
+    assert "serving" not in r.stderr
