@@ -28,6 +28,7 @@ from tests.support.serve_clients import (
     agent_config,
     clean_env,
     http_get,
+    raw_http,
     self_signed,
     value_of,
 )
@@ -437,3 +438,16 @@ def test_a_config_file_cannot_open_a_non_loopback_listener(aws_env: dict[str, st
     assert r.returncode == 2, r.stderr[-2000:]
     assert "x-awssecrets.serve.allow_non_loopback" in r.stderr and "--allow-non-loopback" in r.stderr
     assert "serving" not in r.stderr
+
+
+def test_a_client_without_the_token_cannot_write_lines_into_the_log(
+    tmp_path: Path, secret: Hidden, token: str
+) -> None:
+    srv = _start(tmp_path, secret, token)
+    try:
+        forged = "2026-01-01 00:00:00,000 INFO flytekitplugins_awssecrets.serve: http GET /v1/Db -> 200 ok"
+        answer = raw_http(srv.http_port, f"GET /v1/x\n{forged.replace(' ', '_')} HTTP/1.1\r\n\r\n".encode())
+        assert b" 400 " in answer.split(b"\r\n", 1)[0]
+        assert not any(line.startswith("2026-01-01") for line in srv.log().splitlines())
+    finally:
+        assert srv.stop() == 0

@@ -363,6 +363,9 @@ def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
     method, target, version = parts
     if not target.startswith("/"):
         raise _BadRequest(400, "request target must be a path")
+    if any(c <= " " or c == "\x7f" for c in target):
+        # HTTP allows no control characters there; a bare LF would start a forged line in the server log.
+        raise _BadRequest(400, "control characters in the request target")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         if not line:
