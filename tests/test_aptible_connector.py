@@ -803,3 +803,30 @@ def test_a_grpc_request_cannot_pass_for_a_local_run(
         channel.close()
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_an_abort_while_the_grant_is_being_made_leaves_no_grant(
+    connector: Connector,
+    tls_fake: FakeAptible,
+    operator_file: Path,
+    secrets_factory: Any,
+    aws_env: dict[str, str],
+    unique: str,
+) -> None:
+    import threading
+
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=30))
+    meta = create(connector, template, inputs, execution="exec-abort-race")
+    approver = aws_user_env(secrets_factory, aws_env, f"approver-{unique}@example.com")
+    assert approve(approver, operator_file, request_id_of(meta)).returncode == 0
+    # Aptible is slow to add the membership; the execution is aborted meanwhile (Propeller's DeleteTask),
+    # and Propeller polls no more after an abort.
+    tls_fake.faults({"method": "POST", "path_prefix": "/roles/", "action": "delay", "seconds": 3, "count": 1})
+    polled: dict[str, Any] = {}
+    poller = threading.Thread(target=lambda: polled.setdefault("res", get(connector, meta)))
+    poller.start()
+    time.sleep(1.5)
+    delete(connector, meta)
+    poller.join(timeout=60)
+    time.sleep(0.5)
+    assert not tls_fake.holds(ADMIN_ROLE, ADA), "the membership outlived the aborted execution"

@@ -449,11 +449,20 @@ async def _grant(
             if not await asyncio.to_thread(store.claim_grant, state.request_id, claim):
                 return Progress("another connector call is granting; checking again at the next poll")
         membership = await c.create_membership(state.role_id, state.user_id)
-    claimed_at = _at(claim, "at") or now
-    standing = membership.created_at is not None and membership.created_at < claimed_at - CLOCK_SKEW
-    granted_at = claimed_at
-    record = {**claim, "state": "granted", "membership_id": membership.id, "standing": standing}
-    await asyncio.to_thread(store.set_grant, state.request_id, record)
+        claimed_at = _at(claim, "at") or now
+        standing = membership.created_at is not None and membership.created_at < claimed_at - CLOCK_SKEW
+        granted_at = claimed_at
+        record = {**claim, "state": "granted", "membership_id": membership.id, "standing": standing}
+        await asyncio.to_thread(store.set_grant, state.request_id, record)
+        # An abort may have run while the membership was being added and found nothing to remove. It marks
+        # the request before it looks, and this looks after the record is written: one of the two sees the
+        # other, so the membership is removed either way.
+        if await asyncio.to_thread(store.is_aborted, state.request_id):
+            removed = not standing and await c.delete_membership(membership.id)
+            revoked = {**record, "state": "revoked", "revoked_at": _now().isoformat()}
+            await asyncio.to_thread(store.set_grant, state.request_id, revoked)
+            audit("aborted", **state.audit_fields(), membership_id=membership.id, removed=removed)
+            raise ApprovalRefusedError(state.request_id, "the execution was aborted while granting")
     await asyncio.to_thread(store.delete_pending, state.request_id)
     audit(
         "escalated",
@@ -575,6 +584,8 @@ async def abort(config: OperatorConfig, state: GrantState) -> bool:
         audit("aborted", **state.audit_fields(), removed=False, note="standing access kept")
         return False
     store = _store(config)
+    # Before looking: a grant being made right now checks this mark once its membership exists (_grant).
+    await asyncio.to_thread(store.mark_aborted, state.request_id)
     record = await asyncio.to_thread(store.get_grant, state.request_id)
     if record is None:
         if await asyncio.to_thread(store.claim_grant, state.request_id, {"state": "aborted"}):
