@@ -547,7 +547,6 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
         async with await client_for(integration) as c:
             # What is removed is the grantee's own membership of the target's role, as Aptible lists it (not
             # an id from the record); it is kept only when Aptible dates it before the grant (standing).
-            await _same_user(c, config, state)
             m = await c.find_membership(state.role_id, state.user_id)
             standing = (
                 m is not None
@@ -556,6 +555,10 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
                 and m.created_at < granted_at - CLOCK_SKEW
             )
             if m is not None and not standing:
+                if m.id != membership_id:
+                    # The record does not vouch for this user's membership: the email must designate them.
+                    # (When it does, an identity changed since the grant does not keep the access.)
+                    await _same_user(c, config, state)
                 membership_id = m.id
                 removed = await c.delete_membership(m.id)
     except Exception as e:
