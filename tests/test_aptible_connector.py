@@ -830,3 +830,25 @@ def test_an_abort_while_the_grant_is_being_made_leaves_no_grant(
     poller.join(timeout=60)
     time.sleep(0.5)
     assert not tls_fake.holds(ADMIN_ROLE, ADA), "the membership outlived the aborted execution"
+
+
+def test_a_forged_user_id_at_expiry_removes_nobody_else(
+    connector: Connector,
+    tls_fake: FakeAptible,
+    operator_file: Path,
+    secrets_factory: Any,
+    aws_env: dict[str, str],
+    unique: str,
+) -> None:
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(seconds=2))
+    meta = create(connector, template, inputs, execution="exec-expiry-user")
+    approver = aws_user_env(secrets_factory, aws_env, f"approver-{unique}@example.com")
+    assert approve(approver, operator_file, request_id_of(meta)).returncode == 0
+    assert "held until" in get(connector, meta).message and tls_fake.holds(ADMIN_ROLE, ADA)
+    time.sleep(2.5)
+    # Once the grant is over, a GetTask naming Bob (standing admin) as the user must not remove Bob.
+    res = get(connector, _forged(meta, user_id=BOB))
+    assert res.phase == FAILED and "user id" in res.message, res.message
+    assert tls_fake.holds(ADMIN_ROLE, BOB)
+    res, _ = poll_until_terminal(connector, meta, timeout=30)
+    assert res.phase == SUCCEEDED and not tls_fake.holds(ADMIN_ROLE, ADA) and tls_fake.holds(ADMIN_ROLE, BOB)
