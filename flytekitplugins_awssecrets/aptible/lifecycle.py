@@ -453,7 +453,15 @@ async def _grant(
         standing = membership.created_at is not None and membership.created_at < claimed_at - CLOCK_SKEW
         granted_at = claimed_at
         record = {**claim, "state": "granted", "membership_id": membership.id, "standing": standing}
-        await asyncio.to_thread(store.set_grant, state.request_id, record)
+        try:
+            await asyncio.to_thread(store.set_grant, state.request_id, record)
+        except Exception as e:
+            if not getattr(e, "retryable", False) and not standing:
+                # The task fails on this and Propeller polls no more: nothing would ever remove the
+                # membership. (A retryable failure leaves 'granting', which the next poll finishes.)
+                audit("failed", **state.audit_fields(), step="grant-record", error=describe_error(e))
+                await c.delete_membership(membership.id)
+            raise
         # An abort may have run while the membership was being added and found nothing to remove. It marks
         # the request before it looks, and this looks after the record is written: one of the two sees the
         # other, so the membership is removed either way.
