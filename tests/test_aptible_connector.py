@@ -27,12 +27,15 @@ from flyteidl.core import execution_pb2, identifier_pb2
 from flyteidl.service.agent_pb2_grpc import AsyncAgentServiceStub
 
 from tests.conftest import ROOT
-from tests.support.aptible_fixtures import approve, aws_user_env
+from tests.support.aptible_fixtures import approve, aws_user_env, operator_yaml
 from tests.support.fake_aptible import (
     ADA,
     ADMIN_ROLE,
     BOB,
     ORG,
+    OTHER_ORG,
+    RO_ROLE,
+    TWIN1,
     FakeAptible,
 )
 from tests.support.moto_server import free_port
@@ -88,7 +91,9 @@ def _connector_pythonpath(tmp_path: Path) -> str:
     return os.pathsep.join(paths)
 
 
-def start_connector(tmp_path: Path, aws_env: dict[str, str], operator: Path) -> tuple[Any, int, Path]:
+def start_connector(
+    tmp_path: Path, aws_env: dict[str, str], operator: Path, stdin: int | None = None
+) -> tuple[Any, int, Path]:
     port, metrics = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYTE_AWS_SECRETS_"))}
     env.update(aws_env)
@@ -113,6 +118,7 @@ def start_connector(tmp_path: Path, aws_env: dict[str, str], operator: Path) -> 
             ],
             cwd=tmp_path,
             env=env,
+            stdin=stdin,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -635,3 +641,214 @@ def test_a_malformed_operator_file_stops_the_connector_at_start(
     out = log.read_text(errors="replace")
     assert proc.returncode != 0
     assert str(bad) in out and field in out, out[-2000:]
+
+
+# -- review of issue 12: what Propeller hands back, and what others can write under the state prefix -------
+
+
+def _forged(meta: bytes, **changes: Any) -> bytes:
+    """``meta`` as an attacker with the gRPC port rewrites it: GetTask/DeleteTask take it from the caller."""
+    from flytekitplugins_awssecrets.aptible.connector import AptibleGrantMeta
+
+    fields = {**AptibleGrantMeta.decode(meta).__dict__, **changes}
+    return bytes(AptibleGrantMeta(**fields).encode())
+
+
+def test_a_forged_resource_meta_grants_nothing(
+    connector: Connector,
+    tls_fake: FakeAptible,
+    operator_file: Path,
+    secrets_factory: Any,
+    aws_env: dict[str, str],
+    unique: str,
+) -> None:
+    before = tls_fake.memberships()
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=5))
+    meta = create(connector, template, inputs, execution="exec-forge")
+    # No approval, another role, another organization, ten years, another target: each GetTask and
+    # DeleteTask with a rewritten meta is refused before anything is asked of Aptible.
+    for changes in (
+        {"approval_required": False},
+        {"approval_required": False, "duration_seconds": 10 * 365 * 86400},
+        {"role_id": RO_ROLE},
+        {"organization_id": OTHER_ORG},
+        {"target": "main-aptible-ro-role"},
+        {"requested_at": "2099-01-01T00:00:00+00:00"},
+    ):
+        res = get(connector, _forged(meta, **changes))
+        assert res.phase == FAILED and "refused" in res.message, (changes, res.message)
+        with pytest.raises(grpc.RpcError):
+            delete(connector, _forged(meta, **changes))
+    assert tls_fake.memberships() == before
+    assert not any(r["method"] == "POST" and "/memberships" in r["path"] for r in tls_fake.requests())
+    # An approval given for Ada cannot be spent on another user by swapping the user id.
+    approver = aws_user_env(secrets_factory, aws_env, f"approver-{unique}@example.com")
+    assert approve(approver, operator_file, request_id_of(meta)).returncode == 0
+    res = get(connector, _forged(meta, user_id=TWIN1))
+    assert res.phase == FAILED and "user id" in res.message, res.message
+    assert tls_fake.memberships() == before
+    # The untouched meta is granted as approved.
+    assert "held until" in get(connector, meta).message and tls_fake.holds(ADMIN_ROLE, ADA)
+    delete(connector, meta)
+    assert not tls_fake.holds(ADMIN_ROLE, ADA)
+
+
+def test_a_grant_record_written_by_someone_else_grants_nothing(
+    connector: Connector, tls_fake: FakeAptible, operator_file: Path, secrets_factory: Any
+) -> None:
+    import yaml
+
+    prefix = yaml.safe_load(operator_file.read_text())["state"]["ssm_prefix"]
+    ssm = secrets_factory.client("ssm")
+    before = tls_fake.memberships()
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=5))
+    meta = create(connector, template, inputs, execution="exec-claim")
+    rid = request_id_of(meta)
+    # Someone who may write under the prefix (an approver, before the docs' IAM policy narrowed it) writes a
+    # "granting" claim with no approval behind it: dated a year ahead (which would also make it "standing"),
+    # then dated now, naming an approver.
+    from datetime import UTC, datetime
+
+    for claim, why in (
+        ({"state": "granting", "at": "2027-12-01T00:00:00+00:00"}, "not one this connector wrote"),
+        (
+            {
+                "state": "granting",
+                "at": datetime.now(UTC).isoformat(),
+                "approved_by": "arn:aws:iam::1:user/x",
+            },
+            "names no valid approval",
+        ),
+    ):
+        ssm.put_parameter(
+            Name=f"{prefix}/{rid}/grant", Value=json.dumps(claim), Type="String", Overwrite=True
+        )
+        res = get(connector, meta)
+        assert res.phase == FAILED and why in res.message, res.message
+        assert tls_fake.memberships() == before
+
+
+def test_a_rewritten_grant_record_neither_extends_nor_keeps_the_grant(
+    connector: Connector,
+    tls_fake: FakeAptible,
+    operator_file: Path,
+    secrets_factory: Any,
+    aws_env: dict[str, str],
+    unique: str,
+) -> None:
+    import yaml
+
+    prefix = yaml.safe_load(operator_file.read_text())["state"]["ssm_prefix"]
+    ssm = secrets_factory.client("ssm")
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(seconds=2))
+    meta = create(connector, template, inputs, execution="exec-extend")
+    rid = request_id_of(meta)
+    approver = aws_user_env(secrets_factory, aws_env, f"approver-{unique}@example.com")
+    assert approve(approver, operator_file, rid).returncode == 0
+    assert "held until" in get(connector, meta).message and tls_fake.holds(ADMIN_ROLE, ADA)
+    # The grantee, able to write the record, dates the grant a year ahead, calls it standing access and
+    # points it at Bob's membership: the grant still ends on time, Ada's membership goes, Bob's stays.
+    name = f"{prefix}/{rid}/grant"
+    record = json.loads(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    bob = next(m for m in tls_fake.memberships() if m["user_id"] == BOB and m["role_id"] == ADMIN_ROLE)
+    record.update(at="2027-12-01T00:00:00+00:00", standing=True, membership_id=bob["id"])
+    ssm.put_parameter(Name=name, Value=json.dumps(record), Type="String", Overwrite=True)
+    res, _ = poll_until_terminal(connector, meta, timeout=30)
+    assert res.phase == SUCCEEDED, res.message
+    assert not tls_fake.holds(ADMIN_ROLE, ADA) and tls_fake.holds(ADMIN_ROLE, BOB)
+
+
+def test_a_grpc_request_cannot_pass_for_a_local_run(
+    aws_env: dict[str, str], tmp_path: Path, tls_fake: FakeAptible, creds_arn: str, unique: str
+) -> None:
+    # A strategy without approval: a local run asks at the terminal. A CreateTask without an execution id
+    # must not make the connector ask its own terminal (an operator running it in a shell would be asked
+    # to confirm an attacker's request; a held-open stdin would block the service).
+    operator = tmp_path / "no-approval.yaml"
+    operator.write_text(
+        operator_yaml(tls_fake, creds_arn, None, f"/flyte/aptible-{unique}", approval_required=False)
+    )
+    proc, port, log = start_connector(tmp_path, aws_env, operator, stdin=subprocess.PIPE)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=120)
+        stub = AsyncAgentServiceStub(channel)
+        before = tls_fake.memberships()
+        template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=5))
+        for metadata in (None, agent_pb2.TaskExecutionMetadata()):
+            request = agent_pb2.CreateTaskRequest(
+                template=template, inputs=inputs, output_prefix="/tmp/unused"
+            )
+            if metadata is not None:
+                request.task_execution_metadata.CopyFrom(metadata)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.CreateTask(request, timeout=20)
+            assert "task_execution_metadata" in (info.value.details() or ""), info.value.details()
+        # A project called "local" is a cluster execution like any other: no prompt, granted (no approval).
+        request = agent_pb2.CreateTaskRequest(
+            template=template,
+            inputs=inputs,
+            output_prefix="/tmp/unused",
+            task_execution_metadata=execution_metadata(),
+        )
+        request.task_execution_metadata.task_execution_id.node_execution_id.execution_id.project = "local"
+        meta = bytes(stub.CreateTask(request, timeout=20).resource_meta)
+        c = Connector(proc, port, log, stub, channel)
+        assert "held until" in get(c, meta).message and tls_fake.holds(ADMIN_ROLE, ADA)
+        delete(c, meta)
+        assert not tls_fake.holds(ADMIN_ROLE, ADA)
+        assert "[y/N]" not in log.read_text(errors="replace")
+        assert tls_fake.memberships() == before
+    finally:
+        channel.close()
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_an_abort_while_the_grant_is_being_made_leaves_no_grant(
+    connector: Connector,
+    tls_fake: FakeAptible,
+    operator_file: Path,
+    secrets_factory: Any,
+    aws_env: dict[str, str],
+    unique: str,
+) -> None:
+    import threading
+
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=30))
+    meta = create(connector, template, inputs, execution="exec-abort-race")
+    approver = aws_user_env(secrets_factory, aws_env, f"approver-{unique}@example.com")
+    assert approve(approver, operator_file, request_id_of(meta)).returncode == 0
+    # Aptible is slow to add the membership; the execution is aborted meanwhile (Propeller's DeleteTask),
+    # and Propeller polls no more after an abort.
+    tls_fake.faults({"method": "POST", "path_prefix": "/roles/", "action": "delay", "seconds": 3, "count": 1})
+    polled: dict[str, Any] = {}
+    poller = threading.Thread(target=lambda: polled.setdefault("res", get(connector, meta)))
+    poller.start()
+    time.sleep(1.5)
+    delete(connector, meta)
+    poller.join(timeout=60)
+    time.sleep(0.5)
+    assert not tls_fake.holds(ADMIN_ROLE, ADA), "the membership outlived the aborted execution"
+
+
+def test_a_forged_user_id_at_expiry_removes_nobody_else(
+    connector: Connector,
+    tls_fake: FakeAptible,
+    operator_file: Path,
+    secrets_factory: Any,
+    aws_env: dict[str, str],
+    unique: str,
+) -> None:
+    template, inputs = template_and_inputs(ADA_EMAIL, "main-aptible-admin-role", timedelta(seconds=2))
+    meta = create(connector, template, inputs, execution="exec-expiry-user")
+    approver = aws_user_env(secrets_factory, aws_env, f"approver-{unique}@example.com")
+    assert approve(approver, operator_file, request_id_of(meta)).returncode == 0
+    assert "held until" in get(connector, meta).message and tls_fake.holds(ADMIN_ROLE, ADA)
+    time.sleep(2.5)
+    # Once the grant is over, a GetTask naming Bob (standing admin) as the user must not remove Bob.
+    res = get(connector, _forged(meta, user_id=BOB))
+    assert res.phase == FAILED and "user id" in res.message, res.message
+    assert tls_fake.holds(ADMIN_ROLE, BOB)
+    res, _ = poll_until_terminal(connector, meta, timeout=30)
+    assert res.phase == SUCCEEDED and not tls_fake.holds(ADMIN_ROLE, ADA) and tls_fake.holds(ADMIN_ROLE, BOB)

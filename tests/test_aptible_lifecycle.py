@@ -321,3 +321,25 @@ def test_a_missing_bot_secret_is_a_typed_error(
     with pytest.raises(BotCredentialsError, match="main-aptible") as info:
         prepare(load_operator(str(path)), req())
     assert "secretsmanager:GetSecretValue" in str(info.value)
+
+
+def test_a_grant_record_that_cannot_be_written_leaves_no_membership(
+    make_config: Any, tls_fake: FakeAptible, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SSM refuses (not throttles) the 'granted' record after the membership was added: the task fails and
+    Propeller will not poll again, so the membership is taken back before the error is raised."""
+    from flytekitplugins_awssecrets.aptible.approval import StateStoreClient, StateStoreError
+
+    real = StateStoreClient.set_grant
+
+    def refusing(self: StateStoreClient, rid: str, value: dict[str, Any]) -> None:
+        if value.get("state") == "granted":
+            raise StateStoreError("SSM grant", "PutParameter failed: AccessDeniedException", retryable=False)
+        real(self, rid, value)
+
+    monkeypatch.setattr(StateStoreClient, "set_grant", refusing)
+    config = make_config()
+    state = prepare(config, req(seconds=60))
+    with pytest.raises(StateStoreError):
+        advance(config, state)
+    assert not tls_fake.holds(ADMIN_ROLE, ADA)

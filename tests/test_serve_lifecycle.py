@@ -4,6 +4,7 @@ counted server side)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import secrets
 import signal
@@ -16,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CREATED_VALUES, SecretFactory, new_value, remember
+from tests.conftest import CREATED_VALUES, ROOT, SecretFactory, new_value, remember
 from tests.support.serve_clients import (
     SERVE_BIN,
+    TOKEN_HEADER,
     AgentClient,
     Hidden,
     HiddenStr,
@@ -26,6 +28,7 @@ from tests.support.serve_clients import (
     agent_config,
     clean_env,
     http_get,
+    raw_http,
     self_signed,
     value_of,
 )
@@ -205,18 +208,29 @@ def test_connection_limit_and_slow_clients(tmp_path: Path, secret: Hidden, token
         tmp_path, secret, token, "--max-connections", "2", "--read-timeout", "1", "--header-timeout", "1"
     )
     held: list[AgentClient] = []
+    kept: list[http.client.HTTPConnection] = []
     try:
         # Two connections that have been served (authenticated) and stay open fill max_connections.
         held = [AgentClient(port=srv.sa_port) for _ in range(2)]
         for c in held:
             assert value_of(c.request({"SecretKey": "password"}))
+        with AgentClient(port=srv.sa_port) as extra:
+            assert "connection limit" in extra.request({})["Error"]
+        # The same for HTTP, whose token holders have a budget of their own.
+        for _ in range(2):
+            conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=5)
+            conn.request("GET", "/v1/Db", headers={TOKEN_HEADER: token})
+            assert conn.getresponse().read() and conn.sock is not None  # kept alive
+            kept.append(conn)
         # Over the limit: secrets are refused with 429, health checks still answer (3 spare connections).
         status, _, body = http_get(srv.http_port, "/v1/Db", token)
         assert (status, body) == (429, b"Connection limit exceeded")
         assert http_get(srv.http_port, "/ping", token)[0] == 200
         for c in held:
             c.close()
-        held = []
+        for conn in kept:
+            conn.close()
+        held, kept = [], []
         time.sleep(0.3)
         assert http_get(srv.http_port, "/v1/Db", token)[0] == 200
         # A client that starts a message and stalls is answered and cut off after header_timeout (1 s).
@@ -242,6 +256,8 @@ def test_connection_limit_and_slow_clients(tmp_path: Path, secret: Hidden, token
     finally:
         for c in held:
             c.close()
+        for conn in kept:
+            conn.close()
         assert srv.stop() == 0
 
 
@@ -380,3 +396,58 @@ def test_resources_follow_the_settings_file(
     finally:
         assert srv.stop() == 0
     srv.assert_log_clean([*CREATED_VALUES, token])
+
+
+def test_secret_agent_clients_without_the_token_cannot_starve_http_clients_with_it(
+    tmp_path: Path, secret: Hidden, token: str
+) -> None:
+    """The Secret Agent protocol has no authentication, so any local process may fill its connections; the
+    HTTP front end's token holders keep their own budget."""
+    srv = _start(tmp_path, secret, token, "--max-connections", "3")
+    held: list[AgentClient] = []
+    try:
+        for _ in range(3):
+            c = AgentClient(port=srv.sa_port, timeout=5)
+            assert "Error" in c.request({"Resource": "no-such-resource"})  # well-formed: counted, kept open
+            held.append(c)
+        status, _, body = http_get(srv.http_port, "/v1/Db", token, timeout=5)
+        assert status == 200 and json.loads(body)["SecretString"] == secret["value"]
+    finally:
+        for c in held:
+            c.close()
+        assert srv.stop() == 0
+    srv.assert_log_clean([*CREATED_VALUES, token])
+
+
+def test_a_config_file_cannot_open_a_non_loopback_listener(aws_env: dict[str, str], tmp_path: Path) -> None:
+    """A Secret Agent file is copied between hosts and read by tasks: it may name 0.0.0.0 (refused), but it
+    cannot also allow it; only whoever starts the server can."""
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "tests" / "data" / "serve" / "seed004_any_interface.yml").read_text())
+    doc["x-awssecrets"] = {"serve": {"allow_non_loopback": True}}
+    path = tmp_path / "agent.yml"
+    path.write_text(yaml.safe_dump(doc))
+    r = subprocess.run(
+        [SERVE_BIN, "serve", "--config", str(path)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "x-awssecrets.serve.allow_non_loopback" in r.stderr and "--allow-non-loopback" in r.stderr
+    assert "serving" not in r.stderr
+
+
+def test_a_client_without_the_token_cannot_write_lines_into_the_log(
+    tmp_path: Path, secret: Hidden, token: str
+) -> None:
+    srv = _start(tmp_path, secret, token)
+    try:
+        forged = "2026-01-01 00:00:00,000 INFO flytekitplugins_awssecrets.serve: http GET /v1/Db -> 200 ok"
+        answer = raw_http(srv.http_port, f"GET /v1/x\n{forged.replace(' ', '_')} HTTP/1.1\r\n\r\n".encode())
+        assert b" 400 " in answer.split(b"\r\n", 1)[0]
+        assert not any(line.startswith("2026-01-01") for line in srv.log().splitlines())
+    finally:
+        assert srv.stop() == 0

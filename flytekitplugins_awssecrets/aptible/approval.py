@@ -246,6 +246,13 @@ class StateStoreClient:
     def set_grant(self, rid: str, value: dict[str, Any]) -> None:
         self._put(self._name(rid, "grant"), json.dumps(value, sort_keys=True), overwrite=True)
 
+    def mark_aborted(self, rid: str) -> None:
+        """Say that the execution was aborted, before looking for a membership to remove (see ``abort``)."""
+        self._put(self._name(rid, "abort"), json.dumps({"aborted": True}), overwrite=True)
+
+    def is_aborted(self, rid: str) -> bool:
+        return self._get(self._name(rid, "abort")) is not None
+
     def get_grant(self, rid: str) -> dict[str, Any] | None:
         raw = self._get(self._name(rid, "grant"))
         if raw is None:

@@ -67,17 +67,28 @@ class AptibleGrantMeta(ResourceMeta):  # type: ignore[misc]
 
 
 def _execution_id(meta: Any) -> str:
-    """``project/domain/name/node[/retry]`` of the task execution, or ``local`` outside a cluster."""
+    """``project/domain/name/node/retry`` of the task execution, or ``local`` for an in-process run.
+
+    Only flytekit's in-process executor (``pyflyte run``) calls ``create`` without execution metadata; the
+    connector service always passes some. A service request whose metadata names no execution is refused:
+    passing for a local run would make the connector ask its own terminal to confirm the request.
+    """
+    from flytekitplugins_awssecrets.aptible.errors import TemplateFieldError
+
+    if meta is None:
+        return "local"
     try:
         tid = meta.task_execution_id
         node = tid.node_execution_id
         wf = node.execution_id
         parts = [wf.project, wf.domain, wf.name, node.node_id]
     except AttributeError:
-        return "local"
-    if not all(parts):
-        return "local"
-    return "/".join(parts) + f"/{getattr(tid, 'retry_attempt', 0)}"
+        parts = []
+    if len(parts) != 4 or not all(isinstance(p, str) and p and "/" not in p for p in parts):
+        raise TemplateFieldError(
+            "task_execution_metadata", "names no task execution (project, domain, name and node are required)"
+        )
+    return "/".join(parts) + f"/{int(getattr(tid, 'retry_attempt', 0) or 0)}"
 
 
 def _run_on_own_loop(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:

@@ -42,6 +42,7 @@ __all__ = [
     "ApprovalTimeoutError",
     "LocalApprovalDeniedError",
     "BotCredentialsError",
+    "AptibleStateError",
 ]
 
 
@@ -343,4 +344,20 @@ class BotCredentialsError(AptiblePreconditionError):
             f"the bot's credentials could not be read: {clean_aws_message(detail)}",
             'create the secret the operator file names (a JSON {"username", "password"}) and let '
             "these AWS credentials read it (secretsmanager:GetSecretValue)",
+        )
+
+
+class AptibleStateError(AptibleError):
+    """The request state handed back to ``get``/``delete`` does not match what the connector made of it.
+
+    The state travels through Propeller (and whoever can call the connector's gRPC port), so the connector
+    re-derives every field that matters from its operator file and refuses a state that disagrees.
+    """
+
+    def __init__(self, request_id: str, problem: str) -> None:
+        self.request_id = request_id
+        super().__init__(
+            f"request {request_id}",
+            f"refused: {clean_aws_message(problem)}; nothing was granted",
+            "a GetTask/DeleteTask must carry the resource meta this connector's CreateTask returned",
         )

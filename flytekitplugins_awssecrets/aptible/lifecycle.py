@@ -37,6 +37,7 @@ from flytekitplugins_awssecrets.aptible.errors import (
     ApprovalRefusedError,
     ApprovalTimeoutError,
     AptibleApiError,
+    AptibleStateError,
     BotCredentialsError,
     BotNotRoleAdminError,
     DurationTooLongError,
@@ -48,7 +49,7 @@ from flytekitplugins_awssecrets.aptible.errors import (
 from flytekitplugins_awssecrets.aptible.identity import resolve_identity
 from flytekitplugins_awssecrets.aptible.models import AccessGrant
 from flytekitplugins_awssecrets.aptible.operator import OperatorConfig, OperatorIntegration, OperatorStrategy
-from flytekitplugins_awssecrets.aptible.request import AccessRequest, request_id
+from flytekitplugins_awssecrets.aptible.request import AccessRequest, from_template, request_id
 
 __all__ = ["GrantState", "Progress", "prepare", "advance", "abort", "client_for", "is_local"]
 
@@ -128,7 +129,10 @@ def _now() -> datetime:
 
 
 def is_local(execution_id: str) -> bool:
-    return execution_id.startswith("local")
+    """``local`` or ``local/<id>`` (an in-process run); a cluster's ``project/domain/name/node/retry`` never
+    is, even in a project called ``local``."""
+    parts = execution_id.split("/")
+    return parts[0] == "local" and len(parts) <= 2
 
 
 async def _bot_credentials(integration: OperatorIntegration) -> tuple[str, SecretStr]:
@@ -313,13 +317,78 @@ async def prepare(config: OperatorConfig, req: AccessRequest, execution_id: str)
         raise
 
 
+def _checked(config: OperatorConfig, state: GrantState) -> OperatorStrategy:
+    """The state's strategy, once every field that decides a grant agrees with the operator file.
+
+    ``get`` and ``delete`` receive the state from their caller (Propeller, or anyone who can reach the gRPC
+    port), not from this process: a rewritten state could otherwise skip approval (``approval_required``),
+    swap the role, the organization or the duration, or point at another request's records. What the user
+    chose is re-validated and must hash to the request id that the approval and the records are bound to;
+    what the operator decides is derived again from the operator file. The user id is checked against the
+    email where Aptible is asked anyway (:func:`_same_user`).
+    """
+    rid = state.request_id
+
+    def refuse(problem: str) -> AptibleStateError:
+        err = AptibleStateError(rid, problem)
+        audit("failed", request_id=rid, step="state", error=describe_error(err))
+        return err
+
+    try:
+        seconds = state.duration_seconds
+        if not isinstance(seconds, int) or seconds < 0:
+            raise ValueError("duration_seconds")
+        # The same checks as a template's fields (a sub-second request keeps 0 whole seconds).
+        req = from_template(
+            {"version": 2, "strategy": state.strategy},
+            {
+                "email": state.email,
+                "target": state.target,
+                "duration": timedelta(seconds=max(seconds, 1)),
+                "reason": state.reason,
+            },
+        ).model_copy(update={"duration": timedelta(seconds=seconds)})
+        strategy = config.strategy(req.strategy)
+        target = config.target_of(strategy, req.target)
+        requested = state.requested
+    except Exception as e:  # noqa: BLE001 - any bad field is the same refusal
+        raise refuse(f"the state does not describe a valid request ({type(e).__name__})") from None
+    if req.duration > strategy.max_duration:
+        raise refuse("the duration is over the strategy's maximum")
+    if request_id(state.execution_id, req) != rid:
+        raise refuse("the request id does not match the request")
+    integration = config.integration_of(strategy)
+    if state.role_id != target.role_id or state.organization_id != integration.organization_id:
+        raise refuse("the role or organization is not the operator file's for this target")
+    if state.approval_required != (strategy.approval.required and not state.pre_existing):
+        raise refuse("the approval requirement is not the strategy's")
+    if requested.tzinfo is None or requested > _now() + CLOCK_SKEW:
+        raise refuse("the request time is not a past, timezone-aware time")
+    return strategy
+
+
+async def _same_user(client: AptibleClient, config: OperatorConfig, state: GrantState) -> list[Any]:
+    """The organization's users, once the state's user id is the one its email designates (else refused)."""
+    users = await client.list_org_users(state.organization_id)
+    user = resolve_identity(state.email, state.organization_id, users, config.identity)
+    if user.id != state.user_id:
+        err = AptibleStateError(state.request_id, "the user id is not the one the email designates")
+        audit("failed", **state.audit_fields(), step="state", error=describe_error(err))
+        raise err
+    return list(users)
+
+
 def _at(record: dict[str, Any], key: str) -> datetime | None:
     v = record.get(key)
     return datetime.fromisoformat(v) if isinstance(v, str) and v else None
 
 
 async def _approved(
-    config: OperatorConfig, strategy: OperatorStrategy, state: GrantState, store: StateStoreClient
+    config: OperatorConfig,
+    strategy: OperatorStrategy,
+    state: GrantState,
+    store: StateStoreClient,
+    at: datetime | None = None,
 ) -> tuple[str, str] | str:
     """``(approver ARN, email)`` of a valid approval, or a message saying why there is none yet."""
     record = await asyncio.to_thread(store.get_approval, state.request_id)
@@ -344,6 +413,7 @@ async def _approved(
             signing_algorithm=policy.signing_algorithm,
             max_validity=policy.max_validity,
             approvers=policy.approvers,
+            now=at,
         )
     except ValueError as problem:
         refused = ApprovalRefusedError(state.request_id, str(problem))
@@ -361,9 +431,9 @@ async def _grant(
 ) -> Progress:
     integration = config.integration_of(strategy)
     async with await client_for(integration) as c:
+        users = await _same_user(c, config, state)
         if approver is not None:
             # The approver may not be the grantee under another email (an identity mapping, an alias).
-            users = await c.list_org_users(state.organization_id)
             same = [u for u in users if u.email.strip().casefold() == approver[1]]
             if any(u.id == state.user_id for u in same):
                 refused = ApprovalRefusedError(
@@ -379,11 +449,28 @@ async def _grant(
             if not await asyncio.to_thread(store.claim_grant, state.request_id, claim):
                 return Progress("another connector call is granting; checking again at the next poll")
         membership = await c.create_membership(state.role_id, state.user_id)
-    claimed_at = _at(claim, "at") or now
-    standing = membership.created_at is not None and membership.created_at < claimed_at - CLOCK_SKEW
-    granted_at = claimed_at
-    record = {**claim, "state": "granted", "membership_id": membership.id, "standing": standing}
-    await asyncio.to_thread(store.set_grant, state.request_id, record)
+        claimed_at = _at(claim, "at") or now
+        standing = membership.created_at is not None and membership.created_at < claimed_at - CLOCK_SKEW
+        granted_at = claimed_at
+        record = {**claim, "state": "granted", "membership_id": membership.id, "standing": standing}
+        try:
+            await asyncio.to_thread(store.set_grant, state.request_id, record)
+        except Exception as e:
+            if not getattr(e, "retryable", False) and not standing:
+                # The task fails on this and Propeller polls no more: nothing would ever remove the
+                # membership. (A retryable failure leaves 'granting', which the next poll finishes.)
+                audit("failed", **state.audit_fields(), step="grant-record", error=describe_error(e))
+                await c.delete_membership(membership.id)
+            raise
+        # An abort may have run while the membership was being added and found nothing to remove. It marks
+        # the request before it looks, and this looks after the record is written: one of the two sees the
+        # other, so the membership is removed either way.
+        if await asyncio.to_thread(store.is_aborted, state.request_id):
+            removed = not standing and await c.delete_membership(membership.id)
+            revoked = {**record, "state": "revoked", "revoked_at": _now().isoformat()}
+            await asyncio.to_thread(store.set_grant, state.request_id, revoked)
+            audit("aborted", **state.audit_fields(), membership_id=membership.id, removed=removed)
+            raise ApprovalRefusedError(state.request_id, "the execution was aborted while granting")
     await asyncio.to_thread(store.delete_pending, state.request_id)
     audit(
         "escalated",
@@ -400,7 +487,7 @@ async def _grant(
 
 async def advance(config: OperatorConfig, state: GrantState) -> Progress:
     """One poll: wait for approval, grant once, hold, then remove. Raises on a refusal that ends the task."""
-    strategy = config.strategy(state.strategy)
+    strategy = _checked(config, state)
     now = _now()
     if state.pre_existing:
         if now < state.requested + state.duration:
@@ -424,16 +511,37 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
             approver = found
         return await _grant(config, strategy, state, store, approver, None)
     kind = record.get("state")
+
+    # The grant record is SSM data: whoever may write under the prefix could have written it. It never
+    # widens a grant: its time is bounded by the request's, and a claim is finished only when the approval
+    # it was made under still verifies as of the claim's time.
+    def plausible(at: datetime | None) -> bool:
+        # Not before the request, not in the future, not after the request could still be approved.
+        latest = min(now, state.requested + strategy.approval.wait) + CLOCK_SKEW
+        return at is not None and state.requested - CLOCK_SKEW <= at <= latest
+
     if kind == "granting":
         # A crash between the grant record and the membership (or its answer): finish it, adopting the
         # membership if it landed (create_membership looks before it adds).
-        return await _grant(config, strategy, state, store, None, record)
+        at = _at(record, "at")
+        if not plausible(at):
+            raise ApprovalRefusedError(state.request_id, "the grant record is not one this connector wrote")
+        approver = None
+        if state.approval_required:
+            found = await _approved(config, strategy, state, store, at=at)
+            if isinstance(found, str) or found[0] != record.get("approved_by"):
+                raise ApprovalRefusedError(
+                    state.request_id, "the grant record names no valid approval; nothing was granted"
+                )
+            approver = found
+        return await _grant(config, strategy, state, store, approver, record)
     if kind == "timed-out":
         raise ApprovalTimeoutError(state.request_id, strategy.approval.wait)
     if kind in ("aborted", "corrupt"):
         # Aborted before the grant (or a record nobody can read): never granted now.
         raise ApprovalRefusedError(state.request_id, f"the request was {kind}; nothing was granted")
-    granted_at = _at(record, "at") or state.requested
+    at = _at(record, "at")
+    granted_at = at if at is not None and plausible(at) else state.requested
     membership_id = str(record.get("membership_id", ""))
     if kind == "revoked":
         return Progress("access ended", state.grant(membership_id, granted_at, _at(record, "revoked_at")))
@@ -442,14 +550,28 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
         return Progress(f"access held until {expires.isoformat()}")
     audit("expired", **state.audit_fields(), membership_id=membership_id)
     removed = False
-    if not record.get("standing"):
-        integration = config.integration_of(strategy)
-        try:
-            async with await client_for(integration) as c:
-                removed = await c.delete_membership(membership_id)
-        except Exception as e:
-            audit("failed", **state.audit_fields(), step="de-escalate", error=describe_error(e))
-            raise
+    integration = config.integration_of(strategy)
+    try:
+        async with await client_for(integration) as c:
+            # What is removed is the grantee's own membership of the target's role, as Aptible lists it (not
+            # an id from the record); it is kept only when Aptible dates it before the grant (standing).
+            m = await c.find_membership(state.role_id, state.user_id)
+            standing = (
+                m is not None
+                and bool(record.get("standing"))
+                and m.created_at is not None
+                and m.created_at < granted_at - CLOCK_SKEW
+            )
+            if m is not None and not standing:
+                if m.id != membership_id:
+                    # The record does not vouch for this user's membership: the email must designate them.
+                    # (When it does, an identity changed since the grant does not keep the access.)
+                    await _same_user(c, config, state)
+                membership_id = m.id
+                removed = await c.delete_membership(m.id)
+    except Exception as e:
+        audit("failed", **state.audit_fields(), step="de-escalate", error=describe_error(e))
+        raise
     revoked_at = _now()
     await asyncio.to_thread(
         store.set_grant,
@@ -468,11 +590,13 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
 
 async def abort(config: OperatorConfig, state: GrantState) -> bool:
     """Remove the grant now, or make sure it is never made (execution aborted). ``True`` if removed."""
+    strategy = _checked(config, state)
     if state.pre_existing:
         audit("aborted", **state.audit_fields(), removed=False, note="standing access kept")
         return False
-    strategy = config.strategy(state.strategy)
     store = _store(config)
+    # Before looking: a grant being made right now checks this mark once its membership exists (_grant).
+    await asyncio.to_thread(store.mark_aborted, state.request_id)
     record = await asyncio.to_thread(store.get_grant, state.request_id)
     if record is None:
         if await asyncio.to_thread(store.claim_grant, state.request_id, {"state": "aborted"}):
@@ -488,6 +612,7 @@ async def abort(config: OperatorConfig, state: GrantState) -> bool:
     try:
         async with await client_for(integration) as c:
             if not membership_id:  # "granting": the membership may have landed
+                await _same_user(c, config, state)
                 m = await c.find_membership(state.role_id, state.user_id)
                 membership_id = m.id if m is not None else ""
             removed = bool(membership_id) and await c.delete_membership(membership_id)

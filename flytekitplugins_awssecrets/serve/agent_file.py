@@ -196,6 +196,15 @@ def serve_fields(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[s
     for k, v in serve.items():
         name = str(k).replace("-", "_")
         key = f"{ADDITIONS}.serve.{k}"
+        if name == "allow_non_loopback":
+            # The file is copied between hosts and read by tasks too; listening beyond loopback (where the
+            # Secret Agent protocol has no authentication) is decided where the server is started.
+            raise SettingsError(
+                key,
+                f"file {path}",
+                "cannot be set in a file: pass --allow-non-loopback (or set "
+                "PYFLYTE_AWSSECRETS_SERVE_ALLOW_NON_LOOPBACK) where the server is started",
+            )
         if name in origin and not origin[name].endswith("(not configured there)"):
             raise SettingsError(
                 key, f"file {path}", f"is also set by {origin[name].split(' key ')[-1]}; set it once"

@@ -78,7 +78,9 @@ def _setup_logging(level: str) -> None:
 )
 @click.option("--max-body-bytes", type=int, help="Largest Secret Agent request body [65536].")
 @click.option(
-    "--max-connections", type=int, help="Concurrent authenticated connections, all front ends [800]."
+    "--max-connections",
+    type=int,
+    help="Concurrent authenticated connections, for HTTP and for Secret Agent each [800].",
 )
 @click.option(
     "--max-unauthenticated",

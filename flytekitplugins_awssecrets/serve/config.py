@@ -131,8 +131,8 @@ class ServeConfig(BaseModel):
       max_body_bytes (65536): largest Secret Agent request body; a larger announced length is answered
         with an error and the connection closed.
       max_header_bytes (65536): largest HTTP request head (request line and headers), answered with 431.
-      max_connections (800): concurrent authenticated connections over all front ends (AWS's default);
-        more are answered with 429 (HTTP) or an error frame, then closed. Health checks get 3 extra. An HTTP
+      max_connections (800): concurrent authenticated connections (AWS's default), counted apart for
+        token holders (HTTP) and for Secret Agent clients, so that the one cannot starve the other; more are answered with 429 (HTTP) or an error frame, then closed. Health checks get 3 extra. An HTTP
         connection is authenticated once a request carries the token; a Secret Agent connection (the
         protocol has no authentication) once it has sent a well-formed request.
       max_unauthenticated (128): connections not yet authenticated, kept apart from max_connections; when

@@ -6,7 +6,9 @@ A connection starts *unauthenticated*: it may hold one of ``max_unauthenticated`
 closed, so a process that opens sockets and sends nothing (or sends no token) can never lock out the
 clients that have one. Once a request proves the client (the token on HTTP; a well-formed request on the
 Secret Agent protocol, which has no authentication) the connection counts against ``max_connections``
-and gets ``read_timeout``.
+and gets ``read_timeout``. Token holders and Secret Agent clients count against ``max_connections``
+separately: any local process can open Secret Agent connections, and must not be able to lock token
+holders out of the HTTP front end by filling a shared budget.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class Context:
     authenticated: int = 0
     evicted: int = 0
     _pending: OrderedDict[asyncio.StreamWriter, None] = field(default_factory=OrderedDict, repr=False)
-    _proven: set[asyncio.StreamWriter] = field(default_factory=set, repr=False)
+    _proven: dict[asyncio.StreamWriter, str] = field(default_factory=dict, repr=False)
+    _counts: dict[str, int] = field(default_factory=dict, repr=False)
 
     # -- the two budgets -------------------------------------------------------------------------------------
     def admit(self, writer: asyncio.StreamWriter) -> None:
@@ -72,12 +75,14 @@ class Context:
             if transport is not None and not transport.is_closing():
                 transport.abort()
 
-    def authenticate(self, writer: asyncio.StreamWriter) -> None:
-        """The connection has proved itself: it moves to the ``max_connections`` budget."""
+    def authenticate(self, writer: asyncio.StreamWriter, kind: str = "token") -> None:
+        """The connection has proved itself: it moves to the ``max_connections`` budget of ``kind``
+        (``token``: an HTTP request carried the token; ``agent``: a well-formed Secret Agent request)."""
         if writer in self._proven:
             return
         self._pending.pop(writer, None)
-        self._proven.add(writer)
+        self._proven[writer] = kind
+        self._counts[kind] = self._counts.get(kind, 0) + 1
         self.authenticated += 1
 
     def is_authenticated(self, writer: asyncio.StreamWriter) -> bool:
@@ -86,8 +91,9 @@ class Context:
     def release(self, writer: asyncio.StreamWriter) -> None:
         self.open_connections -= 1
         self._pending.pop(writer, None)
-        if writer in self._proven:
-            self._proven.discard(writer)
+        kind = self._proven.pop(writer, None)
+        if kind is not None:
+            self._counts[kind] -= 1
             self.authenticated -= 1
 
     def timeout_for(self, writer: asyncio.StreamWriter) -> float:
@@ -98,11 +104,14 @@ class Context:
         """Run ``fn`` (boto3, JSON work) off the event loop so slow AWS calls never stall other clients."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
 
-    @property
-    def over_limit(self) -> bool:
-        return self.authenticated > self.config.max_connections
+    def _count_of(self, writer: asyncio.StreamWriter | None) -> int:
+        kind = self._proven.get(writer, "token") if writer is not None else "token"
+        return self._counts.get(kind, 0)
 
-    @property
-    def far_over_limit(self) -> bool:
+    def over_limit(self, writer: asyncio.StreamWriter | None) -> bool:
+        """More connections of ``writer``'s kind than ``max_connections``."""
+        return self._count_of(writer) > self.config.max_connections
+
+    def far_over_limit(self, writer: asyncio.StreamWriter | None) -> bool:
         # Like AWS's agent, health checks get a few connections beyond the limit.
-        return self.authenticated > self.config.max_connections + 3
+        return self._count_of(writer) > self.config.max_connections + 3

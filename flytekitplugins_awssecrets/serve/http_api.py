@@ -325,7 +325,7 @@ async def route(
             return _text(405, "Not allowed")
         if not ctx.config.open_health and not token_ok:
             return _text(403, "Bad Token")
-        if ctx.far_over_limit:
+        if ctx.far_over_limit(writer):
             return _text(429, "Connection limit exceeded", close=True)
         return _text(200, "healthy") if path == "/ping" else health(ctx)
     if "x-forwarded-for" in headers:
@@ -333,7 +333,7 @@ async def route(
         return _text(400, "Forwarded")
     if not token_ok:
         return _text(403, "Bad Token")
-    if ctx.over_limit:
+    if ctx.over_limit(writer):
         return _text(429, "Connection limit exceeded", close=True)
     if method != "GET":
         return _text(405, "Not allowed")
@@ -366,6 +366,9 @@ def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
     method, target, version = parts
     if not target.startswith("/"):
         raise _BadRequest(400, "request target must be a path")
+    if any(c <= " " or c == "\x7f" for c in target):
+        # HTTP allows no control characters there; a bare LF would start a forged line in the server log.
+        raise _BadRequest(400, "control characters in the request target")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         if not line:

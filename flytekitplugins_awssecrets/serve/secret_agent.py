@@ -125,8 +125,8 @@ async def handle_connection(ctx: Context, reader: asyncio.StreamReader, writer: 
             if not await _send(writer, error_frame(f"bad request: {e.reason}"), close=False):
                 return
             continue
-        ctx.authenticate(writer)
-        if ctx.over_limit:
+        ctx.authenticate(writer, "agent")
+        if ctx.over_limit(writer):
             logger.warning(
                 "secret-agent %s: connection limit (%d) exceeded", peer, ctx.config.max_connections
             )
