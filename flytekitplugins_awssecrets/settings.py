@@ -420,17 +420,24 @@ def _read_file(path: str) -> tuple[dict[str, Any], dict[str, str]]:
     return fields, origin
 
 
-def _warn_if_readable(path: str) -> None:
+def readable_mode(path: str) -> int | None:
+    """The permission bits of ``path`` when its group or other users may read it, else None (also when it
+    cannot be stat'ed): the one check behind every "this file holds a secret" warning."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
-        return
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return None
+    return stat.S_IMODE(mode) if mode & (stat.S_IRGRP | stat.S_IROTH) else None
+
+
+def _warn_if_readable(path: str) -> None:
+    mode = readable_mode(path)
+    if mode is not None:
         logger.warning(
             "settings file %s holds static AWS keys and is readable by other users (mode %o); "
             "run: chmod 600 %s",
             path,
-            stat.S_IMODE(mode),
+            mode,
             path,
         )
 

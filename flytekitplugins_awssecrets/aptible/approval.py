@@ -353,16 +353,18 @@ def sign_approval(pending: PendingRequest, valid_for: timedelta, region: str | N
         raise StateStoreError("sts:GetCallerIdentity", _code(e) or type(e).__name__, _retryable(e)) from None
     now = datetime.now(UTC)
     expires_at = int((now + valid_for).timestamp())
-    message = canonical(
-        request_id=pending.request_id,
-        execution_id=pending.execution_id,
-        email=pending.email,
-        strategy=pending.strategy,
-        target=pending.target,
-        duration_seconds=pending.duration_seconds,
-        expires_at=expires_at,
-        approver_arn=arn,
-    )
+    # The signed terms are the record's terms: one mapping for both, so they cannot drift apart.
+    terms: dict[str, Any] = {
+        "request_id": pending.request_id,
+        "execution_id": pending.execution_id,
+        "email": pending.email,
+        "strategy": pending.strategy,
+        "target": pending.target,
+        "duration_seconds": pending.duration_seconds,
+        "expires_at": expires_at,
+        "approver_arn": arn,
+    }
+    message = canonical(**terms)
     try:
         sig = _client("kms", key_region).sign(
             KeyId=pending.kms_key_arn,
@@ -377,14 +379,7 @@ def sign_approval(pending: PendingRequest, valid_for: timedelta, region: str | N
             _retryable(e),
         ) from None
     return ApprovalRecord(
-        request_id=pending.request_id,
-        execution_id=pending.execution_id,
-        email=pending.email,
-        strategy=pending.strategy,
-        target=pending.target,
-        duration_seconds=pending.duration_seconds,
-        expires_at=expires_at,
-        approver_arn=arn,
+        **terms,
         approved_at=now.isoformat(),
         kms_key_arn=pending.kms_key_arn,
         signing_algorithm=pending.signing_algorithm,

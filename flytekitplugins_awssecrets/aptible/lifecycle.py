@@ -22,7 +22,7 @@ import sys
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
@@ -378,6 +378,24 @@ async def _same_user(client: AptibleClient, config: OperatorConfig, state: Grant
     return list(users)
 
 
+async def _record_revoked(
+    store: StateStoreClient,
+    state: GrantState,
+    record: dict[str, Any],
+    event: Literal["de-escalated", "aborted"],
+    **fields: Any,
+) -> datetime:
+    """Mark the grant record revoked and audit ``event``: the one ending of de-escalation and abort."""
+    revoked_at = _now()
+    await asyncio.to_thread(
+        store.set_grant,
+        state.request_id,
+        {**record, "state": "revoked", "revoked_at": revoked_at.isoformat()},
+    )
+    audit(event, **state.audit_fields(), revoked_at=revoked_at, **fields)
+    return revoked_at
+
+
 def _at(record: dict[str, Any], key: str) -> datetime | None:
     v = record.get(key)
     return datetime.fromisoformat(v) if isinstance(v, str) and v else None
@@ -572,18 +590,8 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
     except Exception as e:
         audit("failed", **state.audit_fields(), step="de-escalate", error=describe_error(e))
         raise
-    revoked_at = _now()
-    await asyncio.to_thread(
-        store.set_grant,
-        state.request_id,
-        {**record, "state": "revoked", "revoked_at": revoked_at.isoformat()},
-    )
-    audit(
-        "de-escalated",
-        **state.audit_fields(),
-        membership_id=membership_id,
-        revoked_at=revoked_at,
-        already_gone=not removed,
+    revoked_at = await _record_revoked(
+        store, state, record, "de-escalated", membership_id=membership_id, already_gone=not removed
     )
     return Progress("access ended: membership removed", state.grant(membership_id, granted_at, revoked_at))
 
@@ -619,17 +627,12 @@ async def abort(config: OperatorConfig, state: GrantState) -> bool:
     except Exception as e:
         audit("failed", **state.audit_fields(), step="abort", error=describe_error(e))
         raise
-    revoked_at = _now()
-    await asyncio.to_thread(
-        store.set_grant,
-        state.request_id,
-        {**record, "state": "revoked", "revoked_at": revoked_at.isoformat()},
-    )
-    audit(
+    await _record_revoked(
+        store,
+        state,
+        record,
         "aborted",
-        **state.audit_fields(),
         membership_id=membership_id,
-        revoked_at=revoked_at,
         removed=removed,
         already_gone=not removed,
     )

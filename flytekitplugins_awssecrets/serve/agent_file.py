@@ -59,20 +59,16 @@ _REST = (
 
 
 def _warn_if_readable(path: str, key: str) -> None:
-    import os
-    import stat
+    from flytekitplugins_awssecrets.settings import readable_mode
 
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
+    mode = readable_mode(path)
+    if mode is not None:
         logger.warning(
             "%s holds %s and is readable by other users (mode %o): they can read secrets over HTTP; "
             "run: chmod 600 %s (or use token_file)",
             path,
             key,
-            stat.S_IMODE(mode),
+            mode,
             path,
         )
 

@@ -356,24 +356,25 @@ def _read_token_file(path: str, source: str) -> str:
 def _warn_if_readable(path: str) -> None:
     """A token that others can read is no protection against them; a warning, not a refusal, because AWS's
     own installation makes ``/var/run/awssmatoken`` readable by a group of clients (awssmatokenreader)."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
+    from flytekitplugins_awssecrets.settings import readable_mode
+
+    mode = readable_mode(path)
+    if mode is None:
         return
     if mode & stat.S_IROTH:
         logger.warning(
             "!!! token file %s is readable by every user (mode %o): any local process can read secrets over "
             "HTTP. Run: chmod 600 %s !!!",
             path,
-            stat.S_IMODE(mode),
+            mode,
             path,
         )
-    elif mode & stat.S_IRGRP:
+    else:
         logger.warning(
             "token file %s is readable by its group (mode %o): every member may read secrets over HTTP; "
             "chmod 600 it unless that group is meant to (as AWS's awssmatokenreader)",
             path,
-            stat.S_IMODE(mode),
+            mode,
         )
 
 
