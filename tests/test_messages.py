@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 from flytekitplugins_awssecrets.errors import SecretResolutionError, SettingsError
 from tests.conftest import ROOT
+from tests.support.workflows import one_secret_workflow
 
 BIN = Path(sys.executable).parent
 
@@ -65,25 +65,7 @@ def test_plugin_log_line_visible_under_pyflyte_run(
     tmp_path: Path, aws_env: dict[str, str], secrets_factory: Any
 ) -> None:
     arn, _ = secrets_factory.secret(f"logs/{tmp_path.name[-12:]}")
-    wf = tmp_path / "wf_logs.py"
-    wf.write_text(
-        textwrap.dedent(
-            f"""
-            from flytekit import task, workflow
-            from flytekitplugins_awssecrets import aws_secret
-
-            S = aws_secret({arn!r})
-
-            @task(secret_requests=[S])
-            def t() -> int:
-                return 1
-
-            @workflow
-            def wf() -> int:
-                return t()
-            """
-        )
-    )
+    wf = one_secret_workflow(tmp_path / "wf_logs.py", arn)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYTE_"))}
     env.update(aws_env, PYTHONPATH=str(ROOT), COLUMNS="300", FLYTE_SDK_LOGGING_LEVEL="20")
     p = subprocess.run(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from flytekitplugins_awssecrets.errors import EndpointUnreachableError, SecretRe
 from flytekitplugins_awssecrets.settings import Settings
 from tests.conftest import ROOT
 from tests.support.blackhole import Blackhole, refused_url
+from tests.support.workflows import one_secret_workflow
 
 BIN = Path(sys.executable).parent
 SM = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf"
@@ -137,25 +137,7 @@ def test_manifest_commands_name_the_endpoint(command: list[str], tmp_path: Path)
 
 def test_pyflyte_run_task_names_the_endpoint(tmp_path: Path) -> None:
     url = refused_url()
-    wf = tmp_path / "wf_unreachable.py"
-    wf.write_text(
-        textwrap.dedent(
-            f"""
-            from flytekit import task, workflow
-            from flytekitplugins_awssecrets import aws_secret
-
-            S = aws_secret({SM!r})
-
-            @task(secret_requests=[S])
-            def t() -> int:
-                return 1
-
-            @workflow
-            def wf() -> int:
-                return t()
-            """
-        )
-    )
+    wf = one_secret_workflow(tmp_path / "wf_unreachable.py", SM)
     p = subprocess.run(
         [str(BIN / "pyflyte"), "run", str(wf), "wf"],
         env=_cli_env(url),
