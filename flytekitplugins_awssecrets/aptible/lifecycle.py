@@ -18,11 +18,14 @@ names and times; never a credential, a host or a reference), which Propeller kee
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -34,6 +37,8 @@ from flytekitplugins_awssecrets.aptible.approval import (
 from flytekitplugins_awssecrets.aptible.audit import audit, describe_error
 from flytekitplugins_awssecrets.aptible.client import AptibleClient, AptibleClientSettings, AptibleMembership
 from flytekitplugins_awssecrets.aptible.errors import (
+    AccessRequestRefusedError,
+    AmbiguousIdentityError,
     ApprovalRefusedError,
     ApprovalTimeoutError,
     AptibleApiError,
@@ -41,15 +46,26 @@ from flytekitplugins_awssecrets.aptible.errors import (
     BotCredentialsError,
     BotNotRoleAdminError,
     DurationTooLongError,
+    IdentityNotFoundError,
     LocalApprovalDeniedError,
+    LocalRunNotAllowedError,
     RoleNotFoundError,
     RoleOrganizationMismatchError,
     SsoEnforcedError,
+    TemplateFieldError,
+    UnknownTargetError,
 )
 from flytekitplugins_awssecrets.aptible.identity import resolve_identity
 from flytekitplugins_awssecrets.aptible.models import AccessGrant
-from flytekitplugins_awssecrets.aptible.operator import OperatorConfig, OperatorIntegration, OperatorStrategy
+from flytekitplugins_awssecrets.aptible.operator import (
+    OPERATOR_FILE_ENV,
+    OperatorConfig,
+    OperatorIntegration,
+    OperatorStrategy,
+)
+from flytekitplugins_awssecrets.aptible.records import ENDED
 from flytekitplugins_awssecrets.aptible.request import AccessRequest, from_template, request_id
+from flytekitplugins_awssecrets.aptible.revoke import not_ours, remove_grant
 
 __all__ = ["GrantState", "Progress", "prepare", "advance", "abort", "client_for", "is_local"]
 
@@ -169,6 +185,55 @@ def _store(config: OperatorConfig) -> StateStoreClient:
     return StateStoreClient(config.state.ssm_prefix, config.state.region)
 
 
+def approve_command(rid: str) -> str:
+    """The complete command an approver runs (``approve`` signs only with the operator file's key)."""
+    path = os.environ.get(OPERATOR_FILE_ENV, "").strip() or "<the operator file>"
+    return f"pyflyte-awssecrets aptible approve {rid} --operator-file {path}"
+
+
+#: Once an hour per process, ``CreateTask`` deletes the records of requests that ended more than
+#: ``state.retention`` ago (one ``GetParametersByPath`` walk, at most 100 pages).
+SWEEP_EVERY = 3600.0
+_swept: dict[tuple[str, str], float] = {}
+_swept_lock = threading.Lock()
+
+
+def _maybe_sweep(config: OperatorConfig, store: StateStoreClient) -> None:
+    key = (config.state.region, config.state.ssm_prefix)
+    with _swept_lock:
+        if time.monotonic() - _swept.get(key, -SWEEP_EVERY) < SWEEP_EVERY:
+            return
+        _swept[key] = time.monotonic()
+    try:
+        for rid in store.sweep(config.state.retention):
+            audit("swept", request_id=rid, retention_seconds=int(config.state.retention.total_seconds()))
+    except Exception as e:  # noqa: BLE001 - the sweep never fails a request; the next one tries again
+        audit("failed", step="sweep", error=describe_error(e))
+
+
+#: The approvals already refused (request id -> what was refused): an approval is audited once, not at
+#: every poll. Per process; bounded.
+_refused: dict[str, str] = {}
+
+
+def _refuse_once(state: GrantState, key: str, refused: ApprovalRefusedError) -> None:
+    if _refused.get(state.request_id) == key:
+        return
+    if len(_refused) > 10_000:
+        _refused.pop(next(iter(_refused)))
+    _refused[state.request_id] = key
+    audit("approval-refused", **state.audit_fields(), error=describe_error(refused))
+
+
+def _end(store: StateStoreClient, state: GrantState, outcome: dict[str, Any]) -> None:
+    """The request is over: its grant record becomes its outcome, its other records go. A failure is
+    audited, never raised: what matters (no membership) is already true."""
+    try:
+        store.end_request(state.request_id, outcome)
+    except Exception as e:  # noqa: BLE001
+        audit("failed", **state.audit_fields(), step="end-records", error=describe_error(e))
+
+
 async def _check_bot(
     client: AptibleClient, target: str, role_id: str, org: str, ms: list[AptibleMembership]
 ) -> None:
@@ -251,12 +316,25 @@ async def prepare(config: OperatorConfig, req: AccessRequest, execution_id: str)
         "reason": req.reason,
         "duration_seconds": req.duration.total_seconds(),
     }
-    audit("requested", **base)
     try:
         strategy = config.strategy(req.strategy)
-        config.target_of(strategy, req.target)
+        problems: list[Exception] = []
+        try:
+            config.target_of(strategy, req.target)
+        except UnknownTargetError as e:
+            problems.append(e)
         if req.duration > strategy.max_duration:
-            raise DurationTooLongError(strategy.name, req.duration, strategy.max_duration)
+            problems.append(DurationTooLongError(strategy.name, req.duration, strategy.max_duration))
+        if len(problems) == 1:
+            raise problems[0]
+        if problems:
+            raise TemplateFieldError(
+                "inputs.target", str(problems[0]), [("inputs.duration", str(problems[1]))]
+            )
+        if is_local(execution_id) and not strategy.local_runs:
+            # Before the bot's credentials are read: a local run would put them in the requester's hands.
+            n = config.strategies.index(strategy)
+            raise LocalRunNotAllowedError(strategy.name, f"strategies[{n}].local_runs")
         integration = config.integration_of(strategy)
         async with await client_for(integration) as c:
             user_id, role_id, held = await _checks(c, config, strategy, req)
@@ -283,6 +361,8 @@ async def prepare(config: OperatorConfig, req: AccessRequest, execution_id: str)
             requested_at=_now().isoformat(),
             approval_required=strategy.approval.required and not pre_existing,
         )
+        audit("requested", **base)
+        await asyncio.to_thread(_maybe_sweep, config, store)
         if state.pre_existing:
             audit("already-held", **state.audit_fields())
             return state
@@ -306,15 +386,34 @@ async def prepare(config: OperatorConfig, req: AccessRequest, execution_id: str)
             if is_local(execution_id):
                 sys.stderr.write(
                     f"[Aptible access] request {rid} waits for approval; an approver runs:\n"
-                    f"  pyflyte-awssecrets aptible approve {rid}\n"
+                    f"  {approve_command(rid)}\n"
                 )
                 sys.stderr.flush()
         elif is_local(execution_id) and not _confirm_locally(state):
             raise LocalApprovalDeniedError(rid)
         return state
     except Exception as e:
-        audit("failed", **base, step="prepare", error=describe_error(e))
+        # One record per refused request, naming every offending field; the requester sees no more than
+        # "this email cannot be granted" where the reason is whether (or how often) the email is at Aptible.
+        fields = [f for f, _ in getattr(e, "problems", [])] or _fields_of(e)
+        audit("failed", **base, step="prepare", fields=",".join(fields), error=describe_error(e))
+        if isinstance(e, IdentityNotFoundError | AmbiguousIdentityError):
+            raise AccessRequestRefusedError(rid, ["inputs.email"]) from None
         raise
+
+
+def _fields_of(e: BaseException) -> list[str]:
+    """The request fields a refusal is about (for the audit record)."""
+    if isinstance(e, UnknownTargetError):
+        return ["inputs.target"]
+    if isinstance(e, DurationTooLongError):
+        return ["inputs.duration"]
+    if isinstance(e, IdentityNotFoundError | AmbiguousIdentityError):
+        return ["inputs.email"]
+    if isinstance(e, LocalRunNotAllowedError):
+        return [e.field]
+    name = type(e).__name__
+    return ["custom.strategy"] if name == "UnknownStrategyError" else []
 
 
 def _checked(config: OperatorConfig, state: GrantState) -> OperatorStrategy:
@@ -364,6 +463,9 @@ def _checked(config: OperatorConfig, state: GrantState) -> OperatorStrategy:
         raise refuse("the approval requirement is not the strategy's")
     if requested.tzinfo is None or requested > _now() + CLOCK_SKEW:
         raise refuse("the request time is not a past, timezone-aware time")
+    if is_local(state.execution_id) and not strategy.local_runs:
+        # A connector never makes a local state: one handed to it over gRPC is forged.
+        raise refuse("a local run's state, for a strategy whose operator file allows no local runs")
     return strategy
 
 
@@ -376,24 +478,6 @@ async def _same_user(client: AptibleClient, config: OperatorConfig, state: Grant
         audit("failed", **state.audit_fields(), step="state", error=describe_error(err))
         raise err
     return list(users)
-
-
-async def _record_revoked(
-    store: StateStoreClient,
-    state: GrantState,
-    record: dict[str, Any],
-    event: Literal["de-escalated", "aborted"],
-    **fields: Any,
-) -> datetime:
-    """Mark the grant record revoked and audit ``event``: the one ending of de-escalation and abort."""
-    revoked_at = _now()
-    await asyncio.to_thread(
-        store.set_grant,
-        state.request_id,
-        {**record, "state": "revoked", "revoked_at": revoked_at.isoformat()},
-    )
-    audit(event, **state.audit_fields(), revoked_at=revoked_at, **fields)
-    return revoked_at
 
 
 def _at(record: dict[str, Any], key: str) -> datetime | None:
@@ -411,9 +495,7 @@ async def _approved(
     """``(approver ARN, email)`` of a valid approval, or a message saying why there is none yet."""
     record = await asyncio.to_thread(store.get_approval, state.request_id)
     if record is None:
-        return (
-            f"waiting for approval: an approver runs 'pyflyte-awssecrets aptible approve {state.request_id}'"
-        )
+        return f"waiting for approval: an approver runs '{approve_command(state.request_id)}'"
     policy = strategy.approval
     try:
         if isinstance(record, str):
@@ -427,15 +509,18 @@ async def _approved(
             strategy=state.strategy,
             target=state.target,
             duration_seconds=state.duration_seconds,
+            reason=state.reason,
             kms_key_arn=policy.kms_key_arn or "",
             signing_algorithm=policy.signing_algorithm,
             max_validity=policy.max_validity,
             approvers=policy.approvers,
             now=at,
+            allow_self_approval=policy.allow_self_approval,
         )
     except ValueError as problem:
         refused = ApprovalRefusedError(state.request_id, str(problem))
-        audit("approval-refused", **state.audit_fields(), error=describe_error(refused))
+        key = record if isinstance(record, str) else record.signature
+        _refuse_once(state, f"{key}:{problem}", refused)
         return f"{refused}; still waiting for a valid approval"
 
 
@@ -450,14 +535,22 @@ async def _grant(
     integration = config.integration_of(strategy)
     async with await client_for(integration) as c:
         users = await _same_user(c, config, state)
-        if approver is not None:
-            # The approver may not be the grantee under another email (an identity mapping, an alias).
-            same = [u for u in users if u.email.strip().casefold() == approver[1]]
-            if any(u.id == state.user_id for u in same):
-                refused = ApprovalRefusedError(
-                    state.request_id, f"self-approval: {approver[0]} is the grantee"
+        if approver is not None and not strategy.approval.allow_self_approval:
+            # The approver may not be the grantee under another email: both go through the operator's
+            # identity mapping to Aptible users. One who maps to no user could be the grantee unseen.
+            problem = ""
+            try:
+                approver_user = resolve_identity(approver[1], state.organization_id, users, config.identity)
+                if approver_user.id == state.user_id:
+                    problem = f"self-approval: {approver[0]} is the grantee's Aptible user"
+            except (IdentityNotFoundError, AmbiguousIdentityError) as e:
+                problem = (
+                    f"{approver[0]} ({approver[1]}) maps to no single Aptible user of the organization "
+                    f"({type(e).__name__}), so it cannot be told from the grantee"
                 )
-                audit("approval-refused", **state.audit_fields(), error=describe_error(refused))
+            if problem:
+                refused = ApprovalRefusedError(state.request_id, problem)
+                _refuse_once(state, f"{approver[0]}:{problem}", refused)
                 return Progress(f"{refused}; still waiting for a valid approval")
         now = _now()
         if claim is None:
@@ -468,7 +561,8 @@ async def _grant(
                 return Progress("another connector call is granting; checking again at the next poll")
         membership = await c.create_membership(state.role_id, state.user_id)
         claimed_at = _at(claim, "at") or now
-        standing = membership.created_at is not None and membership.created_at < claimed_at - CLOCK_SKEW
+        # Aptible's answer, judged as at removal: a membership older than the request is standing access.
+        standing = bool(not_ours(membership, state, await c.bot_user_id()))
         granted_at = claimed_at
         record = {**claim, "state": "granted", "membership_id": membership.id, "standing": standing}
         try:
@@ -486,7 +580,7 @@ async def _grant(
         if await asyncio.to_thread(store.is_aborted, state.request_id):
             removed = not standing and await c.delete_membership(membership.id)
             revoked = {**record, "state": "revoked", "revoked_at": _now().isoformat()}
-            await asyncio.to_thread(store.set_grant, state.request_id, revoked)
+            await asyncio.to_thread(_end, store, state, revoked)
             audit("aborted", **state.audit_fields(), membership_id=membership.id, removed=removed)
             raise ApprovalRefusedError(state.request_id, "the execution was aborted while granting")
     await asyncio.to_thread(store.delete_pending, state.request_id)
@@ -516,13 +610,15 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
     record = await asyncio.to_thread(store.get_grant, state.request_id)
     if record is None:
         approver: tuple[str, str] | None = None
+        if now > state.requested + strategy.approval.wait:
+            # Nothing is granted this late (a strategy without approval grants at the first poll): an ended
+            # request whose records were swept after state.retention is never granted again.
+            if await asyncio.to_thread(store.claim_grant, state.request_id, {"state": "timed-out"}):
+                await asyncio.to_thread(_end, store, state, {"state": "timed-out"})
+            err = ApprovalTimeoutError(state.request_id, strategy.approval.wait)
+            audit("failed", **state.audit_fields(), step="approval", error=describe_error(err))
+            raise err
         if state.approval_required:
-            if now > state.requested + strategy.approval.wait:
-                await asyncio.to_thread(store.claim_grant, state.request_id, {"state": "timed-out"})
-                await asyncio.to_thread(store.delete_pending, state.request_id)
-                err = ApprovalTimeoutError(state.request_id, strategy.approval.wait)
-                audit("failed", **state.audit_fields(), step="approval", error=describe_error(err))
-                raise err
             found = await _approved(config, strategy, state, store)
             if isinstance(found, str):
                 return Progress(found)
@@ -567,71 +663,88 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
     if now < expires:
         return Progress(f"access held until {expires.isoformat()}")
     audit("expired", **state.audit_fields(), membership_id=membership_id)
-    removed = False
     integration = config.integration_of(strategy)
     try:
         async with await client_for(integration) as c:
-            # What is removed is the grantee's own membership of the target's role, as Aptible lists it (not
-            # an id from the record); it is kept only when Aptible dates it before the grant (standing).
-            m = await c.find_membership(state.role_id, state.user_id)
-            standing = (
-                m is not None
-                and bool(record.get("standing"))
-                and m.created_at is not None
-                and m.created_at < granted_at - CLOCK_SKEW
-            )
-            if m is not None and not standing:
-                if m.id != membership_id:
-                    # The record does not vouch for this user's membership: the email must designate them.
-                    # (When it does, an identity changed since the grant does not keep the access.)
-                    await _same_user(c, config, state)
-                membership_id = m.id
-                removed = await c.delete_membership(m.id)
+            # The email must designate the state's user before anything of theirs is removed; what is
+            # removed is checked at Aptible (GET /memberships/:id), never taken from the record.
+            await _same_user(c, config, state)
+            membership_id, removed = await remove_grant(c, state, record)
     except Exception as e:
         audit("failed", **state.audit_fields(), step="de-escalate", error=describe_error(e))
         raise
-    revoked_at = await _record_revoked(
-        store, state, record, "de-escalated", membership_id=membership_id, already_gone=not removed
+    revoked_at = _now()
+    # Removed first, recorded after: a record that cannot be written leaves no access (the next poll finds
+    # the membership gone and tries the record again).
+    outcome = {
+        **record,
+        "state": "revoked",
+        "revoked_at": revoked_at.isoformat(),
+        "membership_id": membership_id,
+    }
+    await asyncio.to_thread(store.set_grant, state.request_id, outcome)
+    await asyncio.to_thread(_end, store, state, outcome)
+    audit(
+        "de-escalated",
+        **state.audit_fields(),
+        revoked_at=revoked_at,
+        membership_id=membership_id,
+        already_gone=not removed,
     )
     return Progress("access ended: membership removed", state.grant(membership_id, granted_at, revoked_at))
 
 
 async def abort(config: OperatorConfig, state: GrantState) -> bool:
-    """Remove the grant now, or make sure it is never made (execution aborted). ``True`` if removed."""
+    """Remove the grant now, or make sure it is never made (execution aborted). ``True`` if removed.
+
+    The membership is removed first and the records are written after: SSM refusing a write (its quota,
+    its throttling) never leaves the access in place.
+    """
     strategy = _checked(config, state)
     if state.pre_existing:
         audit("aborted", **state.audit_fields(), removed=False, note="standing access kept")
         return False
     store = _store(config)
-    # Before looking: a grant being made right now checks this mark once its membership exists (_grant).
-    await asyncio.to_thread(store.mark_aborted, state.request_id)
     record = await asyncio.to_thread(store.get_grant, state.request_id)
     if record is None:
+        # Nothing granted: claiming the record makes sure nothing ever is (a grant claims it first).
         if await asyncio.to_thread(store.claim_grant, state.request_id, {"state": "aborted"}):
-            await asyncio.to_thread(store.delete_pending, state.request_id)
+            await asyncio.to_thread(_end, store, state, {"state": "aborted"})
             audit("aborted", **state.audit_fields(), removed=False, note="aborted before the grant")
             return False
         record = await asyncio.to_thread(store.get_grant, state.request_id) or {}
-    if record.get("state") in ("aborted", "timed-out", "revoked") or record.get("standing"):
+    if record.get("state") in ENDED:
         audit("aborted", **state.audit_fields(), removed=False, already_gone=True)
         return False
-    membership_id = str(record.get("membership_id", ""))
     integration = config.integration_of(strategy)
     try:
         async with await client_for(integration) as c:
-            if not membership_id:  # "granting": the membership may have landed
-                await _same_user(c, config, state)
-                m = await c.find_membership(state.role_id, state.user_id)
-                membership_id = m.id if m is not None else ""
-            removed = bool(membership_id) and await c.delete_membership(membership_id)
+            await _same_user(c, config, state)
+            membership_id, removed = await remove_grant(c, state, record)
+            # A grant being made right now (a poll that read "granting") checks this mark after it has
+            # written its record; looking once more after the mark catches one that landed in between.
+            try:
+                await asyncio.to_thread(store.mark_aborted, state.request_id)
+            except Exception as e:  # noqa: BLE001 - the removal below still runs
+                audit("failed", **state.audit_fields(), step="abort-mark", error=describe_error(e))
+            again_id, again = await remove_grant(c, state, {})
+            if again:
+                membership_id, removed = again_id, True
     except Exception as e:
         audit("failed", **state.audit_fields(), step="abort", error=describe_error(e))
         raise
-    await _record_revoked(
-        store,
-        state,
-        record,
+    revoked_at = _now()
+    outcome = {
+        **record,
+        "state": "revoked",
+        "revoked_at": revoked_at.isoformat(),
+        "membership_id": membership_id,
+    }
+    await asyncio.to_thread(_end, store, state, outcome)
+    audit(
         "aborted",
+        **state.audit_fields(),
+        revoked_at=revoked_at,
         membership_id=membership_id,
         removed=removed,
         already_gone=not removed,
