@@ -8,6 +8,7 @@ the bot password.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -127,6 +128,13 @@ def start_connector(
 
 @pytest.fixture
 def connector(aws_env: dict[str, str], tmp_path: Path, operator_file: Path) -> Iterator[Connector]:
+    with running_connector(tmp_path, aws_env, operator_file) as c:
+        yield c
+
+
+@contextlib.contextmanager
+def running_connector(tmp_path: Path, aws_env: dict[str, str], operator_file: Path) -> Iterator[Connector]:
+    """A started connector, ready for gRPC; stopped on exit."""
     proc, port, log = start_connector(tmp_path, aws_env, operator_file)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     ready = grpc.channel_ready_future(channel)

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,15 @@ from tests.test_aptible_connector import (
     delete,
     get,
     request_id_of,
+    running_connector,
     template_and_inputs,
 )
-from tests.test_aptible_connector import connector as _connector_fixture  # noqa: F401 - a fixture
+
+
+@pytest.fixture
+def connector(aws_env: dict[str, str], tmp_path: Path, operator_file: Path) -> Iterator[Connector]:
+    with running_connector(tmp_path, aws_env, operator_file) as c:
+        yield c
 
 
 def _prefix(operator_file: Path) -> str:

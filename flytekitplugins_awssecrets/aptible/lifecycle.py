@@ -10,410 +10,53 @@
   once ``duration`` has passed.
 * :func:`abort` (``DeleteTask``) removes the membership at once, or makes sure it is never added.
 
-Whether a membership Aptible lists is this request's grant is derived from the grant record and Aptible's
-``created_at``, never from one process's memory. The state between calls is a :class:`GrantState` (ids,
+What is removed is only what this request created, checked at Aptible (:mod:`.revoke`); the membership is
+removed before any record is written, and a request's records end with it (:mod:`.records`).
+:func:`prepare` is in :mod:`.prepare`, the state and what every step shares in :mod:`.state`. The state between calls is a :class:`GrantState` (ids,
 names and times; never a credential, a host or a reference), which Propeller keeps.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-import threading
-import time
-import uuid
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import SecretStr
-
 from flytekitplugins_awssecrets.aptible.approval import (
-    PendingRequest,
     StateStoreClient,
     check_record,
 )
 from flytekitplugins_awssecrets.aptible.audit import audit, describe_error
-from flytekitplugins_awssecrets.aptible.client import AptibleClient, AptibleClientSettings, AptibleMembership
+from flytekitplugins_awssecrets.aptible.client import AptibleClient
 from flytekitplugins_awssecrets.aptible.errors import (
-    AccessRequestRefusedError,
     AmbiguousIdentityError,
     ApprovalRefusedError,
     ApprovalTimeoutError,
-    AptibleApiError,
     AptibleStateError,
-    BotCredentialsError,
-    BotNotRoleAdminError,
-    DurationTooLongError,
     IdentityNotFoundError,
-    LocalApprovalDeniedError,
-    LocalRunNotAllowedError,
-    RoleNotFoundError,
-    RoleOrganizationMismatchError,
-    SsoEnforcedError,
-    TemplateFieldError,
-    UnknownTargetError,
 )
 from flytekitplugins_awssecrets.aptible.identity import resolve_identity
-from flytekitplugins_awssecrets.aptible.models import AccessGrant
 from flytekitplugins_awssecrets.aptible.operator import (
-    OPERATOR_FILE_ENV,
     OperatorConfig,
-    OperatorIntegration,
     OperatorStrategy,
 )
-from flytekitplugins_awssecrets.aptible.records import ENDED
-from flytekitplugins_awssecrets.aptible.request import AccessRequest, from_template, request_id
+from flytekitplugins_awssecrets.aptible.prepare import prepare
+from flytekitplugins_awssecrets.aptible.request import from_template, request_id
 from flytekitplugins_awssecrets.aptible.revoke import not_ours, remove_grant
+from flytekitplugins_awssecrets.aptible.state import (
+    CLOCK_SKEW,
+    GrantState,
+    Progress,
+    _end,
+    _now,
+    _refuse_once,
+    _store,
+    approve_command,
+    client_for,
+    is_local,
+)
 
 __all__ = ["GrantState", "Progress", "prepare", "advance", "abort", "client_for", "is_local"]
-
-#: A membership created this long before the request is standing access, not this request's grant
-#: (allows for clock skew between Aptible and the connector).
-CLOCK_SKEW = timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class GrantState:
-    """What must survive between ``create``, ``get`` and ``delete``: names, ids and times only."""
-
-    request_id: str
-    execution_id: str
-    strategy: str
-    target: str
-    email: str
-    reason: str
-    duration_seconds: int
-    organization_id: str
-    role_id: str
-    user_id: str
-    pre_existing: bool
-    requested_at: str
-    approval_required: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def duration(self) -> timedelta:
-        return timedelta(seconds=self.duration_seconds)
-
-    @property
-    def requested(self) -> datetime:
-        return datetime.fromisoformat(self.requested_at)
-
-    def audit_fields(self) -> dict[str, Any]:
-        return {
-            "request_id": self.request_id,
-            "execution_id": self.execution_id,
-            "email": self.email,
-            "target": self.target,
-            "strategy": self.strategy,
-            "organization_id": self.organization_id,
-            "role_id": self.role_id,
-            "user_id": self.user_id,
-            "pre_existing": self.pre_existing,
-            "reason": self.reason,
-            "duration_seconds": self.duration_seconds,
-        }
-
-    def grant(self, membership_id: str, granted_at: datetime, revoked_at: datetime | None) -> AccessGrant:
-        return AccessGrant(
-            email=self.email,
-            target=self.target,
-            user_id=self.user_id,
-            role_id=self.role_id,
-            membership_id=membership_id,
-            pre_existing=self.pre_existing,
-            granted_at=granted_at,
-            expires_at=granted_at + self.duration,
-            revoked_at=revoked_at,
-        )
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What ``advance`` found: ``grant`` is set once the access has ended; ``message`` is for the console."""
-
-    message: str
-    grant: AccessGrant | None = None
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def is_local(execution_id: str) -> bool:
-    """``local`` or ``local/<id>`` (an in-process run); a cluster's ``project/domain/name/node/retry`` never
-    is, even in a project called ``local``."""
-    parts = execution_id.split("/")
-    return parts[0] == "local" and len(parts) <= 2
-
-
-async def _bot_credentials(integration: OperatorIntegration) -> tuple[str, SecretStr]:
-    from flytekitplugins_awssecrets import get_secret_values
-    from flytekitplugins_awssecrets.errors import AwsSecretsError
-
-    refs = [integration.settings.username_secret.reference, integration.settings.password_secret.reference]
-    try:
-        # botocore is synchronous: keep the connector's event loop free while Secrets Manager answers.
-        username, password = await asyncio.to_thread(get_secret_values, refs)
-    except AwsSecretsError as e:
-        # The resolver's own summary speaks of "this task" and "user code"; name the first cause instead.
-        first = next(iter(getattr(e, "errors", None) or [e]))
-        raise BotCredentialsError(integration.name, f"{first.reference}: {first.reason}") from None
-    if isinstance(username, bytes):
-        username = username.decode("utf-8")
-    if isinstance(password, bytes):
-        password = password.decode("utf-8")
-    return username.strip(), SecretStr(password)
-
-
-async def client_for(
-    integration: OperatorIntegration, settings: AptibleClientSettings | None = None
-) -> AptibleClient:
-    """A client for the integration's bot on the integration's (https) auth host; not yet entered."""
-    settings = settings or AptibleClientSettings()
-    username, password = await _bot_credentials(integration)
-    return AptibleClient(
-        integration.auth_url, username, password, settings=settings, verify=integration.ca_bundle or True
-    )
-
-
-def _store(config: OperatorConfig) -> StateStoreClient:
-    return StateStoreClient(config.state.ssm_prefix, config.state.region)
-
-
-def approve_command(rid: str) -> str:
-    """The complete command an approver runs (``approve`` signs only with the operator file's key)."""
-    path = os.environ.get(OPERATOR_FILE_ENV, "").strip() or "<the operator file>"
-    return f"pyflyte-awssecrets aptible approve {rid} --operator-file {path}"
-
-
-#: Once an hour per process, ``CreateTask`` deletes the records of requests that ended more than
-#: ``state.retention`` ago (one ``GetParametersByPath`` walk, at most 100 pages).
-SWEEP_EVERY = 3600.0
-_swept: dict[tuple[str, str], float] = {}
-_swept_lock = threading.Lock()
-
-
-def _maybe_sweep(config: OperatorConfig, store: StateStoreClient) -> None:
-    key = (config.state.region, config.state.ssm_prefix)
-    with _swept_lock:
-        if time.monotonic() - _swept.get(key, -SWEEP_EVERY) < SWEEP_EVERY:
-            return
-        _swept[key] = time.monotonic()
-    try:
-        for rid in store.sweep(config.state.retention):
-            audit("swept", request_id=rid, retention_seconds=int(config.state.retention.total_seconds()))
-    except Exception as e:  # noqa: BLE001 - the sweep never fails a request; the next one tries again
-        audit("failed", step="sweep", error=describe_error(e))
-
-
-#: The approvals already refused (request id -> what was refused): an approval is audited once, not at
-#: every poll. Per process; bounded.
-_refused: dict[str, str] = {}
-
-
-def _refuse_once(state: GrantState, key: str, refused: ApprovalRefusedError) -> None:
-    if _refused.get(state.request_id) == key:
-        return
-    if len(_refused) > 10_000:
-        _refused.pop(next(iter(_refused)))
-    _refused[state.request_id] = key
-    audit("approval-refused", **state.audit_fields(), error=describe_error(refused))
-
-
-def _end(store: StateStoreClient, state: GrantState, outcome: dict[str, Any]) -> None:
-    """The request is over: its grant record becomes its outcome, its other records go. A failure is
-    audited, never raised: what matters (no membership) is already true."""
-    try:
-        store.end_request(state.request_id, outcome)
-    except Exception as e:  # noqa: BLE001
-        audit("failed", **state.audit_fields(), step="end-records", error=describe_error(e))
-
-
-async def _check_bot(
-    client: AptibleClient, target: str, role_id: str, org: str, ms: list[AptibleMembership]
-) -> None:
-    bot = await client.bot_user_id()
-    if any(m.user_id == bot and m.privileged for m in ms):
-        return
-    role = await client.get_role(role_id)
-    roles = await client.list_user_roles(bot)
-    for r in roles:
-        if r.organization_id != org:
-            continue
-        # An Account Owner manages every role; a Deploy Owner is implicitly Role Admin of every custom
-        # (platform_user) role, as Aptible's dashboard shows it.
-        if r.type == "owner":
-            return
-        if r.type == "platform_owner" and role is not None and role.type not in ("owner", "platform_owner"):
-            return
-    raise BotNotRoleAdminError(target, role_id, bot or "unknown")
-
-
-async def _sso_guard(client: AptibleClient, org: str, e: AptibleApiError) -> None:
-    if e.status in (401, 403):
-        body = await client.get_organization(org)
-        if body is not None and body.get("sso_enforced"):
-            raise SsoEnforcedError(org) from None
-
-
-async def _checks(
-    client: AptibleClient, config: OperatorConfig, strategy: OperatorStrategy, req: AccessRequest
-) -> tuple[str, str, AptibleMembership | None]:
-    """``(user_id, role_id, held membership)`` after every precondition; nothing changes."""
-    integration = config.integration_of(strategy)
-    org = integration.organization_id
-    target = config.target_of(strategy, req.target)
-    try:
-        role = await client.get_role(target.role_id)
-        if role is None:
-            org_body = await client.get_organization(org)
-            if org_body is not None and org_body.get("sso_enforced"):
-                raise SsoEnforcedError(org)
-            raise RoleNotFoundError(target.name, target.role_id)
-        if role.organization_id != org:
-            raise RoleOrganizationMismatchError(target.name, target.role_id, org, role.organization_id)
-        memberships = await client.list_role_memberships(target.role_id)
-        await _check_bot(client, target.name, target.role_id, org, memberships)
-        users = await client.list_org_users(org)
-    except AptibleApiError as e:
-        await _sso_guard(client, org, e)
-        raise
-    user = resolve_identity(req.email, org, users, config.identity)
-    held = next((m for m in memberships if m.user_id == user.id), None)
-    return user.id, target.role_id, held
-
-
-def _confirm_locally(state: GrantState) -> bool:
-    """Ask the person at the terminal; anything but y/yes (an empty line, end of input) is No."""
-    sys.stderr.write(
-        f"[Aptible access] grant {state.target} to {state.email} for {state.duration} "
-        f"({state.reason or 'no reason given'})? [y/N] "
-    )
-    sys.stderr.flush()
-    try:
-        line = sys.stdin.readline()
-    except (OSError, ValueError):
-        return False
-    return line.strip().lower() in ("y", "yes")
-
-
-async def prepare(config: OperatorConfig, req: AccessRequest, execution_id: str) -> GrantState:
-    """Resolve and check the request (``CreateTask``); nothing changes at Aptible. Refusals raise."""
-    if is_local(execution_id) and execution_id == "local":
-        execution_id = f"local/{uuid.uuid4().hex[:12]}"
-    rid = request_id(execution_id, req)
-    base = {
-        "request_id": rid,
-        "execution_id": execution_id,
-        "email": req.email,
-        "target": req.target,
-        "strategy": req.strategy,
-        "reason": req.reason,
-        "duration_seconds": req.duration.total_seconds(),
-    }
-    try:
-        strategy = config.strategy(req.strategy)
-        problems: list[Exception] = []
-        try:
-            config.target_of(strategy, req.target)
-        except UnknownTargetError as e:
-            problems.append(e)
-        if req.duration > strategy.max_duration:
-            problems.append(DurationTooLongError(strategy.name, req.duration, strategy.max_duration))
-        if len(problems) == 1:
-            raise problems[0]
-        if problems:
-            raise TemplateFieldError(
-                "inputs.target", str(problems[0]), [("inputs.duration", str(problems[1]))]
-            )
-        if is_local(execution_id) and not strategy.local_runs:
-            # Before the bot's credentials are read: a local run would put them in the requester's hands.
-            n = config.strategies.index(strategy)
-            raise LocalRunNotAllowedError(strategy.name, f"strategies[{n}].local_runs")
-        integration = config.integration_of(strategy)
-        async with await client_for(integration) as c:
-            user_id, role_id, held = await _checks(c, config, strategy, req)
-        store = _store(config)
-        pre_existing = held is not None
-        if held is not None:
-            # A repeated CreateTask of a request already granted finds its own membership: the grant record
-            # (not this process's memory) says so.
-            record = await asyncio.to_thread(store.get_grant, rid)
-            if record is not None and record.get("membership_id") == held.id:
-                pre_existing = False
-        state = GrantState(
-            request_id=rid,
-            execution_id=execution_id,
-            strategy=strategy.name,
-            target=req.target,
-            email=req.email,
-            reason=req.reason,
-            duration_seconds=int(req.duration.total_seconds()),
-            organization_id=integration.organization_id,
-            role_id=role_id,
-            user_id=user_id,
-            pre_existing=pre_existing,
-            requested_at=_now().isoformat(),
-            approval_required=strategy.approval.required and not pre_existing,
-        )
-        audit("requested", **base)
-        await asyncio.to_thread(_maybe_sweep, config, store)
-        if state.pre_existing:
-            audit("already-held", **state.audit_fields())
-            return state
-        if state.approval_required:
-            policy = strategy.approval
-            pending = PendingRequest(
-                request_id=rid,
-                execution_id=execution_id,
-                strategy=strategy.name,
-                target=req.target,
-                email=req.email,
-                duration_seconds=state.duration_seconds,
-                reason=req.reason,
-                requested_at=state.requested_at,
-                kms_key_arn=policy.kms_key_arn or "",
-                signing_algorithm=policy.signing_algorithm,
-                max_validity_seconds=int(policy.max_validity.total_seconds()),
-            )
-            await asyncio.to_thread(store.put_pending, pending)
-            audit("approval-requested", **state.audit_fields())
-            if is_local(execution_id):
-                sys.stderr.write(
-                    f"[Aptible access] request {rid} waits for approval; an approver runs:\n"
-                    f"  {approve_command(rid)}\n"
-                )
-                sys.stderr.flush()
-        elif is_local(execution_id) and not _confirm_locally(state):
-            raise LocalApprovalDeniedError(rid)
-        return state
-    except Exception as e:
-        # One record per refused request, naming every offending field; the requester sees no more than
-        # "this email cannot be granted" where the reason is whether (or how often) the email is at Aptible.
-        fields = [f for f, _ in getattr(e, "problems", [])] or _fields_of(e)
-        audit("failed", **base, step="prepare", fields=",".join(fields), error=describe_error(e))
-        if isinstance(e, IdentityNotFoundError | AmbiguousIdentityError):
-            raise AccessRequestRefusedError(rid, ["inputs.email"]) from None
-        raise
-
-
-def _fields_of(e: BaseException) -> list[str]:
-    """The request fields a refusal is about (for the audit record)."""
-    if isinstance(e, UnknownTargetError):
-        return ["inputs.target"]
-    if isinstance(e, DurationTooLongError):
-        return ["inputs.duration"]
-    if isinstance(e, IdentityNotFoundError | AmbiguousIdentityError):
-        return ["inputs.email"]
-    if isinstance(e, LocalRunNotAllowedError):
-        return [e.field]
-    name = type(e).__name__
-    return ["custom.strategy"] if name == "UnknownStrategyError" else []
 
 
 def _checked(config: OperatorConfig, state: GrantState) -> OperatorStrategy:
@@ -713,9 +356,8 @@ async def abort(config: OperatorConfig, state: GrantState) -> bool:
             audit("aborted", **state.audit_fields(), removed=False, note="aborted before the grant")
             return False
         record = await asyncio.to_thread(store.get_grant, state.request_id) or {}
-    if record.get("state") in ENDED:
-        audit("aborted", **state.audit_fields(), removed=False, already_gone=True)
-        return False
+    # Whatever the record says (it is SSM data: "revoked", "aborted" or garbage may have been written over
+    # a live grant), the grantee's membership is looked for; remove_grant removes only this request's.
     integration = config.integration_of(strategy)
     try:
         async with await client_for(integration) as c:

@@ -29,11 +29,11 @@ from flytekitplugins_awssecrets.aptible.client import AptibleClient, AptibleMemb
 from flytekitplugins_awssecrets.aptible.errors import MembershipIdError
 
 if TYPE_CHECKING:
-    from flytekitplugins_awssecrets.aptible.lifecycle import GrantState
+    from flytekitplugins_awssecrets.aptible.state import GrantState
 
 __all__ = ["remove_grant", "not_ours"]
 
-#: The same allowance for clock skew as :data:`flytekitplugins_awssecrets.aptible.lifecycle.CLOCK_SKEW`.
+#: The same allowance for clock skew as :data:`flytekitplugins_awssecrets.aptible.state.CLOCK_SKEW`.
 CLOCK_SKEW = timedelta(minutes=5)
 
 
