@@ -26,6 +26,7 @@ _STYLE = """<style>
 .awssecrets td.ref,.awssecrets td.mnt{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;
  overflow-wrap:anywhere;word-break:break-all;max-width:28em}
 .awssecrets td.num{text-align:right;white-space:nowrap}
+.awssecrets .stages{font-family:system-ui,sans-serif;font-size:11px;color:#555;word-break:normal}
 .awssecrets-note{font:12px system-ui,sans-serif;color:#555;margin:6px 0}
 </style>"""
 
@@ -41,10 +42,13 @@ def render(record: Any) -> str:
     rows = []
     for r in doc["reads"]:
         ref = r["reference"] if not r["alias"] else f"{r['alias']} \u2192 {r['reference']}"
-        version = r["version_id"] or ""
-        if r["version_stages"]:
-            version = f"{version} ({', '.join(r['version_stages'])})".strip()
-        served = r["source"] + (f": {r['detail']}" if r["detail"] and r["detail"] != r["source"] else "")
+        stages = ", ".join(r["version_stages"])
+        version = escape(r["version_id"] or "") + (
+            f'<br><span class="stages">{escape(stages)}</span>' if stages else ""
+        )
+        served = r["detail"] if r["source"] == "aws" and r["detail"] else r["source"]
+        if r["source"] != "aws" and r["detail"] and r["detail"] != r["source"]:
+            served += f" ({r['detail']})"
         refreshes = str(r["refreshes"])
         if r["refresh_interval_seconds"]:
             refreshes += f" (every {r['refresh_interval_seconds']:g} s)"
@@ -55,7 +59,7 @@ def render(record: Any) -> str:
             + _cell(ref, "ref")
             + _cell(r["json_key"])
             + _cell(served)
-            + _cell(version, "ref")
+            + f'<td class="ref">{version or "&ndash;"}</td>'
             + _cell((r["read_at"] or "").replace("T", " "))
             + _cell(f"{r['read_ms']:g} ms", "num")
             + _cell(refreshes)

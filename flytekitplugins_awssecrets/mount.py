@@ -381,7 +381,7 @@ class MountSession:
         """Where a mounted request can be found, in words for the task's record (never the value)."""
         env_name, rel = flytekit_names(r.group, r.key, r.group_version)
         if r.mount == ENV:
-            return "env " + ", ".join(dict.fromkeys(n for n in (r.env_var, env_name) if n))
+            return f"env {r.env_var or env_name}"
         if r.mount == FILE:
             where = f"file {self._dir.joinpath(*rel)}" if self._dir is not None else "file"
             return where + (f" (path in env {r.env_var})" if r.env_var else "")

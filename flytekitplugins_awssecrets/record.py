@@ -79,6 +79,7 @@ class SecretRead:
     refreshes: int = 0
     refresh_failures: int = 0
     last_refresh_at: float | None = None
+    last_refresh_ms: float | None = None
     last_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +99,7 @@ class SecretRead:
             "refreshes": self.refreshes,
             "refresh_failures": self.refresh_failures,
             "last_refresh_at": _iso(self.last_refresh_at) if self.last_refresh_at else None,
+            "last_refresh_ms": round(self.last_refresh_ms, 1) if self.last_refresh_ms is not None else None,
             "last_refresh_error": self.last_error,
         }
 

@@ -233,7 +233,7 @@ class Refresher:
                     last_refresh_at=now,
                     version_id=f.version_id,
                     version_stages=tuple(f.version_stages or ()),
-                    read_ms=ms,
+                    last_refresh_ms=ms,
                     last_error=None,
                 )
         if failures and raise_errors:
