@@ -33,6 +33,8 @@ __all__ = [
     "UnknownAliasError",
     "MissingTagError",
     "UnservableRequestError",
+    "SecretRefreshError",
+    "RefreshIntervalError",
     "clean_aws_message",
 ]
 
@@ -331,6 +333,35 @@ class UnservableRequestError(AwsSecretsError, ValueError):
         self.why = why
         self.fix = fix
         super().__init__(reference, f"{entity}: {why}", fix)
+
+
+class SecretRefreshError(AwsSecretsError):
+    """A refresh of a running task's secret failed; the task keeps the last good value (logged, not raised,
+    by the refresher; raised by :func:`~flytekitplugins_awssecrets.refresh_secrets` when asked to)."""
+
+    def __init__(self, cause: AwsSecretsError, kept_since: str) -> None:
+        self.cause = cause
+        self.retryable = cause.retryable
+        super().__init__(
+            cause.reference,
+            f"refresh failed ({cause.reason}); the task keeps the value read at {kept_since}",
+            cause.hint,
+        )
+
+
+class RefreshIntervalError(SettingsError):
+    """A refresh interval shorter than the fleet's share of the read quota allows (the numbers say why)."""
+
+    def __init__(self, interval: float, minimum: float, arithmetic: str) -> None:
+        self.interval = interval
+        self.minimum = minimum
+        SettingsError.__init__(
+            self,
+            "refresh_interval_seconds",
+            "settings",
+            f"{interval:g} s is below the {minimum:g} s the read quotas allow: {arithmetic}; "
+            "raise the interval, or lower refresh_fleet_pods if fewer pods refresh at once",
+        )
 
 
 class SecretResolutionError(AwsSecretsError):

@@ -126,6 +126,18 @@ class Settings(BaseModel):
         otherwise such a task fails with :class:`~flytekitplugins_awssecrets.errors.UninspectableOutputError`.
       redact_logs (True): replace resolved values in log records by ``[REDACTED]`` while a task runs.
 
+    While a task runs (see docs/rotation.md):
+      refresh_interval_seconds (None): re-read the task's ``ANY`` and ``FILE`` secrets this often while it
+        runs, following ``AWSCURRENT`` (``ENV_VAR`` values never change under running code); None: read once.
+        Example: ``FLYTE_AWS_SECRETS_REFRESH_INTERVAL_SECONDS=900``. At task start an interval shorter than
+        the fleet's share of the read quotas allows is refused with the numbers (see ``refresh_fleet_pods``).
+      refresh_overrides ({}): per request, by reference as written (ARN or alias): seconds, or 0 for never.
+        Example: ``{"arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-XyZ123": 300}``.
+      refresh_fleet_pods (1000): how many pods may refresh at once in one account and region (a map task's
+        width); the quota arithmetic for the smallest interval uses it.
+      deck ("auto"): the "AWS secrets" Flyte Deck: "auto" on tasks that enable decks, "always" also turns
+        decks on for tasks with AWS secrets, "never" never adds it.
+
     Credentials (all through boto3/botocore):
       profile (None): a named profile from the shared AWS files.
       access_key_id, secret_access_key, session_token (None): static keys.
@@ -167,6 +179,10 @@ class Settings(BaseModel):
     leak_guard: bool = True
     allow_opaque_outputs: bool = False
     redact_logs: bool = True
+    refresh_interval_seconds: float | None = Field(default=None, gt=0)
+    refresh_overrides: dict[str, float] = Field(default_factory=dict)
+    refresh_fleet_pods: int = Field(default=1000, ge=1)
+    deck: Literal["auto", "always", "never"] = "auto"
 
     profile: str | None = None
     access_key_id: str | None = None
@@ -302,6 +318,7 @@ _JSON_FIELDS = {
     "assume_role",
     "failover_regions",
     "cluster_modes",
+    "refresh_overrides",
 }
 
 
