@@ -188,6 +188,8 @@ def _clean_venv(wheel: Path) -> Path:
     py = venv / "bin" / "python"
     if not (venv / ".complete").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
+        # As the README's commands do: the pip a venv starts with can backtrack for a long time.
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True, timeout=600)
         p = subprocess.run(
             [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
             capture_output=True,
