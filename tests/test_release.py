@@ -248,3 +248,16 @@ def test_wheel_in_a_clean_venv_runs_the_example_with_pyflyte_run(
         assert fingerprint(v) in p.stdout
         leaked = v in p.stdout + p.stderr
         assert not leaked
+
+
+def test_docs_workflow_publishes_the_site_url() -> None:
+    """The docs are deployed where mkdocs.yml's site_url (and the messages' links) say they are."""
+    from flytekitplugins_awssecrets.links import DOCS_URL
+
+    wf: dict[Any, Any] = yaml.safe_load((ROOT / ".github/workflows/docs.yml").read_text())
+    assert wf.get("on", wf.get(True)) == {"push": {"branches": ["main"]}}
+    build, deploy = wf["jobs"]["build"], wf["jobs"]["deploy"]
+    assert any("mkdocs build --strict" in s.get("run", "") for s in build["steps"])
+    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
+    assert deploy["steps"][-1]["uses"].startswith("actions/deploy-pages@")
+    assert re.fullmatch(r"https://[\w-]+\.github\.io/[\w-]+/", DOCS_URL)  # a GitHub Pages address
