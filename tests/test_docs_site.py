@@ -332,3 +332,48 @@ def test_every_index_install_says_it_needs_the_release() -> None:
                     f"{f.name}:{i + 1}: say that this works once the package is published"
                 )
     assert hits >= 5
+
+
+def test_migrate_psyml_ci_steps_run_in_ci(tmp_path: Path, unique: str, aws_env: dict[str, str]) -> None:
+    """migrate-psyml.md's CI excerpt, run as CI runs it (no terminal): the diff shows the change, the sync
+    with --prune deletes what the file dropped. Without --yes the same sync would stop with exit 2."""
+    import os
+
+    block = next(
+        m.group("body")
+        for m in FENCE.finditer((ROOT / "docs" / "migrate-psyml.md").read_text())
+        if "params.yml" in m.group("body")
+    )
+    steps = [s["run"] for s in yaml.safe_load(block) if "pyflyte-awssecrets" in s["run"]]
+    assert len(steps) == 2
+    (tmp_path / "config").mkdir()
+    path = f"/ci{unique}/"
+    entries = [{"name": n, "type": "String", "value": "v"} for n in ("a", "b", "c")]
+    manifest = {"path": path, "region": "us-east-1", "parameters": entries}
+    (tmp_path / "config" / "prod.yml").write_text(yaml.safe_dump(manifest))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYTE_AWS_SECRETS_"))} | aws_env
+    env["PATH"] = f"{BIN}:{env['PATH']}"
+
+    def run(script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-e", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    first = [run(s) for s in steps]
+    assert [p.returncode for p in first] == [0, 0], [p.stderr[-1500:] for p in first]
+    manifest["parameters"] = [entries[0], entries[2]]  # `b` dropped from the file: the sync prunes it
+    (tmp_path / "config" / "prod.yml").write_text(yaml.safe_dump(manifest))
+    diff, sync = (run(s) for s in steps)
+    assert diff.returncode == 0 and f"- parameter {path}b" in diff.stdout, diff.stdout + diff.stderr
+    assert sync.returncode == 0 and "sync: 1 changed" in sync.stderr, sync.stderr[-1500:]
+    manifest["parameters"] = entries[:1]  # `c` dropped too, but this sync lacks --yes: nothing happens
+    (tmp_path / "config" / "prod.yml").write_text(yaml.safe_dump(manifest))
+    refused = run(steps[1].replace("--yes ", ""))
+    assert refused.returncode == 2 and "pass --yes" in refused.stderr, refused.stderr[-1500:]
+    assert f"- parameter {path}c" in run(steps[0]).stdout  # still there
