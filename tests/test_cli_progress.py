@@ -68,6 +68,8 @@ def test_diff_says_what_it_read_without_a_terminal(
     assert line.startswith(f"read 3 parameters, 0 secrets (everything under /diff{unique}/) from AWS in ")
     r = _cli("manifest", "diff", "--listed-only", str(f))
     assert "read 3 parameters, 0 secrets (the 3 listed entries) from AWS in " in r.stderr
+    r = _cli("manifest", "nuke", "--dry-run", str(f))  # reads which entries exist, names only
+    assert "read the names of the 3 listed entries (3 exist) from AWS in " in r.stderr
 
 
 def test_diff_shows_a_spinner_on_a_terminal(tmp_path: Path, unique: str, aws_env: dict[str, str]) -> None:

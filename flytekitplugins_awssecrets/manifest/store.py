@@ -683,7 +683,11 @@ def nuke(
     targets += [("secret", secret_full_name(m.path, s.name)) for s in m.secrets]
     if dry_run:
         # Say what would really happen: entries that do not exist would not be deleted.
-        present = _existing(clients, targets)
+        from flytekitplugins_awssecrets.manifest.progress import reading
+
+        with reading(f"the names of the {len(targets)} listed entries") as found:
+            present = _existing(clients, targets)
+            found(f"the names of the {len(targets)} listed entries ({len(present)} exist)")
         outcomes = [
             Outcome(kind=k, name=n, action="delete" if (k, n) in present else ABSENT) for k, n in targets
         ]
