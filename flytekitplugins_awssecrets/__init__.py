@@ -85,6 +85,8 @@ __all__ = [
     "split_arn",
 ]
 
+#: The one place the version is written: setup.cfg reads it (``attr:``), the release workflow checks the
+#: tag against it, and CHANGELOG.md has a section for it (tests/test_release.py).
 __version__ = "0.1.0"
 
 

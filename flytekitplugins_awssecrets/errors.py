@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from flytekitplugins_awssecrets.links import doc_link
+
 __all__ = [
     "AwsSecretsError",
     "InvalidReferenceError",
@@ -308,7 +310,8 @@ class FileMountOnDiskError(AwsSecretsError):
             f"FILE secrets are written to a memory filesystem only, and {directory} is "
             f"{fstype or 'of unknown type'}, not tmpfs/ramfs",
             "set FLYTE_AWS_SECRETS_MOUNT_DIR to a tmpfs directory (e.g. /dev/shm), use Secret.MountType.ANY, "
-            "or accept the file on disk with FLYTE_AWS_SECRETS_ALLOW_DISK_MOUNT=true (see docs/security.md)",
+            "or accept the file on disk with FLYTE_AWS_SECRETS_ALLOW_DISK_MOUNT=true "
+            f"(see {doc_link('security', 'file-secrets-on-disk')})",
         )
 
 

@@ -25,6 +25,7 @@ from flytekitplugins_awssecrets.errors import (
     SecretNotFoundError,
     SecretThrottledError,
 )
+from flytekitplugins_awssecrets.links import doc_link
 from flytekitplugins_awssecrets.refs import SecretRef
 
 __all__ = [
@@ -109,7 +110,7 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
     if isinstance(exc, NoCredentialsError):
         return SecretFetchError(
             ref_s,
-            "no AWS credentials found (set AWS_PROFILE, static keys or a role; see docs/credentials.md)",
+            f"no AWS credentials found (set AWS_PROFILE, static keys or a role; see {doc_link('credentials')})",
         )
     if isinstance(exc, (ReadTimeoutError, ConnectionError)):
         from flytekitplugins_awssecrets.credentials import unreachable_error

@@ -484,13 +484,29 @@ def _read_env(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         and k[len(ENV_PREFIX) :].lower() not in _FIELDS
     ]
     if unknown:
-        valid = sorted([ENV_PREFIX + f.upper() for f in _FIELDS] + list(NON_FIELD_ENV))
         raise SettingsError(
-            unknown[0][len(ENV_PREFIX) :].lower(),
-            f"env var {unknown[0]}",
-            f"unknown variable {unknown[0]}; valid names: {', '.join(valid)}",
+            unknown[0][len(ENV_PREFIX) :].lower(), f"env var {unknown[0]}", _unknown_var(unknown[0])
         )
     return fields, origin
+
+
+def _unknown_var(var: str) -> str:
+    """The likely name for a misspelt variable (difflib), not all of them: a list of 36 hides the one."""
+    import difflib
+
+    from flytekitplugins_awssecrets.links import doc_link
+
+    # Compared without the common prefix, which would make every name look alike.
+    names = {
+        v[len(ENV_PREFIX) :].lower(): v
+        for v in [ENV_PREFIX + f.upper() for f in _FIELDS] + list(NON_FIELD_ENV)
+    }
+    asked = var[len(ENV_PREFIX) :].lower()
+    hits = [n for n in sorted(names) if asked and n.startswith(asked)][:1]
+    hits += [n for n in difflib.get_close_matches(asked, list(names), n=2, cutoff=0.6) if n not in hits]
+    close = [names[n] for n in hits[:2]]
+    guess = f"did you mean {' or '.join(close)}? " if close else "no setting has a similar name; "
+    return f"unknown variable {var}; {guess}valid names: {doc_link('settings')}"
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
