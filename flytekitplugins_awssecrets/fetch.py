@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flytekitplugins_awssecrets.errors import (
+    CREDENTIAL_CODES,
     AwsSecretsError,
+    CredentialsRejectedError,
     SecretAccessDeniedError,
     SecretDecryptionError,
     SecretFetchError,
     SecretNotFoundError,
     SecretThrottledError,
+    markup_error,
 )
 from flytekitplugins_awssecrets.refs import SecretRef
 
@@ -71,7 +74,7 @@ _THROTTLE = {
     "ThrottledException",
     "ProvisionedThroughputExceededException",
 }
-_DENIED = {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "UnrecognizedClientException"}
+_DENIED = {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"}
 
 
 def _action(ref: SecretRef, operation: str) -> tuple[str, str]:
@@ -123,6 +126,11 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
 
 def error_from_code(ref: SecretRef, code: str, message: str, status: int, operation: str) -> AwsSecretsError:
     ref_s = str(ref)
+    code, message = _unwrap_markup(code, message)
+    if code in CREDENTIAL_CODES:
+        from flytekitplugins_awssecrets.provenance import credentials_source
+
+        return CredentialsRejectedError(ref_s, code, credentials_source())
     if code in (
         "ResourceNotFoundException",
         "ParameterNotFound",
@@ -150,6 +158,18 @@ def error_from_code(ref: SecretRef, code: str, message: str, status: int, operat
     if code == "InvalidRequestException" and "deletion" in message.lower():
         return SecretNotFoundError(ref_s, "the secret is scheduled for deletion")
     return SecretFetchError(ref_s, f"{code}: {message}" if code else message)
+
+
+def _unwrap_markup(code: str, message: str) -> tuple[str, str]:
+    """An endpoint that answered a JSON API in XML (or HTML): botocore passes the raw body as the message
+    and the HTTP status as the code; take AWS's code and message out of it, keep none of the markup."""
+    markup = markup_error(message)
+    if markup is None:
+        return code, message
+    inner_code, inner_message = markup
+    if inner_code and (not code or code.isdigit()):
+        code = inner_code
+    return code, inner_message or "(the endpoint answered with an XML/HTML document, not shown)"
 
 
 def _short(message: str) -> str:

@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["describe"]
+__all__ = ["describe", "credentials_source"]
 
 #: botocore's credential ``method`` -> where that is, in words.
 _METHODS = {
@@ -73,6 +73,16 @@ def _credentials_line(resolver: Any) -> str:
     if s.account_roles:
         base += f"; per-account roles for {', '.join(sorted(s.account_roles))} (settings account_roles)"
     return "credentials: " + base
+
+
+def credentials_source() -> str:
+    """Where the task resolver's credentials come from, in words (names only): for error messages."""
+    try:
+        from flytekitplugins_awssecrets.resolver import get_resolver
+
+        return _credentials_line(get_resolver()).removeprefix("credentials: ")
+    except Exception:  # noqa: BLE001 - an error message must still be built
+        return "botocore's default chain (`pyflyte-awssecrets check -v` says which source)"
 
 
 def _region_line(resolver: Any) -> str:
