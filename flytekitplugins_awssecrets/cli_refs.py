@@ -317,9 +317,9 @@ def _with_mount_problems(requests: list[tuple[str, Any]], results: list[CheckRes
         index = {(s.group, s.key, s.group_version): i for i in idx for s in [requests[i][1]]}
         where = {str(r.ref): index.get((r.group, r.key, r.group_version)) for r in resolved}
         for err in mount_problems(resolved):
-            i = where.get(err.reference)
-            if i is not None:
-                out[i] = dataclasses.replace(out[i], ok=False, detail=str(err))
+            at = where.get(err.reference)
+            if at is not None:
+                out[at] = dataclasses.replace(out[at], ok=False, detail=str(err))
     return out
 
 

@@ -62,11 +62,10 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
     for r in resolved:
         sources[r.source] = sources.get(r.source, 0) + 1
     logger.info("task %s: %d AWS secret request(s) mounted %s", name, len(resolved), sources)
+    from flytekitplugins_awssecrets.leaves import LeafPolicy
     from flytekitplugins_awssecrets.sensitive import SensitiveSet, scrub_exception
 
     # One set per task, shared by log redaction, the leak guard and exception scrubbing.
-    from flytekitplugins_awssecrets.leaves import LeafPolicy
-
     sensitive = SensitiveSet.build(
         [(str(r.ref), r.value) for r in resolved],
         LeafPolicy.from_settings(settings),

@@ -476,7 +476,9 @@ def test_check_fails_a_region_typo_without_contacting_aws(
     assert "did you mean 'us-east-1'" in " ".join(r_declared.stderr.split())
     assert r_plain.exit_code == 1, r_plain.output
     (x,) = json.loads(r_plain.stdout)
-    assert "region 'us-esat-1' is not an AWS region" in x["detail"] and "did you mean 'us-east-1'" in x["detail"]
+    assert (
+        "region 'us-esat-1' is not an AWS region" in x["detail"] and "did you mean 'us-east-1'" in x["detail"]
+    )
     assert hole.connections == 0  # nothing to wait for: the reference itself is refused
 
 

@@ -184,8 +184,12 @@ def aws_like() -> Iterator[tuple[str, type[_AwsLike]]]:
 
 
 def _json_error(code: str, message: str) -> tuple[int, str, str, str]:
-    return (400, f"{code}:http://internal.amazon.com/coral/", "application/x-amz-json-1.1",
-            json.dumps({"__type": f"com.amazon.coral.service#{code}", "message": message}))
+    return (
+        400,
+        f"{code}:http://internal.amazon.com/coral/",
+        "application/x-amz-json-1.1",
+        json.dumps({"__type": f"com.amazon.coral.service#{code}", "message": message}),
+    )
 
 
 ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db"
@@ -194,13 +198,27 @@ ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db"
 @pytest.mark.parametrize(
     ("answer", "code"),
     [
-        (_json_error("UnrecognizedClientException", "The security token included in the request is invalid."),
-         "UnrecognizedClientException"),
-        (_json_error("ExpiredTokenException", "The security token included in the request is expired"),
-         "ExpiredTokenException"),
-        ((403, "", "text/xml", "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error>"
-          "<Type>Sender</Type><Code>ExpiredToken</Code><Message>The security token included in the request "
-          "is expired</Message></Error><RequestId>1</RequestId></ErrorResponse>"), "ExpiredToken"),
+        (
+            _json_error(
+                "UnrecognizedClientException", "The security token included in the request is invalid."
+            ),
+            "UnrecognizedClientException",
+        ),
+        (
+            _json_error("ExpiredTokenException", "The security token included in the request is expired"),
+            "ExpiredTokenException",
+        ),
+        (
+            (
+                403,
+                "",
+                "text/xml",
+                '<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error>'
+                "<Type>Sender</Type><Code>ExpiredToken</Code><Message>The security token included in the request "
+                "is expired</Message></Error><RequestId>1</RequestId></ErrorResponse>",
+            ),
+            "ExpiredToken",
+        ),
     ],
 )
 def test_aws_credentials_codes_say_credentials(
@@ -225,7 +243,12 @@ def test_an_html_page_is_never_quoted(
     aws_like: tuple[str, type[_AwsLike]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     url, handler = aws_like
-    handler.answer = (403, "", "text/html", "<html><body><h1>403 Forbidden</h1><p>proxy says no</p></body></html>")
+    handler.answer = (
+        403,
+        "",
+        "text/html",
+        "<html><body><h1>403 Forbidden</h1><p>proxy says no</p></body></html>",
+    )
     _env(monkeypatch, url, "AKIAEXAMPLE000000000", "whatever", tmp_path)
     with pytest.raises(SecretResolutionError) as e:
         get_secret_value(ARN)

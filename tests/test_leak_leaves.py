@@ -79,7 +79,8 @@ def test_leaf_policy_settings_mark_and_widen() -> None:
     marked = LeafPolicy(sensitive_keys=frozenset({"host"}), descriptive_keys=frozenset({"warehouse"}))
     assert marked.is_sensitive(("host",), "db.internal")
     assert not marked.is_sensitive(("warehouse",), "Wh-9fK2xQ7pL")
-    assert LeafPolicy(descriptive_keys=frozenset({"apikey"})).is_sensitive(("apiKey",), "x")  # credentials win
+    credentials_win = LeafPolicy(descriptive_keys=frozenset({"apikey"}))
+    assert credentials_win.is_sensitive(("apiKey",), "x")
     assert LeafPolicy("all").is_sensitive(("engine",), "postgres")
     assert looks_generated(new_value()) and not looks_generated("analytics")
 
@@ -98,7 +99,7 @@ def test_sensitive_set_keeps_credentials_and_whole_json_key_values() -> None:
 
 # -- as the user meets it --------------------------------------------------------------------------------------
 
-WORKFLOW = '''
+WORKFLOW = """
 from flytekit import current_context, task, workflow
 from flytekitplugins_awssecrets import aws_secret
 import json
@@ -125,7 +126,7 @@ def describe_wf() -> str:
 @workflow
 def leak_wf() -> str:
     return leak()
-'''
+"""
 
 
 def _pyflyte_run(wf: Path, name: str, aws_env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -214,7 +214,10 @@ def test_settings_regions_are_checked(monkeypatch: pytest.MonkeyPatch, tmp_path)
     for env, field in (
         ({"FLYTE_AWS_SECRETS_REGION": "us-eastt-1"}, "region"),
         ({"FLYTE_AWS_SECRETS_FAILOVER_REGIONS": '{"us-east-1": ["us-wset-2"]}'}, "failover_regions"),
-        ({"FLYTE_AWS_SECRETS_ALIASES": '{"Db": "' + SM.replace("us-east-1", "us-esat-1") + 'db"}'}, "aliases"),
+        (
+            {"FLYTE_AWS_SECRETS_ALIASES": '{"Db": "' + SM.replace("us-east-1", "us-esat-1") + 'db"}'},
+            "aliases",
+        ),
     ):
         with pytest.raises(SettingsError) as e:
             load_settings(env)
