@@ -167,14 +167,19 @@ class CredentialsRejectedError(AwsSecretsError, PermissionError):
         CredentialsRejectedError("arn:...:secret:db", "ExpiredToken", "env vars AWS_ACCESS_KEY_ID / ...")
     """
 
-    def __init__(self, reference: str, code: str, source: str) -> None:
+    def __init__(self, reference: str, code: str, source: str, not_loaded: str = "") -> None:
         self.code = code
         self.source = source
         meaning = CREDENTIAL_CODES.get(code, "AWS did not accept the credentials")
+        what = (
+            f"the AWS credentials could not be loaded ({code}: {not_loaded})"
+            if not_loaded
+            else f"the AWS credentials were rejected ({code}: {meaning})"
+        )
         AwsSecretsError.__init__(
             self,
             reference,
-            f"the AWS credentials were rejected ({code}: {meaning}); nothing was read",
+            f"{what}; nothing was read",
             f"the credentials came from {source}; refresh or replace them there "
             "(`aws sts get-caller-identity` shows whether they work) -- this is not a missing IAM permission",
         )

@@ -77,6 +77,16 @@ _THROTTLE = {
 _DENIED = {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"}
 
 
+#: botocore errors raised while credentials load (before any call reaches AWS) -> what that means.
+_CREDENTIALS_NOT_LOADED = {
+    "UnauthorizedSSOTokenError": "the SSO session has expired or was never started (run `aws sso login`)",
+    "SSOTokenLoadError": "the SSO token could not be loaded (run `aws sso login`)",
+    "TokenRetrievalError": "the SSO token could not be refreshed (run `aws sso login`)",
+    "CredentialRetrievalError": "the credential provider (credential_process, SSO, container or web identity) failed",
+    "PartialCredentialsError": "only part of a key pair is set (an access key id without its secret key?)",
+}
+
+
 def _action(ref: SecretRef, operation: str) -> tuple[str, str]:
     if ref.service == "ssm":
         return "ssm:GetParameters", ref.arn
@@ -119,6 +129,12 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
     if isinstance(exc, ResponseParserError):
         # An answer that is not AWS's (a proxy's HTML page): retryable, and its text is not kept.
         return SecretFetchError(ref_s, "the answer could not be parsed as AWS's (a proxy?)", retryable=True)
+    loading = _CREDENTIALS_NOT_LOADED.get(type(exc).__name__)
+    if loading is not None:
+        from flytekitplugins_awssecrets.provenance import credentials_source
+
+        # The exception's own text can quote a credential process's output: only its type is kept.
+        return CredentialsRejectedError(ref_s, type(exc).__name__, credentials_source(), loading)
     if isinstance(exc, BotoCoreError):
         return SecretFetchError(ref_s, f"{type(exc).__name__}: {exc}")
     return SecretFetchError(ref_s, f"unexpected {type(exc).__name__}")

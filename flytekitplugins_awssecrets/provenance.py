@@ -80,9 +80,15 @@ def credentials_source() -> str:
     try:
         from flytekitplugins_awssecrets.resolver import get_resolver
 
-        return _credentials_line(get_resolver()).removeprefix("credentials: ")
+        line = _credentials_line(get_resolver()).removeprefix("credentials: ")
     except Exception:  # noqa: BLE001 - an error message must still be built
-        return "botocore's default chain (`pyflyte-awssecrets check -v` says which source)"
+        line = "could not be loaded"
+    if not line.startswith(("could not be loaded", "none found")):
+        return line
+    profile = os.environ.get("AWS_PROFILE")
+    if profile:  # the chain itself failed: name what chose the profile
+        return f"profile {profile!r} (AWS_PROFILE) of the AWS config and credentials files"
+    return "botocore's default chain (`pyflyte-awssecrets check -v` says which source)"
 
 
 def _region_line(resolver: Any) -> str:

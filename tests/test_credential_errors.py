@@ -254,3 +254,23 @@ def test_an_html_page_is_never_quoted(
         get_secret_value(ARN)
     assert "proxy says no" not in str(e.value)
     _no_markup(str(e.value))
+
+
+def test_credentials_that_cannot_load_say_so_and_name_the_profile(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    config.write_text("[profile broken]\ncredential_process = false\n")
+    env = aws_test_env("http://127.0.0.1:9", str(tmp_path))  # never reached: loading fails first
+    env.pop("AWS_ACCESS_KEY_ID")
+    env.pop("AWS_SECRET_ACCESS_KEY")
+    env.update(AWS_CONFIG_FILE=str(config), AWS_PROFILE="broken")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    with pytest.raises(SecretResolutionError) as e:
+        get_secret_value(ARN)
+    err = _only_error(e)
+    assert isinstance(err, CredentialsRejectedError) and err.code == "CredentialRetrievalError"
+    assert "could not be loaded" in str(e.value) and "profile 'broken' (AWS_PROFILE)" in str(e.value)
