@@ -47,6 +47,8 @@ _UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
 
 _MARKUP = re.compile(r"^\s*<(\?xml|!doctype|html|[A-Za-z][\w:.-]*[\s>/])", re.IGNORECASE)
 _XML_FIELD = r"<{0}>\s*([^<]{{0,300}}?)\s*</{0}>"
+_EMBEDDED_MARKUP = re.compile(r"<(\?xml|!doctype|html|head|body|\w*Response|Error)[\s>/]", re.IGNORECASE)
+_NOT_SHOWN = "(the endpoint answered with an XML/HTML document, not shown)"
 
 
 def markup_error(text: str) -> tuple[str, str] | None:
@@ -68,7 +70,11 @@ def clean_aws_message(text: object) -> str:
     s = str(text)
     markup = markup_error(s)
     if markup is not None:
-        s = markup[1] or "(the endpoint answered with an XML/HTML document, not shown)"
+        s = markup[1] or _NOT_SHOWN
+    else:
+        inside = _EMBEDDED_MARKUP.search(s)  # "403: <html>...": a body after some words of ours
+        if inside is not None:
+            s = s[: inside.start()].rstrip() + " " + _NOT_SHOWN
     s = _UNPRINTABLE.sub(" ", s).strip()
     if len(s) > _MAX_AWS_TEXT:
         s = s[: _MAX_AWS_TEXT - 3] + "..."
