@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from flytekitplugins_awssecrets.errors import (
     AwsSecretsError,
     BinaryToEnvVarError,
+    CredentialsRejectedError,
     FileMountOnDiskError,
     InvalidReferenceError,
     JsonKeyNotFoundError,
@@ -54,6 +55,7 @@ __all__ = [
     "JsonKeyNotFoundError",
     "MissingTagError",
     "MountCollisionError",
+    "CredentialsRejectedError",
     "SecretAccessDeniedError",
     "SecretDecryptionError",
     "SecretFetchError",
