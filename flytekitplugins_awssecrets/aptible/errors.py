@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from flytekitplugins_awssecrets.errors import AwsSecretsError, clean_aws_message
+from flytekitplugins_awssecrets.links import doc_link
 
 __all__ = [
     "AptibleError",
@@ -230,7 +231,7 @@ class OperatorConfigError(AptibleError, ValueError):
         super().__init__(
             f"operator file {path}" + (f" field {field}" if field else ""),
             clean_aws_message(problem),
-            hint or "fix the operator file (see docs/aptible.md, 'The operator file')",
+            hint or f"fix the operator file (see {doc_link('aptible', 'the-operator-file')})",
         )
 
 
@@ -401,7 +402,7 @@ class LocalRunNotAllowedError(AptiblePreconditionError, PermissionError):
             f"cannot run locally: the operator file's {field} is not true (a local run uses the bot's "
             "credentials, so whoever runs it could grant without approval)",
             "run the workflow on a cluster, where the connector grants; operators who may read the bot's "
-            f"credentials set {field}: true in their own operator file (docs/aptible.md, 'Running locally')",
+            f"credentials set {field}: true in their own operator file ({doc_link('aptible', 'running-locally')})",
         )
 
 
