@@ -1,0 +1,115 @@
+"""Around one Flyte 2 task execution: resolve every AWS request together, put the values in place, run, clean up.
+
+``flyte.Secret`` requests -> :mod:`.requests` (references, where each value goes) -> the core resolver (cache,
+reads per API and region, JSON key) -> :mod:`.mount` (exact env vars, webhook-layout files) -> user code
+(log redaction, exception scrubbing) -> leak guard on the native outputs -> cleanup.
+
+Called by :mod:`.hooks` only for tasks that ask for an AWS secret. Every failure before user code is one
+:class:`~flytekitplugins_awssecrets.errors.SecretResolutionError` naming every failing reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from flytekitplugins_awssecrets.errors import AwsSecretsError, SecretLeakError, SecretResolutionError
+from flytekitplugins_awssecrets.flyte2.mount import Lease, Placement, lease
+from flytekitplugins_awssecrets.flyte2.requests import AwsRequest, file_parts
+
+__all__ = ["prepare", "run_with_secrets"]
+
+logger = logging.getLogger("flytekitplugins_awssecrets")
+
+
+def prepare(requests: Sequence[AwsRequest], task: str | None) -> tuple[Lease, Any]:
+    """Resolve and place ``requests``; returns the lease and the task's sensitive set.
+
+    Raises :class:`SecretResolutionError` (nothing placed) when any request fails.
+    """
+    from flytekitplugins_awssecrets.resolver import resolve_requests
+    from flytekitplugins_awssecrets.sensitive import SensitiveSet
+    from flytekitplugins_awssecrets.settings import default_mount_root, get_settings
+
+    settings = get_settings()
+    # check_present=False: "already present" is a flytekit notion (its env/file names); a Flyte 2 value
+    # always comes from AWS (or the webhook's file, see docs/flyte2.md).
+    resolved = resolve_requests(list(requests), task=task, check_present=False)
+    by_ref = {(r.group, r.key, r.env_var): r for r in resolved}
+    placements = []
+    for req in requests:
+        r = by_ref[(req.group, req.key, req.env_var)]
+        placements.append(
+            Placement(
+                str(r.ref), r.value, req.as_env_var, file_parts(req.group, req.key) if req.file else None
+            )
+        )
+    held = lease(placements, default_mount_root(settings), settings.allow_disk_mount, task)
+    logger.info("task %s: %d AWS secret request(s) in place", task, len(placements))
+    return held, SensitiveSet.build([(str(r.ref), r.value) for r in resolved])
+
+
+def failure(err: AwsSecretsError) -> Exception:
+    """The error flyte records for a failure of ours: a user error, recoverable when AWS was throttling or
+    unreachable (so Flyte's retries apply)."""
+    from flyte.errors import RuntimeUserError
+
+    kind = "AwsSecretsRecoverable" if err.retryable else "AwsSecrets"
+    out = RuntimeUserError(kind, str(err))
+    out.__cause__ = err
+    return out
+
+
+async def run_with_secrets(
+    task: Any, requests: Sequence[AwsRequest], call: Callable[[], Awaitable[tuple[Any, Any]]]
+) -> tuple[Any, Any]:
+    """Run flyte's ``run_task`` (``call``) with ``requests`` in place; returns its ``(outputs, error)``."""
+    from flytekitplugins_awssecrets.settings import get_settings
+
+    name = getattr(task, "name", None)
+    try:
+        held, sensitive = prepare(requests, name)
+    except SecretResolutionError as e:
+        return {}, failure(e)
+    settings = get_settings()
+    try:
+        undo = None
+        if settings.redact_logs and sensitive:
+            from flytekitplugins_awssecrets.redact import install_redaction
+
+            undo = install_redaction(sensitive)
+        try:
+            out, err = await call()
+        finally:
+            if undo is not None:
+                undo()
+        if err is not None:
+            from flytekitplugins_awssecrets.sensitive import scrub_exception
+
+            if sensitive:
+                scrub_exception(err, sensitive)
+            return out, err
+        if settings.leak_guard and sensitive:
+            leak = _leak(sensitive, out, settings.allow_opaque_outputs)
+            if leak is not None:
+                return {}, failure(leak)
+        return out, err
+    finally:
+        held.release()
+
+
+def _leak(sensitive: Any, out: Any, allow_opaque: bool) -> SecretLeakError | None:
+    from flytekitplugins_awssecrets.leakguard import LeakScanner, _Opaque
+
+    scanner = LeakScanner(sensitive, allow_opaque=allow_opaque)
+    try:
+        hits = scanner.scan_python({"o0": out})
+    except _Opaque as e:
+        from flytekitplugins_awssecrets.errors import UninspectableOutputError
+
+        return UninspectableOutputError(scanner.first_reference, e.where, e.why)
+    if hits:
+        ref, where = hits[0]
+        return SecretLeakError(ref, where)
+    return None
