@@ -56,9 +56,29 @@ def failure(err: AwsSecretsError) -> Exception:
     from flyte.errors import RuntimeUserError
 
     kind = "AwsSecretsRecoverable" if err.retryable else "AwsSecrets"
-    out = RuntimeUserError(kind, str(err))
+    out = RuntimeUserError(kind, rich_safe(str(err)))
     out.__cause__ = err
     return out
+
+
+def rich_safe(text: str) -> str:
+    """``text`` with every ARN shown as it is by Flyte's rich console.
+
+    The console renders ``:name:`` as an emoji (``...:123456789012:secret:db`` shows a ㊙), pairing colons left
+    to right within each whitespace-free token, and has no escape for it. A token that rich would change is
+    written ``ARN:<token>``: the extra colon shifts the pairing, so the ARN itself is printed character for
+    character (and still copies as one word after ``ARN:``). Tokens rich leaves alone are not touched.
+    """
+    try:
+        from rich._emoji_replace import _emoji_replace
+    except ImportError:  # a rich without it renders no emoji codes either
+        return text
+    out = []
+    for token in text.split(" "):
+        if _emoji_replace(token) != token and _emoji_replace("ARN:" + token) == "ARN:" + token:
+            token = "ARN:" + token
+        out.append(token)
+    return " ".join(out)
 
 
 async def run_with_secrets(
