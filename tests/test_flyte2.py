@@ -75,8 +75,11 @@ async def main() -> str:
     group, key = os.environ["T_FILE_PARTS"].split("|")
     f = d / group / key
     mode = oct(f.stat().st_mode & 0o777), oct(f.parent.parent.stat().st_mode & 0o777)
-    return json.dumps({"env": sha(db), "file": sha(f.read_bytes()),
-                       "param": sha(os.environ["PARAM"]), "mode": mode, "dir": str(d)})
+    out = json.dumps({"env": sha(db), "file": sha(f.read_bytes()),
+                      "param": sha(os.environ["PARAM"]), "mode": mode, "dir": str(d)})
+    if os.environ.get("T_RESULT"):
+        pathlib.Path(os.environ["T_RESULT"]).write_text(out)
+    return out
 
 
 @child_a.task
@@ -289,3 +292,123 @@ def test_output_leak_is_refused(world: dict[str, Any], tmp_path: Path) -> None:
     assert p.returncode != 0
     assert "SecretLeakError" in out or "leak" in out.lower(), out[-2000:]
     assert world["a"] not in out, fingerprint(world["a"])
+
+
+SPEC = """
+import json, sys, pathlib
+from google.protobuf.json_format import MessageToDict
+from flyte.models import ActionID, SerializationContext
+from flyte._internal.runtime.convert import Inputs
+from flyte._internal.runtime.task_serde import translate_task_to_wire
+from flyte._internal.runtime.taskrunner import replace_task_cli
+import tasks2
+ctx = SerializationContext(version="v1", project="p", domain="d", org="o", root_dir=pathlib.Path.cwd())
+spec = translate_task_to_wire(getattr(tasks2, sys.argv[2]), ctx)
+action = ActionID(name="a0", run_name="r1", project="p", domain="d", org="o")
+args = replace_task_cli(list(spec.task_template.container.args), Inputs.empty(), pathlib.Path(sys.argv[1]), action)
+print(json.dumps({"args": args, "security": MessageToDict(spec.task_template.security_context),
+                  "env": MessageToDict(spec.task_template.container).get("env", [])}))
+"""
+
+
+def _spec(world: dict[str, Any], task: str, out: Path) -> dict[str, Any]:
+    env = dict(world["env"], PYTHONPATH=f"{world['dir']}{os.pathsep}{world['env']['PYTHONPATH']}")
+    p = subprocess.run(
+        [sys.executable, "-c", SPEC, str(out), task], cwd=world["dir"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    return dict(json.loads(p.stdout.strip().splitlines()[-1]))
+
+
+def _pod(world: dict[str, Any], task: str, out: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``a0`` as a pod runs it: the serialized spec's container args, the execution's env vars. A clustered
+    worker runs without a controller (no control plane here); the task runner path is the same."""
+    out.mkdir()
+    args = _spec(world, task, out)["args"]
+    env = dict(world["env"], FLYTE_CLUSTERED_WORKER="1", _U_ORG_NAME="o", **extra)
+    env["FLYTE_INTERNAL_EXECUTION_PROJECT"], env["FLYTE_INTERNAL_EXECUTION_DOMAIN"] = "p", "d"
+    return subprocess.run(
+        [_bin(args[0]), *args[1:]], cwd=world["dir"], env=env, capture_output=True, text=True, timeout=240
+    )
+
+
+def test_pod_a0_resolves_from_the_serialized_spec_before_user_code(world: dict[str, Any], tmp_path: Path) -> None:
+    p = _pod(world, "main", tmp_path / "ok", T_RESULT=str(tmp_path / "result.json"))
+    assert (tmp_path / "ok" / "outputs.pb").exists(), (p.stdout + p.stderr)[-3000:]
+    assert not (tmp_path / "ok" / "error.pb").exists()
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert (result["env"], result["file"], result["param"]) == (
+        _sha(world["a"]), _sha(world["b"]), _sha(_ssm_value(world))
+    )
+    assert not Path(result["dir"]).exists()
+    for v in (world["a"], world["b"]):
+        assert v not in p.stdout + p.stderr and v.encode() not in (tmp_path / "ok" / "outputs.pb").read_bytes()
+    (world["dir"] / "marker").unlink()
+
+    missing = [REGION_GROUP + "f2-pod-nope-AAAAAA", REGION_GROUP + "f2-pod-gone-BBBBBB"]
+    q = _pod(world, "main", tmp_path / "bad", T_ARN_A=missing[0], T_ARN_B=missing[1])
+    error = (tmp_path / "bad" / "error.pb").read_bytes().decode("utf-8", "replace")
+    assert all(arn in error for arn in missing), error[-2000:]
+    assert "AwsSecrets" in error
+    assert not (world["dir"] / "marker").exists(), "user code ran in the pod although its secrets failed"
+    assert not (tmp_path / "bad" / "outputs.pb").exists(), q.stdout[-1000:]
+
+
+def test_spec_carries_the_requests_as_flyte_writes_them(world: dict[str, Any], tmp_path: Path) -> None:
+    sc = _spec(world, "main", tmp_path)["security"]["secrets"]
+    by_key = {s["key"]: s for s in sc}
+    a_group, a_key = world["arn_a"].split(":secret:", 1)
+    assert by_key[a_key] == {
+        "group": a_group + ":secret:", "key": a_key, "mountRequirement": "ENV_VAR", "envVar": "DB_PASSWORD"
+    }
+    b_key = world["arn_b"].split(":secret:", 1)[1] + ":token"
+    assert by_key[b_key]["mountRequirement"] == "FILE" and "envVar" not in by_key[b_key]
+    assert len(sc) == 3
+
+
+def test_import_flyte_and_init_load_the_adapter_without_boto3() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import flyte
+        heavy = [m for m in ("boto3", "botocore", "flytekit") if m in sys.modules]
+        assert not heavy, heavy
+        from flytekitplugins_awssecrets.flyte2.hooks import installed
+        assert not installed()
+        flyte.init()
+        assert installed(), "flyte.init() did not load the flyte.plugins.types entry point"
+        heavy = [m for m in ("boto3", "botocore", "flytekit") if m in sys.modules]
+        assert not heavy, heavy
+        print("OK")
+        """
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.stdout.strip().endswith("OK"), p.stdout[-1000:] + p.stderr[-2000:]
+
+
+def test_unknown_flyte_version_turns_the_adapter_off_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flytekitplugins_awssecrets.flyte2 import hooks
+
+    monkeypatch.setattr(hooks, "_version", lambda: (2, 99))
+    monkeypatch.setattr(hooks, "_warned", False)
+    with pytest.warns(hooks.Flyte2AdapterDisabledWarning, match="2.99") as record:
+        assert hooks.install() is False
+        assert hooks.install() is False
+    assert len(record) == 1
+
+
+def test_requests_the_plugin_cannot_serve_are_typed_errors_naming_them() -> None:
+    from flytekitplugins_awssecrets.errors import SecretResolutionError
+    from flytekitplugins_awssecrets.flyte2 import aws_secret
+    from flytekitplugins_awssecrets.flyte2.requests import aws_requests
+
+    good = aws_secret(REGION_GROUP + "ok-AAAAAA", as_env_var="OK")
+    moved = aws_secret(REGION_GROUP + "moved-AAAAAA")
+    moved.mount = Path("/somewhere/else")  # type: ignore[assignment]
+    bad_key = flyte.Secret(group=REGION_GROUP, key="bad name!", as_env_var="BAD")
+    other = flyte.Secret(key="plain-secret")  # not ours: left to Flyte
+    with pytest.raises(SecretResolutionError) as e:
+        aws_requests([good, moved, bad_key, other])
+    text = str(e.value)
+    assert "/somewhere/else" in text and "bad name!" in text and "ok-AAAAAA" not in text
+    assert [r.as_env_var for r in aws_requests([good, other])] == ["OK"]
