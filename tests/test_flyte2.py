@@ -44,7 +44,7 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-TASKS = '''
+TASKS = """
 import asyncio, hashlib, json, os, pathlib
 import flyte
 from flytekitplugins_awssecrets.flyte2 import aws_secret
@@ -120,7 +120,7 @@ async def colliding() -> str:
 @plain.task
 async def nothing() -> int:
     return 7
-'''
+"""
 
 
 class World(dict[str, Any]):
@@ -150,14 +150,14 @@ def world(tmp_path: Path, secrets_factory: Any, unique: str, aws_env: dict[str, 
     )
     return World(
         {
-        "dir": tmp_path,
-        "env": env,
-        "a": value_a,
-        "b": value_b["token"],
-        "param_value_arn": param_arn,
-        "arn_a": arn_a,
-        "arn_b": arn_b,
-        "factory": secrets_factory,
+            "dir": tmp_path,
+            "env": env,
+            "a": value_a,
+            "b": value_b["token"],
+            "param_value_arn": param_arn,
+            "arn_a": arn_a,
+            "arn_b": arn_b,
+            "factory": secrets_factory,
         }
     )
 
@@ -174,7 +174,9 @@ def _flyte_run(world: dict[str, Any], task: str, **extra: str) -> subprocess.Com
     )
 
 
-def _python_run(world: dict[str, Any], task: str, init: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
+def _python_run(
+    world: dict[str, Any], task: str, init: bool = True, **extra: str
+) -> subprocess.CompletedProcess[str]:
     code = textwrap.dedent(
         f"""
         import flyte, json, sys
@@ -233,11 +235,16 @@ def test_concurrent_siblings_each_get_their_own_and_the_parent_none(world: dict[
     p = _python_run(world, "siblings")
     assert "RESULT=" in p.stdout, p.stdout[-2000:] + p.stderr[-3000:]
     result = json.loads(json.loads(p.stdout.split("RESULT=", 1)[1].splitlines()[0]))
-    assert result == {"a": _sha(world["a"]), "b": _sha(json.dumps({"token": world["b"], "x": "y"})),
-                      "parent_saw": [False, False]}
+    assert result == {
+        "a": _sha(world["a"]),
+        "b": _sha(json.dumps({"token": world["b"], "x": "y"})),
+        "parent_saw": [False, False],
+    }
 
 
-def test_two_running_tasks_wanting_different_values_under_one_name_fail_before_code(world: dict[str, Any]) -> None:
+def test_two_running_tasks_wanting_different_values_under_one_name_fail_before_code(
+    world: dict[str, Any],
+) -> None:
     p = _python_run(world, "colliding")
     out = p.stdout + p.stderr
     assert "ERROR=" in p.stdout, out[-3000:]
@@ -286,7 +293,11 @@ def test_output_leak_is_refused(world: dict[str, Any], tmp_path: Path) -> None:
     )
     p = subprocess.run(
         [_bin("flyte"), "run", "--local", "leaky.py", "leak"],
-        cwd=world["dir"], env=world["env"], capture_output=True, text=True, timeout=240,
+        cwd=world["dir"],
+        env=world["env"],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     out = p.stdout + p.stderr
     assert p.returncode != 0
@@ -314,7 +325,12 @@ print(json.dumps({"args": args, "security": MessageToDict(spec.task_template.sec
 def _spec(world: dict[str, Any], task: str, out: Path) -> dict[str, Any]:
     env = dict(world["env"], PYTHONPATH=f"{world['dir']}{os.pathsep}{world['env']['PYTHONPATH']}")
     p = subprocess.run(
-        [sys.executable, "-c", SPEC, str(out), task], cwd=world["dir"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", SPEC, str(out), task],
+        cwd=world["dir"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     return dict(json.loads(p.stdout.strip().splitlines()[-1]))
@@ -332,17 +348,23 @@ def _pod(world: dict[str, Any], task: str, out: Path, **extra: str) -> subproces
     )
 
 
-def test_pod_a0_resolves_from_the_serialized_spec_before_user_code(world: dict[str, Any], tmp_path: Path) -> None:
+def test_pod_a0_resolves_from_the_serialized_spec_before_user_code(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
     p = _pod(world, "main", tmp_path / "ok", T_RESULT=str(tmp_path / "result.json"))
     assert (tmp_path / "ok" / "outputs.pb").exists(), (p.stdout + p.stderr)[-3000:]
     assert not (tmp_path / "ok" / "error.pb").exists()
     result = json.loads((tmp_path / "result.json").read_text())
     assert (result["env"], result["file"], result["param"]) == (
-        _sha(world["a"]), _sha(world["b"]), _sha(_ssm_value(world))
+        _sha(world["a"]),
+        _sha(world["b"]),
+        _sha(_ssm_value(world)),
     )
     assert not Path(result["dir"]).exists()
     for v in (world["a"], world["b"]):
-        assert v not in p.stdout + p.stderr and v.encode() not in (tmp_path / "ok" / "outputs.pb").read_bytes()
+        assert (
+            v not in p.stdout + p.stderr and v.encode() not in (tmp_path / "ok" / "outputs.pb").read_bytes()
+        )
     (world["dir"] / "marker").unlink()
 
     missing = [REGION_GROUP + "f2-pod-nope-AAAAAA", REGION_GROUP + "f2-pod-gone-BBBBBB"]
@@ -359,7 +381,10 @@ def test_spec_carries_the_requests_as_flyte_writes_them(world: dict[str, Any], t
     by_key = {s["key"]: s for s in sc}
     a_group, a_key = world["arn_a"].split(":secret:", 1)
     assert by_key[a_key] == {
-        "group": a_group + ":secret:", "key": a_key, "mountRequirement": "ENV_VAR", "envVar": "DB_PASSWORD"
+        "group": a_group + ":secret:",
+        "key": a_key,
+        "mountRequirement": "ENV_VAR",
+        "envVar": "DB_PASSWORD",
     }
     b_key = world["arn_b"].split(":secret:", 1)[1] + ":token"
     assert by_key[b_key]["mountRequirement"] == "FILE" and "envVar" not in by_key[b_key]
@@ -386,7 +411,9 @@ def test_import_flyte_and_init_load_the_adapter_without_boto3() -> None:
     assert p.stdout.strip().endswith("OK"), p.stdout[-1000:] + p.stderr[-2000:]
 
 
-def test_unknown_flyte_version_turns_the_adapter_off_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_flyte_version_turns_the_adapter_off_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from flytekitplugins_awssecrets.flyte2 import hooks
 
     monkeypatch.setattr(hooks, "_version", lambda: (2, 99))

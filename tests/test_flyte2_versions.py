@@ -40,7 +40,15 @@ def _venv(version: str) -> Path:
     # A current pip resolves flyte beside flytekit without backtracking through every aiobotocore.
     subprocess.run([*pip, "--upgrade", "pip"], env=_env(), capture_output=True, timeout=300, check=True)
     p = subprocess.run(
-        [*pip, "-e", str(ROOT), f"flyte=={version}", "moto[server]>=5.0.10", "pytest>=8", "pytest-timeout>=2"],
+        [
+            *pip,
+            "-e",
+            str(ROOT),
+            f"flyte=={version}",
+            "moto[server]>=5.0.10",
+            "pytest>=8",
+            "pytest-timeout>=2",
+        ],
         env=_env(),
         capture_output=True,
         text=True,

@@ -38,7 +38,9 @@ def _with_fields(
     ref = parse_reference(arn)
     for name, value in (("json_key", json_key), ("version_stage", version_stage), ("version_id", version_id)):
         if value is not None and (not isinstance(value, str) or ":" in value or not value):
-            raise InvalidReferenceError(arn, f"{name}={value!r} must be a non-empty string without ':'", "text")
+            raise InvalidReferenceError(
+                arn, f"{name}={value!r} must be a non-empty string without ':'", "text"
+            )
     if version_stage is not None or version_id is not None:
         # An explicit version replaces any version written in the ARN's trailing fields.
         ref = SecretRef(

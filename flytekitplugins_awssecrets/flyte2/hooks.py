@@ -68,8 +68,10 @@ def install() -> bool:
     """Wrap ``run_task`` (idempotent); False, with one warning, when this flyte is not one we know."""
     v = _version()
     if v not in SUPPORTED:
-        _disable(f"flyte {'.'.join(map(str, v)) if v else 'unknown'} is not one of "
-                 f"{', '.join(f'{a}.{b}' for a, b in SUPPORTED)}")
+        _disable(
+            f"flyte {'.'.join(map(str, v)) if v else 'unknown'} is not one of "
+            f"{', '.join(f'{a}.{b}' for a, b in SUPPORTED)}"
+        )
         return False
     from flyte._internal.runtime import taskrunner
 

@@ -77,12 +77,16 @@ def _one(secret: Any) -> AwsRequest | None:
     assert ref is not None
     mount = getattr(secret, "mount", None)
     if mount is not None and str(mount) != FLYTE_MOUNT:
-        raise InvalidReferenceError(str(ref), f"mount={str(mount)!r}", f"mount={FLYTE_MOUNT!r} (the only one Flyte allows)")
+        raise InvalidReferenceError(
+            str(ref), f"mount={str(mount)!r}", f"mount={FLYTE_MOUNT!r} (the only one Flyte allows)"
+        )
     env = getattr(secret, "as_env_var", None)
     if env is not None and not isinstance(env, str):
         raise InvalidReferenceError(str(ref), f"as_env_var={env!r}", "an environment variable name")
     if not env and mount is None:
-        raise InvalidReferenceError(str(ref), "neither as_env_var nor mount is set", "as_env_var='NAME' or mount")
+        raise InvalidReferenceError(
+            str(ref), "neither as_env_var nor mount is set", "as_env_var='NAME' or mount"
+        )
     return AwsRequest(group, key, ref, env or None, mount is not None)
 
 
