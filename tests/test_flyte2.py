@@ -439,3 +439,47 @@ def test_requests_the_plugin_cannot_serve_are_typed_errors_naming_them() -> None
     text = str(e.value)
     assert "/somewhere/else" in text and "bad name!" in text and "ok-AAAAAA" not in text
     assert [r.as_env_var for r in aws_requests([good, other])] == ["OK"]
+
+
+def test_alias_json_key_and_all_or_nothing_in_process(
+    secrets_factory: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The adapter's own steps, in this process: an alias with a JSON key, then a task whose second request
+    collides with a running task's variable: nothing of it is placed, the running task keeps its value."""
+    from flytekitplugins_awssecrets.errors import SecretResolutionError
+    from flytekitplugins_awssecrets.flyte2 import aws_secret
+    from flytekitplugins_awssecrets.flyte2.requests import aws_requests
+    from flytekitplugins_awssecrets.flyte2.run import prepare
+    from flytekitplugins_awssecrets.resolver import reset_process_state
+
+    arn, value = secrets_factory.secret(f"f2/{unique}/alias", {"k": "kv-" + unique * 2})
+    other, _ = secrets_factory.secret(f"f2/{unique}/other")
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_ALIASES", json.dumps({"Aliased": arn}))
+    reset_process_state()
+    for name in ("ALIASED_K", "HELD", "NEW_ONE"):
+        monkeypatch.delenv(name, raising=False)
+
+    held, sensitive = prepare(
+        aws_requests([aws_secret("Aliased", json_key="k", as_env_var="ALIASED_K")]), "t"
+    )
+    try:
+        assert _sha(os.environ["ALIASED_K"]) == _sha(value["k"])
+        assert sensitive.contains(os.environ["ALIASED_K"])
+    finally:
+        held.release()
+    assert "ALIASED_K" not in os.environ
+
+    first, _ = prepare(aws_requests([aws_secret(arn, as_env_var="HELD")]), "running")
+    try:
+        before = _sha(os.environ["HELD"])
+        with pytest.raises(SecretResolutionError) as e:
+            prepare(
+                aws_requests([aws_secret(arn, as_env_var="NEW_ONE"), aws_secret(other, as_env_var="HELD")]),
+                "late",
+            )
+        assert "HELD" in str(e.value) and other in str(e.value) and "'late'" in str(e.value)
+        assert "NEW_ONE" not in os.environ, "a request was placed although its task failed"
+        assert _sha(os.environ["HELD"]) == before
+    finally:
+        first.release()
+    assert "HELD" not in os.environ
