@@ -187,6 +187,7 @@ def _python_run(
             print("RESULT=" + json.dumps(r.outputs()[0] if hasattr(r, "outputs") else str(r)))
         except Exception as e:
             print("ERROR=" + type(e).__name__ + ": " + str(e))
+        print("FLYTEKIT=" + str("flytekit" in sys.modules))
         """
     )
     env = dict(world["env"], **extra)
@@ -229,6 +230,7 @@ def test_flyte_run_from_python_with_and_without_init(world: dict[str, Any]) -> N
         assert result["param"] == _sha(_ssm_value(world))
         assert result["mode"] == ["0o600", "0o700"]
         assert not Path(result["dir"]).exists(), "the secrets directory outlived the task"
+        assert "FLYTEKIT=False" in p.stdout, "a Flyte 2 run imported flytekit"
 
 
 def test_concurrent_siblings_each_get_their_own_and_the_parent_none(world: dict[str, Any]) -> None:
@@ -288,6 +290,12 @@ def test_output_leak_is_refused(world: dict[str, Any], tmp_path: Path) -> None:
             @env.task
             async def leak() -> str:
                 return "value:" + os.environ["V"]
+
+            @env.task
+            async def shout() -> str:
+                import logging
+                logging.getLogger("user").warning("the value is %s", os.environ["V"])
+                raise ValueError("cannot use " + os.environ["V"])
             """
         )
     )
@@ -303,6 +311,17 @@ def test_output_leak_is_refused(world: dict[str, Any], tmp_path: Path) -> None:
     assert p.returncode != 0
     assert "SecretLeakError" in out or "leak" in out.lower(), out[-2000:]
     assert world["a"] not in out, fingerprint(world["a"])
+    q = subprocess.run(
+        [_bin("flyte"), "run", "--local", "leaky.py", "shout"],
+        cwd=world["dir"],
+        env=world["env"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    out = q.stdout + q.stderr
+    assert q.returncode != 0 and "cannot use" in out and "ValueError" in out, out[-2000:]
+    assert world["a"] not in out, "the value reached the log or the error: " + fingerprint(world["a"])
 
 
 SPEC = """
