@@ -502,3 +502,38 @@ def test_alias_json_key_and_all_or_nothing_in_process(
     finally:
         first.release()
     assert "HELD" not in os.environ
+
+
+def test_a_file_the_webhook_mounted_is_taken_not_read_again(
+    secrets_factory: Any, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a pod with Flyte's AWS webhook: a mount request the webhook served is taken from its file (the ARN
+    below does not exist in AWS, so a read would fail); a missing one beside it is still named."""
+    from flytekitplugins_awssecrets.errors import SecretResolutionError
+    from flytekitplugins_awssecrets.flyte2 import aws_secret
+    from flytekitplugins_awssecrets.flyte2.mount import DIR_ENV
+    from flytekitplugins_awssecrets.flyte2.requests import aws_requests, file_parts
+    from flytekitplugins_awssecrets.flyte2.run import prepare
+    from flytekitplugins_awssecrets.resolver import reset_process_state
+    from tests.conftest import new_value
+
+    webhook = tmp_path / "etc-flyte-secrets"
+    served = REGION_GROUP + f"served-{unique}-AAAAAA"
+    value = new_value()
+    target = webhook.joinpath(*file_parts(REGION_GROUP, f"served-{unique}-AAAAAA"))
+    target.parent.mkdir(parents=True)
+    target.write_text(value)
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_WEBHOOK_DIR", str(webhook))
+    reset_process_state()
+
+    held, _ = prepare(aws_requests([aws_secret(served)]), "pod")
+    try:
+        ours = Path(os.environ[DIR_ENV]).joinpath(*file_parts(REGION_GROUP, f"served-{unique}-AAAAAA"))
+        assert _sha(ours.read_text()) == _sha(value)
+    finally:
+        held.release()
+
+    missing = REGION_GROUP + f"absent-{unique}-BBBBBB"
+    with pytest.raises(SecretResolutionError) as e:
+        prepare(aws_requests([aws_secret(served), aws_secret(missing)]), "pod")
+    assert missing in str(e.value) and served not in str(e.value)

@@ -108,8 +108,7 @@ def _wrap(original: Callable[..., Any], task_pos: int) -> Callable[..., Any]:
         try:
             requests = aws_requests(secrets)
         except SecretResolutionError as e:
-            e.task = getattr(task, "name", None)
-            return {}, failure(e)
+            return {}, failure(SecretResolutionError(e.errors, getattr(task, "name", None)))
         if not requests:
             return await original(*args, **kwargs)
         return await run_with_secrets(task, requests, lambda: original(*args, **kwargs))

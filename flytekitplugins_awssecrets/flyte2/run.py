@@ -33,21 +33,78 @@ def prepare(requests: Sequence[AwsRequest], task: str | None) -> tuple[Lease, An
     from flytekitplugins_awssecrets.settings import default_mount_root, get_settings
 
     settings = get_settings()
-    # check_present=False: "already present" is a flytekit notion (its env/file names); a Flyte 2 value
-    # always comes from AWS (or the webhook's file, see docs/flyte2.md).
-    resolved = resolve_requests(list(requests), task=task, check_present=False)
+    served, errors = _served_by_webhook(requests, settings)
+    # check_present=False: "already present" is a flytekit notion (its env/file names); the webhook's files
+    # were looked at above.
+    pending = [r for i, r in enumerate(requests) if i not in served]
+    resolved = []
+    try:
+        resolved = resolve_requests(pending, task=task, check_present=False) if pending else []
+    except SecretResolutionError as e:
+        errors += e.errors
+    if errors:
+        raise SecretResolutionError(errors, task)  # one error naming every failing reference
     by_ref = {(r.group, r.key, r.env_var): r for r in resolved}
     placements = []
-    for req in requests:
-        r = by_ref[(req.group, req.key, req.env_var)]
+    values: list[tuple[str, str | bytes]] = []
+    for i, req in enumerate(requests):
+        if i in served:
+            value = served[i]
+        else:
+            value = by_ref[(req.group, req.key, req.env_var)].value
+        values.append((str(req.ref), value))
         placements.append(
             Placement(
-                str(r.ref), r.value, req.as_env_var, file_parts(req.group, req.key) if req.file else None
+                str(req.ref), value, req.as_env_var, file_parts(req.group, req.key) if req.file else None
             )
         )
     held = lease(placements, default_mount_root(settings), settings.allow_disk_mount, task)
-    logger.info("task %s: %d AWS secret request(s) in place", task, len(placements))
-    return held, SensitiveSet.build([(str(r.ref), r.value) for r in resolved])
+    logger.info(
+        "task %s: %d AWS secret request(s) in place (%d from the webhook's files)",
+        task,
+        len(placements),
+        len(served),
+    )
+    return held, SensitiveSet.build(values)
+
+
+def _served_by_webhook(
+    requests: Sequence[AwsRequest], settings: Any
+) -> tuple[dict[int, str | bytes], list[AwsSecretsError]]:
+    """Values that Flyte's AWS webhook already mounted in this pod, by request index.
+
+    The webhook serves a ``mount`` request whose key is the plain secret name (no JSON key or version: it
+    would ask AWS for a secret named ``name:field``) at ``<webhook_dir>/<lower(group)>/<lower(key)>``. Taking
+    its file saves a read; ``required_tags`` still holds (one metadata call per secret, as for flytekit).
+    """
+    import os
+
+    out: dict[int, str | bytes] = {}
+    errors: list[AwsSecretsError] = []
+    for i, req in enumerate(requests):
+        if not req.file or req.ref.service is None or req.ref.key != req.ref.base_key:
+            continue
+        path = os.path.join(settings.webhook_dir, *file_parts(req.group, req.key))
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                data = f.read()
+            try:
+                out[i] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                out[i] = data
+    if out and settings.required_tags:
+        from flytekitplugins_awssecrets.fetch import Fetched
+        from flytekitplugins_awssecrets.resolver import get_resolver
+
+        resolver = get_resolver()
+        refs = [requests[i].ref for i in out]
+        tags = resolver.tags_of(refs)
+        for ref in refs:
+            t = tags[ref.fetch_id]
+            err = t if isinstance(t, AwsSecretsError) else resolver.check_tags(ref, Fetched(b"", tags=t))
+            if err is not None:
+                errors.append(err)
+    return out, errors
 
 
 def failure(err: AwsSecretsError) -> Exception:
