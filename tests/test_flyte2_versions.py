@@ -68,7 +68,17 @@ def test_flyte2_subset_on_previous_minor(version: str) -> None:
         pytest.skip("already inside a compatibility venv")
     venv = _venv(version)
     p = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-m", "flyte2_compat", "tests/test_flyte2.py"],
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "flyte2_compat",
+            "tests/test_flyte2.py",
+            "tests/test_flyte2_pod.py",
+            "tests/test_flyte2_units.py",
+        ],
         cwd=ROOT,
         env=_env(),
         capture_output=True,
