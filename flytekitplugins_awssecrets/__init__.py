@@ -38,7 +38,9 @@ from flytekitplugins_awssecrets.errors import (
     SettingsError,
     UninspectableOutputError,
     UnknownAliasError,
+    ScrubbedError,
     UnservableRequestError,
+    UntrustedSettingError,
 )
 from flytekitplugins_awssecrets.refs import ALIAS_GROUP, SecretRef, parse_reference, split_arn
 
@@ -66,7 +68,9 @@ __all__ = [
     "SettingsError",
     "UninspectableOutputError",
     "UnknownAliasError",
+    "ScrubbedError",
     "UnservableRequestError",
+    "UntrustedSettingError",
     "aws_secret",
     "get_secret_value",
     "get_secret_values",
