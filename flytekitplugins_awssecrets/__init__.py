@@ -27,6 +27,7 @@ from flytekitplugins_awssecrets.errors import (
     JsonKeyNotFoundError,
     MissingTagError,
     MountCollisionError,
+    ScrubbedError,
     SecretAccessDeniedError,
     SecretDecryptionError,
     SecretFetchError,
@@ -38,7 +39,6 @@ from flytekitplugins_awssecrets.errors import (
     SettingsError,
     UninspectableOutputError,
     UnknownAliasError,
-    ScrubbedError,
     UnservableRequestError,
     UntrustedSettingError,
 )

@@ -56,7 +56,9 @@ def _shows(e: BaseException, sens: SensitiveSet) -> bool:
 
 
 def _is_pydantic(e: BaseException) -> bool:
-    return type(e).__module__.startswith(("pydantic", "pydantic_core")) and callable(getattr(e, "errors", None))
+    return type(e).__module__.startswith(("pydantic", "pydantic_core")) and callable(
+        getattr(e, "errors", None)
+    )
 
 
 def _pydantic_inputs_sensitive(e: BaseException, sens: SensitiveSet) -> bool:

@@ -137,9 +137,17 @@ def _escape_forms(raw: bytes, text: str | None) -> set[bytes]:
     forms = [repr(raw)[2:-1], "".join(f"\\x{b:02x}" for b in raw), "".join(f"\\x{b:02X}" for b in raw)]
     if text is not None:
         for case in ("x", "X"):
-            forms.append("".join(f"\\u{ord(c):04{case}}" if ord(c) < 0x10000 else f"\\U{ord(c):08{case}}" for c in text))
+            forms.append(
+                "".join(
+                    f"\\u{ord(c):04{case}}" if ord(c) < 0x10000 else f"\\U{ord(c):08{case}}" for c in text
+                )
+            )
             utf16 = text.encode("utf-16-be", "surrogatepass")
-            forms.append("".join(f"\\u{int.from_bytes(utf16[i : i + 2], 'big'):04{case}}" for i in range(0, len(utf16), 2)))
+            forms.append(
+                "".join(
+                    f"\\u{int.from_bytes(utf16[i : i + 2], 'big'):04{case}}" for i in range(0, len(utf16), 2)
+                )
+            )
     return {f.encode("utf-8", "surrogatepass") for f in forms}
 
 

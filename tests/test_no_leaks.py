@@ -222,7 +222,13 @@ def test_pod_exotic_exceptions_are_scrubbed_or_replaced(
     v, short = _exotic_values()
     arn, _ = secrets_factory.secret(f"{unique}/exotic", v)
     short_arn, _ = secrets_factory.secret(f"{unique}/short", short)
-    env = _env(aws_env, LEAKY_ARN=arn, SHORT_ARN=short_arn, FLYTE_SDK_LOGGING_LEVEL="10", FLYTE_SDK_RICH_TRACEBACKS="0")
+    env = _env(
+        aws_env,
+        LEAKY_ARN=arn,
+        SHORT_ARN=short_arn,
+        FLYTE_SDK_LOGGING_LEVEL="10",
+        FLYTE_SDK_RICH_TRACEBACKS="0",
+    )
     p, doc = _pod(_spec(pod_specs, "raises_exotic"), tmp_path, env)
     assert doc is not None, p.stderr[-3000:]
     msg = doc.error.message
@@ -241,7 +247,13 @@ def test_pyflyte_run_exotic_exceptions_are_scrubbed_or_replaced(
     v, short = _exotic_values()
     arn, _ = secrets_factory.secret(f"{unique}/exotic-local", v)
     short_arn, _ = secrets_factory.secret(f"{unique}/short-local", short)
-    env = _env(aws_env, LEAKY_ARN=arn, SHORT_ARN=short_arn, FLYTE_SDK_LOGGING_LEVEL="10", FLYTE_SDK_RICH_TRACEBACKS="0")
+    env = _env(
+        aws_env,
+        LEAKY_ARN=arn,
+        SHORT_ARN=short_arn,
+        FLYTE_SDK_LOGGING_LEVEL="10",
+        FLYTE_SDK_RICH_TRACEBACKS="0",
+    )
     p = _pyflyte_run(env, "tests/workflows/exotic.py", "exotic_wf")
     out = p.stdout + p.stderr
     assert p.returncode != 0 and "ValidationError" in out, out[-3000:]
@@ -278,7 +290,9 @@ def test_stand_in_keeps_type_name_base_chain_and_traceback() -> None:
     cause = out.__cause__
     assert isinstance(cause, ScrubbedError) and isinstance(cause, ValueError)
     assert type(cause).__name__ == "ValidationError" and cause.original_type.endswith("ValidationError")
-    assert cause.__traceback__ is not None and "Port(port=v)" in "".join(traceback.format_tb(cause.__traceback__))
+    assert cause.__traceback__ is not None and "Port(port=v)" in "".join(
+        traceback.format_tb(cause.__traceback__)
+    )
     text = "".join(traceback.format_exception(out))
     assert _exotic_leaks(text, v, short) == [] and "wrapping [REDACTED]" in text
 

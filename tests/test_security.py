@@ -461,7 +461,9 @@ def test_local_run_keeps_env_settings(
     arn, _ = secrets_factory.secret(f"{unique}/local")
     cfg = tmp_path / "local.yaml"
     cfg.write_text("redact_logs: false\n")
-    env = _env(aws_env, LEAKY_ARN=arn, FLYTE_AWS_SECRETS_CONFIG=str(cfg), FLYTE_AWS_SECRETS_LEAK_GUARD="false")
+    env = _env(
+        aws_env, LEAKY_ARN=arn, FLYTE_AWS_SECRETS_CONFIG=str(cfg), FLYTE_AWS_SECRETS_LEAK_GUARD="false"
+    )
     p = subprocess.run(
         [str(BIN / "pyflyte"), "run", "tests/workflows/loosen.py", "plain"],
         cwd=ROOT,

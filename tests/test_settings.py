@@ -116,7 +116,9 @@ def image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_pod_reads_the_image_file_and_ignores_the_named_one(image: Path, tmp_path: Path) -> None:
-    image.write_text("agent_url: http://127.0.0.1:2773\nagent_token_file: /var/run/awssmatoken\ncache_ttl_seconds: 9\n")
+    image.write_text(
+        "agent_url: http://127.0.0.1:2773\nagent_token_file: /var/run/awssmatoken\ncache_ttl_seconds: 9\n"
+    )
     s = load_settings({"FLYTE_AWS_SECRETS_CACHE_TTL_SECONDS": "5"}, pod=True)
     assert s.agent_url == "http://127.0.0.1:2773" and s.cache_ttl_seconds == 5  # others: env still wins
     # The same variables as before, but now naming the image's own file or its own values: accepted.
