@@ -9,8 +9,9 @@ holds
 
 and, for each of those, its common encodings: base64 (standard and URL-safe, at every byte alignment, so a
 value inside a larger encoded blob is found too), percent-encoding (``quote``, ``quote_plus``), JSON and
-``repr`` escaping, and hex (lower and upper case). Strings shorter than :data:`MIN_LEN` characters are left
-out: they would match ordinary text.
+``repr`` escaping, and hex (lower and upper case), the bytes ``repr`` and full ``\\x``/``\\u`` escapes.
+``Basic`` credentials in a text are decoded and judged by their plain ``user:password``. Strings shorter
+than :data:`MIN_LEN` characters are left out: they would match ordinary text.
 
 Example::
 

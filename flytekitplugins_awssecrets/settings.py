@@ -8,6 +8,9 @@ Sources, highest precedence first:
    configuration file is accepted as is, see :func:`from_secret_agent`);
 3. the defaults below.
 
+In a pod (``pyflyte-execute``) the file is the image's own, at a fixed path, and the environment may not
+change the settings that decide where values go or that turn protections off: see :mod:`setting_sources`.
+
 Every field and its default is documented once, here, on :class:`Settings`. An invalid value raises
 :class:`~flytekitplugins_awssecrets.errors.SettingsError` naming the field, the source (env var, or file
 and key) and what is expected.

@@ -297,10 +297,12 @@ def test_stand_in_keeps_type_name_base_chain_and_traceback() -> None:
     assert _exotic_leaks(text, v, short) == [] and "wrapping [REDACTED]" in text
 
 
-def test_sensitive_set_holds_bytes_repr_escapes_and_short_basic_auth() -> None:
+@pytest.mark.parametrize("length", [4, 5, 6])
+def test_sensitive_set_holds_bytes_repr_escapes_and_short_basic_auth(length: int) -> None:
     from flytekitplugins_awssecrets.sensitive import SensitiveSet
 
     v, short = _exotic_values()
+    short = new_value("s")[-length:]
     sens = SensitiveSet.build([("ref", v), ("short", short)])
     raw = v.encode()
     shown = {
