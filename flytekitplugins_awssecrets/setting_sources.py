@@ -15,7 +15,9 @@ and before any request is sent. Local runs (``pyflyte run``, scripts, ``serve``,
   ``/etc/flyte/aws-secrets.yaml``. It has the same format as any settings file (see :mod:`settings`).
 * **Protected** (:data:`PROTECTED`): ``agent_url``, ``agent_token_file``, ``agent_allow_non_loopback``,
   ``agent_fallback``, ``mount_dir``, ``allow_disk_mount``, ``leak_guard``, ``allow_opaque_outputs``,
-  ``redact_logs``, ``trusted_endpoints``; the settings file path (``FLYTE_AWS_SECRETS_CONFIG`` may only name
+  ``redact_logs``, ``leak_guard_json_leaves`` and ``descriptive_json_keys`` (they decide which JSON fields
+  the guard and redaction look for),
+  ``trusted_endpoints``; the settings file path (``FLYTE_AWS_SECRETS_CONFIG`` may only name
   the image's file); and botocore's endpoint overrides (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_<SERVICE>``),
   accepted only for a loopback host (a sidecar in the pod's own network namespace) or an origin the image
   file lists in ``trusted_endpoints``.
@@ -46,6 +48,8 @@ PROTECTED = (
     "leak_guard",
     "allow_opaque_outputs",
     "redact_logs",
+    "leak_guard_json_leaves",
+    "descriptive_json_keys",
     "trusted_endpoints",
 )
 #: Commands that run a task in a container (their file name).

@@ -166,6 +166,16 @@ def test_pod_reads_the_image_file_and_ignores_the_named_one(image: Path, tmp_pat
         ({"FLYTE_AWS_SECRETS_REDACT_LOGS": "off"}, "redact_logs", "FLYTE_AWS_SECRETS_REDACT_LOGS"),
         ({"FLYTE_AWS_SECRETS_MOUNT_DIR": "/tmp/x"}, "mount_dir", "FLYTE_AWS_SECRETS_MOUNT_DIR"),
         (
+            {"FLYTE_AWS_SECRETS_LEAK_GUARD_JSON_LEAVES": "credentials"},
+            "leak_guard_json_leaves",
+            "FLYTE_AWS_SECRETS_LEAK_GUARD_JSON_LEAVES",
+        ),
+        (
+            {"FLYTE_AWS_SECRETS_DESCRIPTIVE_JSON_KEYS": '["password"]'},
+            "descriptive_json_keys",
+            "FLYTE_AWS_SECRETS_DESCRIPTIVE_JSON_KEYS",
+        ),
+        (
             {"FLYTE_AWS_SECRETS_TRUSTED_ENDPOINTS": '["https://evil.example"]'},
             "trusted_endpoints",
             "FLYTE_AWS_SECRETS_TRUSTED_ENDPOINTS",
@@ -180,7 +190,7 @@ def test_pod_refuses_env_that_changes_a_protected_setting(
 ) -> None:
     from flytekitplugins_awssecrets import UntrustedSettingError
 
-    image.write_text("leak_guard: true\n")
+    image.write_text("leak_guard: true\nleak_guard_json_leaves: all\n")
     with pytest.raises(UntrustedSettingError) as e:
         load_settings(env, pod=True)
     assert e.value.field == field and e.value.source == f"env var {source}"
