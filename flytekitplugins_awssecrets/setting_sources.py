@@ -8,7 +8,8 @@ environment value that differs from the image's is refused with
 and before any request is sent. Local runs (``pyflyte run``, scripts, ``serve``, the CLI) are unchanged.
 
 * **A pod** is a process whose entry point is flytekit's container entry point (``pyflyte-execute``,
-  ``pyflyte-fast-execute``, ``pyflyte-map-execute``, or ``python -m flytekit.bin.entrypoint``): the
+  ``pyflyte-fast-execute``, ``pyflyte-map-execute``, ``python -m flytekit.bin.entrypoint``, or Flyte 2's
+  ``a0``): the
   command line, which a launcher cannot change, and not an environment variable, which it can.
 * **The image's settings file** is found at a fixed place, never through a variable: the first of
   ``<sys.prefix>/etc/flyte/aws-secrets.yaml`` (the image's Python installation or virtualenv) and
@@ -53,7 +54,7 @@ PROTECTED = (
     "trusted_endpoints",
 )
 #: Commands that run a task in a container (their file name).
-POD_ENTRYPOINTS = frozenset({"pyflyte-execute", "pyflyte-fast-execute", "pyflyte-map-execute"})
+POD_ENTRYPOINTS = frozenset({"pyflyte-execute", "pyflyte-fast-execute", "pyflyte-map-execute", "a0"})
 #: Where an image bakes its settings file, relative to the Python prefix and to the root.
 IMAGE_CONFIG = Path("etc") / "flyte" / "aws-secrets.yaml"
 
