@@ -58,6 +58,16 @@ def test_quick_run_prints_the_table_and_p4_makes_no_call(tmp_path: Path) -> None
     p4 = _row(out, "P4")
     assert p4[2].startswith("0 calls"), p4
     assert p4[5] == "PASS"
+    # Every P2 row says which stand-in served it: replayed answers (concurrent) or moto (serial).
+    assert "[replay, 2 RTT/conn]" in out.replace("\n", " ") or "[replay, 2 RTT/conn" in out, out
+    assert "moto, serial" in out
+    # A second task in the same process reuses the first task's connections (both regions): no new ones.
+    reuse = next(
+        [c.strip() for c in line.split("│")[1:-1]]
+        for line in out.splitlines()
+        if "connections a second task" in line
+    )
+    assert reuse[2].startswith("0 new") and reuse[5] == "PASS", reuse
     # Only what was asked for ran.
     for other in ("P1", "P3", "P5", "P6", "P7", "P8"):
         assert f"│ {other} " not in out
