@@ -148,6 +148,9 @@ def run(aws: AwsStandIn, opts: Options, results: Results) -> None:
                 if want2:
                     _p2(aws, opts, results, arns, mode, label)
                     if mode == "replay":
+                        from benchmarks import coldpath
+
+                        coldpath.run(aws, opts, results, arns[40], label)
                         _sweep(aws, opts, results, arns[max(sizes)], label)
                 if mode == opts.stand_ins[0]:  # P3 and P4 once, on the first stand-in
                     if want3:
