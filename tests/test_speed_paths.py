@@ -36,9 +36,7 @@ def test_venv_key_follows_the_requirements() -> None:
     assert one != venvs.venv_key("flytekit-1.16.0", ["flytekit==1.15.0"])
 
 
-def test_a_built_venv_is_reused_without_an_installer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_built_venv_is_reused_without_an_installer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(venvs, "CACHE", tmp_path)
     reqs = ["pytest>=8"]
     built = tmp_path / f"compat-test-{venvs.venv_key('compat-test', reqs)}"
