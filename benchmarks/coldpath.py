@@ -106,7 +106,7 @@ def run(aws: AwsStandIn, opts: Options, results: Results, arns: list[str], label
     results.add(
         Row(
             "P2",
-            f"cold path CPU by phase, {len(arns)} secrets, first resolution of a process [{label}]",
+            f"cold path CPU by phase, {len(arns)} secrets, first resolution of a process ({label})",
             f"imports {ms(best['imports'])}, settings {ms(best['settings'])}, client {ms(best['client'])}, "
             f"reads {ms(best['reads'])} (of which SigV4 {ms(best['signing'])}): {ms(first)}",
             f"reads' wall time {ms(best['reads_wall'])} at {opts.latency_ms:g} ms per request",
@@ -117,7 +117,7 @@ def run(aws: AwsStandIn, opts: Options, results: Results, arns: list[str], label
     results.add(
         Row(
             "P2",
-            f"cold path CPU beyond the network, {len(arns)} secrets (imports done) [{label}]",
+            f"cold path CPU beyond the network, {len(arns)} secrets (imports done) ({label})",
             f"{ms(best['cold_again'])} CPU (wall {ms(best['cold_again_wall'])})",
             f"SigV4 alone {ms(best['signing'])}; the first resolution of a process adds imports "
             f"{ms(best['imports'])} and botocore's model parsing",
