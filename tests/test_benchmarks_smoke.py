@@ -17,6 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.slow  # each runs the benchmark command: about a minute on a loaded 2-core machine
+
 pytest.importorskip("matplotlib", reason="benchmark dependencies: pip install -e '.[bench]'")
 pytest.importorskip("aws_secretsmanager_caching", reason="benchmark dependencies: pip install -e '.[bench]'")
 
