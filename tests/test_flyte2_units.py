@@ -90,7 +90,7 @@ def test_alias_json_key_and_all_or_nothing_in_process(
     for name in ("ALIASED_K", "HELD", "NEW_ONE"):
         monkeypatch.delenv(name, raising=False)
 
-    held, sensitive = prepare(
+    held, sensitive, *_ = prepare(
         aws_requests([aws_secret("Aliased", json_key="k", as_env_var="ALIASED_K")]), "t"
     )
     try:
@@ -100,7 +100,7 @@ def test_alias_json_key_and_all_or_nothing_in_process(
         held.release()
     assert "ALIASED_K" not in os.environ
 
-    first, _ = prepare(aws_requests([aws_secret(arn, as_env_var="HELD")]), "running")
+    first, *_ = prepare(aws_requests([aws_secret(arn, as_env_var="HELD")]), "running")
     try:
         before = _sha(os.environ["HELD"])
         with pytest.raises(SecretResolutionError) as e:
@@ -138,7 +138,7 @@ def test_a_file_the_webhook_mounted_is_taken_not_read_again(
     monkeypatch.setenv("FLYTE_AWS_SECRETS_WEBHOOK_DIR", str(webhook))
     reset_process_state()
 
-    held, _ = prepare(aws_requests([aws_secret(served)]), "pod")
+    held, *_ = prepare(aws_requests([aws_secret(served)]), "pod")
     try:
         ours = Path(os.environ[DIR_ENV]).joinpath(*file_parts(REGION_GROUP, f"served-{unique}-AAAAAA"))
         assert _sha(ours.read_text()) == _sha(value)

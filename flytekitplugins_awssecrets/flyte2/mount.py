@@ -29,7 +29,7 @@ from flytekitplugins_awssecrets.errors import (
 )
 from flytekitplugins_awssecrets.mount import MEMORY_FILESYSTEMS, MountSession, filesystem_type
 
-__all__ = ["DIR_ENV", "Lease", "Placement", "lease"]
+__all__ = ["DIR_ENV", "Lease", "Placement", "lease", "replace_file"]
 
 #: What flyte and Flyte's webhook call the secrets directory.
 DIR_ENV = "FLYTE_SECRETS_DEFAULT_DIR"
@@ -184,3 +184,14 @@ def lease(items: Sequence[Placement], root: Path, allow_disk: bool, task: str | 
                 _state.session = None
             raise
         return got
+
+
+def replace_file(rel: str, value: str | bytes) -> None:
+    """Give a placed file a new value while its tasks run (a refresh, see :mod:`~flytekitplugins_awssecrets.refresh`):
+    written beside it and renamed over it, so readers see the old or the new file, never a partial one."""
+    with _lock:
+        held = _state.files.get(rel)
+        if held is None or _state.session is None:
+            return
+        MountSession._replace_file(_state.session._session_dir().joinpath(*rel.split("/")), value)
+        held.digest = _digest(value)

@@ -10,7 +10,9 @@ Called by :mod:`.hooks` only for tasks that ask for an AWS secret. Every failure
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -23,8 +25,9 @@ __all__ = ["prepare", "run_with_secrets"]
 logger = logging.getLogger("flytekitplugins_awssecrets")
 
 
-def prepare(requests: Sequence[AwsRequest], task: str | None) -> tuple[Lease, Any]:
-    """Resolve and place ``requests``; returns the lease and the task's sensitive set.
+def prepare(requests: Sequence[AwsRequest], task: str | None) -> tuple[Lease, Any, list[Any], Any]:
+    """Resolve and place ``requests``; returns the lease, the task's sensitive set, what was read from AWS
+    (``Resolved``, for refresh) and the task's record.
 
     Raises :class:`SecretResolutionError` (nothing placed) when any request fails.
     """
@@ -65,7 +68,58 @@ def prepare(requests: Sequence[AwsRequest], task: str | None) -> tuple[Lease, An
         len(placements),
         len(served),
     )
-    return held, SensitiveSet.build(values)
+    from flytekitplugins_awssecrets.leaves import LeafPolicy
+    from flytekitplugins_awssecrets.record import ReadInfo, build_record
+
+    files = _Files(held)
+    # The record's first rows are the values read from AWS (the refresher's indexes), then the webhook's.
+    from_webhook = [
+        dataclasses.replace(
+            _as_resolved(requests[i], served[i]),
+            info=ReadInfo("webhook", settings.webhook_dir, read_at=time.time()),
+        )
+        for i in sorted(served)
+    ]
+    rows = [*resolved, *from_webhook]
+    record = build_record(task, rows, [files.location(r) for r in rows])
+    sensitive = SensitiveSet.build(
+        values,
+        LeafPolicy.from_settings(settings),
+        whole={str(req.ref) for req in requests if req.ref.json_key},
+    )
+    return held, sensitive, list(resolved), record
+
+
+def _as_resolved(req: AwsRequest, value: str | bytes) -> Any:
+    from flytekitplugins_awssecrets.mount import Resolved
+
+    return Resolved(
+        req.group, req.key, None, req.mount_requirement.name, req.env_var, req.ref, value, source="webhook"
+    )
+
+
+class _Files:
+    """What the core's refresher and record need of a Flyte 2 task's placements: where each value is, and
+    files replaced atomically (environment variables never change under running code)."""
+
+    def __init__(self, held: Lease) -> None:
+        self._held = held
+
+    def location(self, r: Any) -> str:
+        parts = []
+        if r.env_var:
+            parts.append(f"env {r.env_var}")
+        rel = "/".join(file_parts(r.group, r.key))
+        if rel in self._held.files and self._held.directory:
+            parts.append(f"file {self._held.directory}/{rel}")
+        return ", ".join(parts) or "memory"
+
+    def replace_value(self, r: Any, value: str | bytes) -> None:
+        from flytekitplugins_awssecrets.flyte2.mount import replace_file
+
+        rel = "/".join(file_parts(r.group, r.key))
+        if rel in self._held.files and self._held.directory:
+            replace_file(rel, value)
 
 
 def _served_by_webhook(
@@ -146,10 +200,25 @@ async def run_with_secrets(
 
     name = getattr(task, "name", None)
     try:
-        held, sensitive = prepare(requests, name)
+        held, sensitive, resolved, record = prepare(requests, name)
     except SecretResolutionError as e:
         return {}, failure(e)
     settings = get_settings()
+    from flytekitplugins_awssecrets import record as records
+
+    rec_token = records.begin(record)
+    refresher = None
+    try:
+        if any(r.mount == "FILE" for r in resolved):
+            from flytekitplugins_awssecrets.refresh import Refresher
+            from flytekitplugins_awssecrets.resolver import get_resolver
+
+            refresher = Refresher(get_resolver(), _Files(held), resolved, record, sensitive, settings)
+            refresher.start()
+    except AwsSecretsError as e:
+        records.end(record, rec_token)
+        held.release()
+        return {}, failure(SecretResolutionError([e], name))
     try:
         undo = None
         if settings.redact_logs and sensitive:
@@ -174,6 +243,9 @@ async def run_with_secrets(
                 return {}, failure(leak)
         return out, err
     finally:
+        if refresher is not None:
+            refresher.stop()
+        records.end(record, rec_token)
         held.release()
 
 
