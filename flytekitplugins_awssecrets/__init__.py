@@ -32,6 +32,7 @@ from flytekitplugins_awssecrets.errors import (
     MissingTagError,
     MountCollisionError,
     RefreshIntervalError,
+    ScrubbedError,
     SecretAccessDeniedError,
     SecretDecryptionError,
     SecretFetchError,
@@ -45,6 +46,7 @@ from flytekitplugins_awssecrets.errors import (
     UninspectableOutputError,
     UnknownAliasError,
     UnservableRequestError,
+    UntrustedSettingError,
 )
 from flytekitplugins_awssecrets.record import current_record, recent_records
 from flytekitplugins_awssecrets.refs import ALIAS_GROUP, SecretRef, parse_reference, split_arn
@@ -76,7 +78,9 @@ __all__ = [
     "SettingsError",
     "UninspectableOutputError",
     "UnknownAliasError",
+    "ScrubbedError",
     "UnservableRequestError",
+    "UntrustedSettingError",
     "aws_secret",
     "current_record",
     "get_secret_value",

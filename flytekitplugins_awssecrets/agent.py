@@ -4,7 +4,9 @@ Agent HTTP API (AWS's agent run as a sidecar or DaemonSet, or ``pyflyte-awssecre
 ``GET {agent_url}/secretsmanager/get?secretId=ARN[&versionStage=S|&versionId=V]`` with the token from
 ``agent_token_file`` in ``X-Aws-Parameters-Secrets-Token``; 200 is GetSecretValue's JSON (``SecretBinary``
 base64), anything else AWS's JSON error shape (``{"__type": ..., "message": ...}``) or a short text
-(``Bad Token``). The URL and the token file are operator settings only: a task cannot name either.
+(``Bad Token``). The URL and the token file are operator settings only: in a pod they are read from the image's
+settings file alone, and a task template's environment or an execution's ``envs`` that names either (or allows a
+non-loopback agent) is refused before anything is sent (:mod:`setting_sources`).
 """
 
 from __future__ import annotations

@@ -36,6 +36,8 @@ __all__ = [
     "UnknownAliasError",
     "MissingTagError",
     "UnservableRequestError",
+    "ScrubbedError",
+    "UntrustedSettingError",
     "SecretRefreshError",
     "RefreshIntervalError",
     "clean_aws_message",
@@ -357,7 +359,8 @@ class SecretLeakError(AwsSecretsError):
             "describes the secret (a host, a database name), request the credential alone with a JSON key "
             "(<ARN>:password), or list the describing field's key in FLYTE_AWS_SECRETS_DESCRIPTIVE_JSON_KEYS "
             "(FLYTE_AWS_SECRETS_SENSITIVE_JSON_KEYS marks more fields secret); "
-            "set FLYTE_AWS_SECRETS_LEAK_GUARD=false only if returning the value is intended",
+            "set FLYTE_AWS_SECRETS_LEAK_GUARD=false (in a pod: leak_guard in the image's settings file) only if "
+            "returning the value is intended",
         )
 
 
@@ -376,7 +379,8 @@ class UninspectableOutputError(SecretLeakError):
             reference,
             f"the task output {where} cannot be checked for secret values ({why}); the outputs were not written",
             "return a type flytekit stores as data (str, int, dataclass, pydantic model, list, dict...), "
-            "or set FLYTE_AWS_SECRETS_ALLOW_OPAQUE_OUTPUTS=true to accept unchecked outputs",
+            "or set FLYTE_AWS_SECRETS_ALLOW_OPAQUE_OUTPUTS=true (in a pod: allow_opaque_outputs in the image's "
+            "settings file) to accept unchecked outputs",
         )
 
 
@@ -392,8 +396,8 @@ class FileMountOnDiskError(AwsSecretsError):
             f"FILE secrets are written to a memory filesystem only, and {directory} is "
             f"{fstype or 'of unknown type'}, not tmpfs/ramfs",
             "set FLYTE_AWS_SECRETS_MOUNT_DIR to a tmpfs directory (e.g. /dev/shm), use Secret.MountType.ANY, "
-            "or accept the file on disk with FLYTE_AWS_SECRETS_ALLOW_DISK_MOUNT=true "
-            f"(see {doc_link('security', 'file-secrets-on-disk')})",
+            "or accept the file on disk with FLYTE_AWS_SECRETS_ALLOW_DISK_MOUNT=true (in a pod: the image's "
+            f"settings file; see {doc_link('security', 'file-secrets-on-disk')})",
         )
 
 
@@ -467,3 +471,48 @@ class SecretResolutionError(AwsSecretsError):
             where,
             f"{n} secret request{'s' if n != 1 else ''} could not be resolved; user code was not run:\n{lines}",
         )
+
+
+class ScrubbedError(Exception):
+    """Stands in for an exception of a task that showed a secret value and could not be scrubbed in place
+    (pydantic's ``ValidationError`` prints its input, truncated, from Rust; see :mod:`scrub`).
+
+    The stand-in's class has the original's name and module and also derives from the original's nearest
+    built-in base (``ValueError`` for a ``ValidationError``); its message is the original's, redacted, and it
+    keeps the traceback, chain and notes. ``original_type`` is the original class's dotted name::
+
+        except ValueError as e:
+            if isinstance(e, ScrubbedError):
+                print(e.original_type)   # pydantic_core._pydantic_core.ValidationError
+    """
+
+    original_type: str = ""
+
+
+class UntrustedSettingError(SettingsError):
+    """In a pod, the container environment (the task template's ``environment``, an execution's ``envs``)
+    tried to change a setting that only the image may set: where the agent is, which token file is sent,
+    endpoints, the leak guard, log redaction, disk mounts or the settings file path (see
+    :mod:`~flytekitplugins_awssecrets.setting_sources`). Nothing was fetched and user code was not run.
+    """
+
+    def __init__(self, field: str, source: str, image_file: str, *, endpoint: bool = False) -> None:
+        self.image_file = image_file
+        if endpoint:
+            problem = (
+                "a pod sends AWS requests only to a loopback endpoint or one its image trusts; add the origin "
+                f"to trusted_endpoints in the image's settings file ({image_file}), or remove the variable "
+                "from the task's environment and the execution's envs"
+            )
+        elif field == "config":
+            problem = (
+                "a pod reads settings only from its image's settings file "
+                f"({image_file}); remove the variable from the task's environment and the execution's envs"
+            )
+        else:
+            problem = (
+                "in a pod this setting is taken only from the image's settings file "
+                f"({image_file}), never from the container environment that task templates and "
+                "executions write; bake it into that file, or remove the variable"
+            )
+        super().__init__(field, source, problem)

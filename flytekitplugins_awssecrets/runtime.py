@@ -68,7 +68,8 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
         sources[r.source] = sources.get(r.source, 0) + 1
     logger.info("task %s: %d AWS secret request(s) mounted %s", name, len(resolved), sources)
     from flytekitplugins_awssecrets.leaves import LeafPolicy
-    from flytekitplugins_awssecrets.sensitive import SensitiveSet, scrub_exception
+    from flytekitplugins_awssecrets.scrub import scrubbed_exception
+    from flytekitplugins_awssecrets.sensitive import SensitiveSet
 
     # One set per task, shared by log redaction, the leak guard and exception scrubbing.
     sensitive = SensitiveSet.build(
@@ -109,19 +110,24 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
         token = ACTIVE.set(scanner)
     try:
         with _redaction(settings, sensitive):
+            stand_in: BaseException | None = None
             try:
                 out = call()
             except BaseException as e:
                 leak = _leak_in(e) if isinstance(e, Exception) else None
                 if leak is None:
                     # The exception goes on to flytekit (error.pb, the pod log, the console) after the
-                    # redaction below is gone: scrub it, its chain and flytekit's wrapper, in place.
-                    if sensitive:
-                        scrub_exception(e, sensitive)
-                    raise
-                # flytekit wraps errors raised while converting outputs as system errors; a leak is the
-                # user's to fix, so it is raised as a user error.
-                raise _for_flyte(leak, ctx) from None
+                    # redaction below is gone: scrub it, its chain and flytekit's wrapper, in place, or
+                    # replace what cannot be scrubbed (see :mod:`scrub`).
+                    stand_in = scrubbed_exception(e, sensitive)
+                    if stand_in is e:
+                        raise
+                else:
+                    # flytekit wraps errors raised while converting outputs as system errors; a leak is the
+                    # user's to fix, so it is raised as a user error.
+                    raise _for_flyte(leak, ctx) from None
+            if stand_in is not None:
+                raise stand_in  # outside the handler, so the original does not become its context
             if scanner:
                 _check_serialised(scanner, out, ctx)
             return out

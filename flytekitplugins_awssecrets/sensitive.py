@@ -11,8 +11,9 @@ holds
 
 and, for each of those, its common encodings: base64 (standard and URL-safe, at every byte alignment, so a
 value inside a larger encoded blob is found too), percent-encoding (``quote``, ``quote_plus``), JSON and
-``repr`` escaping, and hex (lower and upper case). Strings shorter than :data:`MIN_LEN` characters are left
-out: they would match ordinary text.
+``repr`` escaping, and hex (lower and upper case), the bytes ``repr`` and full ``\\x``/``\\u`` escapes.
+``Basic`` credentials in a text are decoded and judged by their plain ``user:password``. Strings shorter
+than :data:`MIN_LEN` characters are left out: they would match ordinary text.
 
 Example::
 
@@ -132,7 +133,48 @@ def _encodings(raw: bytes) -> set[bytes]:
             ascii(text)[1:-1],
         ):
             out.add(form.encode("utf-8", "surrogatepass"))
+    out |= _escape_forms(raw, text)
     return {b for b in out if len(b) >= MIN_LEN}
+
+
+def _escape_forms(raw: bytes, text: str | None) -> set[bytes]:
+    """The bytes ``repr`` (``b'p\\xc3\\xa4ss'``, as a pydantic error or a log of ``bytes`` prints it), and
+    every byte as ``\\xNN`` and every character as ``\\uNNNN`` (``\\U...``, or a JSON surrogate pair, above
+    U+FFFF), in lower and upper case: a value printed fully escaped."""
+    forms = [repr(raw)[2:-1], "".join(f"\\x{b:02x}" for b in raw), "".join(f"\\x{b:02X}" for b in raw)]
+    if text is not None:
+        for case in ("x", "X"):
+            forms.append(
+                "".join(
+                    f"\\u{ord(c):04{case}}" if ord(c) < 0x10000 else f"\\U{ord(c):08{case}}" for c in text
+                )
+            )
+            utf16 = text.encode("utf-16-be", "surrogatepass")
+            forms.append(
+                "".join(
+                    f"\\u{int.from_bytes(utf16[i : i + 2], 'big'):04{case}}" for i in range(0, len(utf16), 2)
+                )
+            )
+    return {f.encode("utf-8", "surrogatepass") for f in forms}
+
+
+#: ``Basic <base64>`` (``Authorization``/``Proxy-Authorization``): a short password's base64 inside
+#: ``user:password`` is cut at byte alignment, so the header is decoded and judged by its plain text.
+_BASIC = re.compile(rb"(?i)\bbasic[ \t]+([A-Za-z0-9+/_-]{4,}={0,2})")
+
+
+def _basic_credentials(data: bytes) -> list[tuple[bytes, bytes]]:
+    """``(token, decoded)`` for each Basic credential in ``data`` that decodes."""
+    out = []
+    for m in _BASIC.finditer(data):
+        token = m.group(1)
+        bare = token.rstrip(b"=")
+        padded = bare + b"=" * (-len(bare) % 4)
+        for alt in (b"+/", b"-_"):
+            with contextlib.suppress(ValueError):
+                out.append((token, base64.b64decode(padded, altchars=alt, validate=True)))
+                break
+    return out
 
 
 class SensitiveSet:
@@ -210,13 +252,25 @@ class SensitiveSet:
     def find(self, data: bytes) -> list[str]:
         """References (in order of first hit, each once) of the values some form of which is in ``data``."""
         hits: dict[str, None] = {}
+        blobs = [data] + [plain for _, plain in _basic_credentials(data)]
         for ref, n in self._pairs:
-            if ref not in hits and n in data:
+            if ref not in hits and any(n in b for b in blobs):
                 hits[ref] = None
         return list(hits)
 
     def contains(self, text: str) -> bool:
-        return any(t in text for t in self.texts)
+        return any(t in text for t in self.texts) or bool(self._basic_tokens(text))
+
+    def _basic_tokens(self, text: str) -> list[str]:
+        """The Basic-auth tokens in ``text`` whose decoded ``user:password`` holds a sensitive string."""
+        if "asic" not in text:
+            return []
+        found = _basic_credentials(text.encode("utf-8", "surrogatepass"))
+        return [
+            token.decode("ascii")
+            for token, plain in found
+            if any(t in plain.decode("utf-8", "replace") for t in self.texts)
+        ]
 
     def hide_keys(self, path: str) -> str:
         """An output path (``o0['k'][0]``) with the resolved values' JSON keys as ``[<key>]``, and redacted."""
@@ -226,6 +280,8 @@ class SensitiveSet:
 
     def redact(self, text: str) -> str:
         """``text`` with every sensitive string replaced by ``[REDACTED]`` (longest first)."""
+        for token in self._basic_tokens(text):
+            text = text.replace(token, MARKER)
         for t in self.texts:
             if t in text:
                 text = text.replace(t, MARKER)

@@ -8,6 +8,9 @@ Sources, highest precedence first:
    configuration file is accepted as is, see :func:`from_secret_agent`);
 3. the defaults below.
 
+In a pod (``pyflyte-execute``) the file is the image's own, at a fixed path, and the environment may not
+change the settings that decide where values go or that turn protections off: see :mod:`setting_sources`.
+
 Every field and its default is documented once, here, on :class:`Settings`. An invalid value raises
 :class:`~flytekitplugins_awssecrets.errors.SettingsError` naming the field, the source (env var, or file
 and key) and what is expected.
@@ -100,6 +103,10 @@ class Settings(BaseModel):
       agent_fallback (False): when the agent is unreachable or fails (not when it answers "not found" or
         "access denied"), read from AWS directly instead of failing.
       agent_allow_non_loopback (False): allow an ``agent_url`` host that is not loopback.
+      trusted_endpoints (()): in a pod, origins (``https://vpce.example:443``) that botocore's
+        ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_<SERVICE>`` may name besides loopback hosts. Like the agent
+        and protection settings, a pod takes it only from the image's settings file (see
+        ``setting_sources.py`` and docs/security.md).
       failover_regions ({}): primary region (or "*" for any) -> replica regions to read, in order, when the
         primary fails with a network error, a 5xx or throttling (never on a 4xx such as not found or access
         denied), like the Secrets Store CSI provider's ``failoverRegion``; the replica has the same ARN in
@@ -181,6 +188,7 @@ class Settings(BaseModel):
     agent_token_file: str | None = None
     agent_fallback: bool = False
     agent_allow_non_loopback: bool = False
+    trusted_endpoints: tuple[str, ...] = ()
     failover_regions: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
     mount_dir: str | None = None
@@ -378,6 +386,7 @@ def _is_loopback(host: str) -> bool:
 
 _FIELDS = list(Settings.model_fields)
 _JSON_FIELDS = {
+    "trusted_endpoints",
     "required_tags",
     "account_roles",
     "aliases",
@@ -578,15 +587,28 @@ def _unknown_var(var: str) -> str:
     return f"unknown variable {var}; {guess}valid names: {doc_link('settings')}"
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Read the settings from ``environ`` (default ``os.environ``) and the file it names."""
+def load_settings(environ: dict[str, str] | None = None, *, pod: bool | None = None) -> Settings:
+    """Read the settings from ``environ`` (default ``os.environ``) and the file it names.
+
+    In a pod (``pod``, default: :func:`~flytekitplugins_awssecrets.setting_sources.running_in_pod`) the file
+    is the image's, and the environment may not change a protected setting (see :mod:`setting_sources`).
+    """
     env = dict(os.environ if environ is None else environ)
     file_fields: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    path = env.get(CONFIG_ENV)
+    from flytekitplugins_awssecrets import setting_sources
+
+    in_pod = setting_sources.running_in_pod() if pod is None else pod
+    image = setting_sources.image_config_path() if in_pod else None
+    if in_pod:
+        path = str(image) if image else None
+    else:
+        path = env.get(CONFIG_ENV)
     if path:
         file_fields, origin = _read_file(path)
     env_fields, env_origin = _read_env(env)
+    if in_pod:
+        setting_sources.check_pod_sources(env, env_fields, file_fields, image, CONFIG_ENV, ENV_PREFIX)
     origin.update(env_origin)
     merged = {**file_fields, **env_fields}
     try:

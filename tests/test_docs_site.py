@@ -320,6 +320,12 @@ def _real_messages() -> list[str]:
     except AwsSecretsError as e:
         out.append(str(e))
     out.append("SecretLeakError: " + str(SecretLeakError(str(ref), "'o0'")))
+    from flytekitplugins_awssecrets.errors import UntrustedSettingError
+
+    try:  # a pod whose environment names another agent
+        load_settings({"FLYTE_AWS_SECRETS_AGENT_URL": "http://10.0.0.9:2773"}, pod=True)
+    except UntrustedSettingError as e:
+        out.append("UntrustedSettingError: " + str(e))
     return out
 
 

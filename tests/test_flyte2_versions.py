@@ -2,21 +2,20 @@
 ``flyte.run``, the pod's ``a0``, the spec) run again in a venv holding it. The main venv holds the newest 2.x.
 
 ``COMPAT_FLYTE_VERSIONS`` overrides the list (e.g. ``"2.11.0"``). Each venv is built once, in one pip resolve
-(the plugin, that flyte, moto, pytest), under ``.venv-compat/`` keyed by the version and setup.cfg, so later runs
-only test. (If tests/support/venvs.py lands with a shared builder, this one moves there.)
+(the plugin, that flyte, moto, pytest) by tests/support/venvs.py, under ``.venv-compat/`` keyed by the
+requirements and setup.cfg, so later runs only test.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.venvs import build_venv
 
 #: The newest release of the previous supported minor; keep in step with setup.cfg's flyte2 range.
 DEFAULT_VERSIONS = ["2.11.4"]
@@ -30,37 +29,27 @@ def _env() -> dict[str, str]:
 
 
 def _venv(version: str) -> Path:
-    key = hashlib.sha256((ROOT / "setup.cfg").read_bytes()).hexdigest()[:10]
-    venv = ROOT / ".venv-compat" / f"flyte-{version}-{key}"
-    if (venv / ".complete").exists():
-        return venv
-    py = str(venv / "bin" / "python")
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
-    pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    # A current pip resolves flyte beside flytekit without backtracking through every aiobotocore.
-    subprocess.run([*pip, "--upgrade", "pip"], env=_env(), capture_output=True, timeout=300, check=True)
-    p = subprocess.run(
-        [
-            *pip,
-            "-e",
-            str(ROOT),
-            f"flyte=={version}",
-            "moto[server]>=5.0.10",
-            "pytest>=8",
-            "pytest-timeout>=2",
-        ],
-        env=_env(),
+    """The venv for ``version``, built by the shared builder (uv: one resolve, seconds, progress lines)."""
+    requirements = [
+        "-e",
+        str(ROOT),
+        f"flyte=={version}",
+        "moto[server]>=5.0.10",
+        "pytest>=8",
+        "pytest-timeout>=2",
+    ]
+    venv = build_venv(f"flyte-{version}", requirements)
+    got = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import flyte; print(flyte.__version__)"],
         capture_output=True,
         text=True,
-        timeout=1500,
+        timeout=120,
     )
-    assert p.returncode == 0, f"pip could not build a venv with flyte {version}:\n{p.stderr[-3000:]}"
-    got = subprocess.run([py, "-c", "import flyte; print(flyte.__version__)"], capture_output=True, text=True)
     assert got.stdout.strip() == version, got.stdout + got.stderr[-2000:]
-    (venv / ".complete").write_text(version)
     return venv
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(2400)
 @pytest.mark.parametrize("version", VERSIONS)
 def test_flyte2_subset_on_previous_minor(version: str) -> None:

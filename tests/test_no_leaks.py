@@ -8,6 +8,7 @@ encodings (``tests/support/leakcheck.encoded_forms``), and failures show fingerp
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import subprocess
@@ -190,6 +191,136 @@ def test_requests_connection_error_is_scrubbed(secrets_factory: Any, unique: str
     assert "api_key=[REDACTED]" in text and "127.0.0.1" in text
 
 
+def _exotic_values() -> tuple[str, str]:
+    """A long non-ASCII value (pydantic truncates it, its bytes repr escapes it) and a 5-character one."""
+    v = new_value("pä") + "-ünï"
+    short = new_value("s")[-5:]
+    remember(v)
+    remember(short)
+    return v, short
+
+
+def _exotic_leaks(text: str, v: str, short: str) -> list[str]:
+    raw = v.encode()
+    forms = {
+        "bytes repr": repr(raw)[2:-1],
+        "x escapes": "".join(f"\\x{b:02x}" for b in raw),
+        "u escapes": "".join(f"\\u{ord(c):04x}" for c in v),
+        "pydantic's truncated head": repr(v)[1:24],
+        "pydantic's truncated bytes head": repr(raw)[2:24],
+        "basic auth": base64.b64encode(f"svc:{short}".encode()).decode(),
+    }
+    return [name for name, f in forms.items() if f in text] + _leaked_forms(text, v, short)
+
+
+def test_pod_exotic_exceptions_are_scrubbed_or_replaced(
+    aws_env: dict[str, str], secrets_factory: Any, unique: str, pod_specs: dict[str, Any], tmp_path: Path
+) -> None:
+    """pydantic ValidationError (str and bytes input), PydanticCustomError, a custom __repr__ and a Basic
+    header of a 5-character password, in an ExceptionGroup caused by another ValidationError; pod log at
+    DEBUG."""
+    v, short = _exotic_values()
+    arn, _ = secrets_factory.secret(f"{unique}/exotic", v)
+    short_arn, _ = secrets_factory.secret(f"{unique}/short", short)
+    env = _env(
+        aws_env,
+        LEAKY_ARN=arn,
+        SHORT_ARN=short_arn,
+        FLYTE_SDK_LOGGING_LEVEL="10",
+        FLYTE_SDK_RICH_TRACEBACKS="0",
+    )
+    p, doc = _pod(_spec(pod_specs, "raises_exotic"), tmp_path, env)
+    assert doc is not None, p.stderr[-3000:]
+    msg = doc.error.message
+    assert _exotic_leaks(msg, v, short) == [] and _exotic_leaks(p.stdout + p.stderr, v, short) == []
+    # The stand-ins keep the class names, what failed and where; the inputs are gone.
+    assert "pydantic_core._pydantic_core.ValidationError: 1 validation error for Port" in msg
+    assert "input omitted: it held a secret" in msg and "PydanticCustomError: refused [REDACTED]" in msg
+    assert "several failures (5 sub-exceptions)" in msg and "Authorization: Basic [REDACTED]" in msg
+    assert "in raises_exotic" in msg and "direct cause" in msg
+    assert "calling with Authorization: Basic [REDACTED]" in p.stdout + p.stderr  # the DEBUG line
+
+
+def test_pyflyte_run_exotic_exceptions_are_scrubbed_or_replaced(
+    aws_env: dict[str, str], secrets_factory: Any, unique: str
+) -> None:
+    v, short = _exotic_values()
+    arn, _ = secrets_factory.secret(f"{unique}/exotic-local", v)
+    short_arn, _ = secrets_factory.secret(f"{unique}/short-local", short)
+    env = _env(
+        aws_env,
+        LEAKY_ARN=arn,
+        SHORT_ARN=short_arn,
+        FLYTE_SDK_LOGGING_LEVEL="10",
+        FLYTE_SDK_RICH_TRACEBACKS="0",
+    )
+    p = _pyflyte_run(env, "tests/workflows/exotic.py", "exotic_wf")
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "ValidationError" in out, out[-3000:]
+    assert _exotic_leaks(out, v, short) == []
+    # rich wraps the traceback box: look for the parts that fit on one line.
+    assert "it held a secret]" in out and "PydanticCustomError: refused [REDACTED]" in out
+    assert "calling with Authorization: Basic [REDACTED]" in out  # the DEBUG line
+
+
+def test_stand_in_keeps_type_name_base_chain_and_traceback() -> None:
+    import traceback
+
+    from pydantic import BaseModel
+
+    from flytekitplugins_awssecrets import ScrubbedError
+    from flytekitplugins_awssecrets.scrub import scrubbed_exception
+    from flytekitplugins_awssecrets.sensitive import SensitiveSet
+
+    class Port(BaseModel):
+        port: int
+
+    v, short = _exotic_values()
+    sens = SensitiveSet.build([("ref", v), ("short", short)])
+    try:
+        try:
+            Port(port=v)  # type: ignore[arg-type]
+        except ValueError as inner:
+            raise RuntimeError(f"wrapping {v}") from inner
+    except RuntimeError as e:
+        caught: BaseException = e
+    caught.__context__ = caught  # a cycle must not hang the walk
+    out = scrubbed_exception(caught, sens)
+    assert out is caught and isinstance(out, RuntimeError)  # scrubbable in place: kept
+    cause = out.__cause__
+    assert isinstance(cause, ScrubbedError) and isinstance(cause, ValueError)
+    assert type(cause).__name__ == "ValidationError" and cause.original_type.endswith("ValidationError")
+    assert cause.__traceback__ is not None and "Port(port=v)" in "".join(
+        traceback.format_tb(cause.__traceback__)
+    )
+    text = "".join(traceback.format_exception(out))
+    assert _exotic_leaks(text, v, short) == [] and "wrapping [REDACTED]" in text
+
+
+@pytest.mark.parametrize("length", [4, 5, 6])
+def test_sensitive_set_holds_bytes_repr_escapes_and_short_basic_auth(length: int) -> None:
+    from flytekitplugins_awssecrets.sensitive import SensitiveSet
+
+    v, short = _exotic_values()
+    short = new_value("s")[-length:]
+    sens = SensitiveSet.build([("ref", v), ("short", short)])
+    raw = v.encode()
+    shown = {
+        "bytes repr": f"input_value={raw!r}",
+        "x escapes": "".join(f"\\x{b:02X}" for b in raw),
+        "u escapes": "".join(f"\\u{ord(c):04x}" for c in v),
+        "basic": "Authorization: Basic " + base64.b64encode(f"svc:{short}".encode()).decode(),
+        "basic url-safe": "basic " + base64.urlsafe_b64encode(f"u:{short}".encode()).decode().rstrip("="),
+    }
+    for name, text in shown.items():
+        assert sens.contains(text), name
+        assert _exotic_leaks(sens.redact(text), v, short) == [], name
+        assert sens.find(text.encode()) != [], name
+    assert sens.redact(shown["basic"]) == "Authorization: Basic [REDACTED]"
+    other = "Authorization: Basic " + base64.b64encode(b"svc:not-it").decode()
+    assert sens.redact(other) == other and not sens.contains(other)
+
+
 # --- outputs ---------------------------------------------------------------------------------------------------
 
 
@@ -275,9 +406,16 @@ def test_pod_pickled_output_fails_closed_unless_allowed(
     assert not (tmp_path / "closed" / "out" / "outputs.pb").exists()
     raw = tmp_path / "closed" / "raw"
     assert not raw.exists() or not any(f.is_file() for f in raw.rglob("*")), "a pickle was uploaded"
+    # In a pod the switch is the image's (issue 20): its settings file, never the container environment.
+    from tests.support.image import fake_image
+
+    python = fake_image(tmp_path / "image", "allow_opaque_outputs: true\n")
+    p = run_pod(spec, tmp_path / "allowed", _env(aws_env, LEAKY_ARN=arn), python=python)
+    assert not (tmp_path / "allowed" / "out" / "error.pb").exists(), p.stderr[-3000:]
+    assert (tmp_path / "allowed" / "out" / "outputs.pb").exists()
     env = _env(aws_env, LEAKY_ARN=arn, FLYTE_AWS_SECRETS_ALLOW_OPAQUE_OUTPUTS="true")
-    p, doc = _pod(spec, tmp_path / "allowed", env)
-    assert doc is None and (tmp_path / "allowed" / "out" / "outputs.pb").exists(), p.stderr[-3000:]
+    p, doc = _pod(spec, tmp_path / "env", env)
+    assert doc is not None and "setting 'allow_opaque_outputs'" in doc.error.message, p.stderr[-3000:]
 
 
 def test_guard_fails_closed_where_it_cannot_look(secrets_factory: Any, unique: str) -> None:

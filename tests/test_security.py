@@ -348,3 +348,129 @@ def test_secret_values_never_in_reprs(secrets_factory: Any, unique: str) -> None
     ]
     leaked = any(v in t or doc["password"] in t for t in texts)
     assert not leaked
+
+
+# --- settings a task cannot change (issue 20, item 7) -------------------------------------------------------
+
+
+def _template_env(spec: Any) -> dict[str, str]:
+    """What a pod's container gets from its task template (Flyte writes it into the pod spec)."""
+    return {kv.key: kv.value for kv in spec.template.container.env}
+
+
+@pytest.fixture(scope="module")
+def loosen_specs(tmp_path_factory: pytest.TempPathFactory, aws_env: dict[str, str]) -> dict[str, Any]:
+    """tests.workflows serialised with the attacker's agent (a loopback listener) in loosen.py's template."""
+    from tests.support.blackhole import Blackhole
+
+    hole = Blackhole().start()
+    token = tmp_path_factory.mktemp("pod-files") / "irsa-token"
+    token.write_text("a pod's one-line token file")
+    env = _env(aws_env, ATTACKER_URL=hole.url, ATTACKER_TOKEN_FILE=str(token))
+    specs = serialize_tasks("tests.workflows", tmp_path_factory.mktemp("loosen") / "spec", env, "*_1.pb")
+    return {"hole": hole, **{k.rsplit(".", 1)[-1]: v for k, v in specs.items() if ".loosen." in k}}
+
+
+def _error_of(work: Path) -> str | None:
+    from flyteidl.core import errors_pb2
+
+    path = work / "out" / "error.pb"
+    if not path.exists():
+        return None
+    doc = errors_pb2.ErrorDocument()
+    doc.ParseFromString(path.read_bytes())
+    return str(doc.error.message)
+
+
+def test_pod_refuses_a_template_env_that_sends_the_token_elsewhere(
+    aws_env: dict[str, str], secrets_factory: Any, unique: str, loosen_specs: dict[str, Any], tmp_path: Path
+) -> None:
+    hole = loosen_specs["hole"]
+    arn, _ = secrets_factory.secret(f"{unique}/loosen")
+    spec = loosen_specs["loosened"]
+    assert _template_env(spec)["FLYTE_AWS_SECRETS_AGENT_URL"] == hole.url  # the template carries it
+    marker = tmp_path / "ran"
+    env = {**_env(aws_env, LEAKY_ARN=arn, USER_CODE_MARKER=str(marker)), **_template_env(spec)}
+    before = hole.connections
+    p = run_pod(spec, tmp_path / "pod", env)
+    message = _error_of(tmp_path / "pod")
+    assert message is not None, p.stderr[-3000:]
+    assert "UntrustedSettingError" in message and "setting 'agent_url'" in message
+    assert "env var FLYTE_AWS_SECRETS_AGENT_URL" in message and "etc/flyte/aws-secrets.yaml" in message
+    assert not marker.exists(), "user code ran"
+    assert hole.connections == before, "something was sent to the attacker's agent"
+    assert not (tmp_path / "pod" / "out" / "outputs.pb").exists()
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "named"),
+    [
+        ("FLYTE_AWS_SECRETS_LEAK_GUARD", "false", "setting 'leak_guard'"),
+        ("FLYTE_AWS_SECRETS_REDACT_LOGS", "0", "setting 'redact_logs'"),
+        ("FLYTE_AWS_SECRETS_ALLOW_DISK_MOUNT", "true", "setting 'allow_disk_mount'"),
+        ("FLYTE_AWS_SECRETS_CONFIG", "{tmp}/attacker.yaml", "setting 'config'"),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "https://collector.invalid", "AWS_ENDPOINT_URL_SECRETS_MANAGER"),
+    ],
+)
+def test_pod_refuses_execution_envs_that_loosen_the_plugin(
+    aws_env: dict[str, str],
+    secrets_factory: Any,
+    unique: str,
+    loosen_specs: dict[str, Any],
+    tmp_path: Path,
+    var: str,
+    value: str,
+    named: str,
+) -> None:
+    """An execution's ``envs`` (what someone who may only launch writes) land in the same environment."""
+    arn, _ = secrets_factory.secret(f"{unique}/envs")
+    (tmp_path / "attacker.yaml").write_text("leak_guard: false\n")
+    marker = tmp_path / "ran"
+    env = _env(aws_env, LEAKY_ARN=arn, USER_CODE_MARKER=str(marker), **{var: value.format(tmp=tmp_path)})
+    p = run_pod(loosen_specs["plain"], tmp_path / "pod", env)
+    message = _error_of(tmp_path / "pod")
+    assert message is not None, p.stderr[-3000:]
+    assert "UntrustedSettingError" in message and named in message, message[-1500:]
+    assert not marker.exists(), "user code ran"
+
+
+def test_pod_takes_protected_settings_from_the_image_file(
+    aws_env: dict[str, str], secrets_factory: Any, unique: str, loosen_specs: dict[str, Any], tmp_path: Path
+) -> None:
+    """The image's file decides; an env value equal to the image's changes nothing and is accepted."""
+    from tests.support.image import fake_image
+
+    arn, _ = secrets_factory.secret(f"{unique}/image")
+    python = fake_image(tmp_path / "image", "leak_guard: true\nredact_logs: true\n")
+    marker = tmp_path / "ran"
+    env = _env(aws_env, LEAKY_ARN=arn, USER_CODE_MARKER=str(marker), FLYTE_AWS_SECRETS_LEAK_GUARD="true")
+    p = run_pod(loosen_specs["plain"], tmp_path / "pod", env, python=python)
+    assert _error_of(tmp_path / "pod") is None, p.stderr[-3000:]
+    assert marker.exists() and (tmp_path / "pod" / "out" / "outputs.pb").exists()
+    env["FLYTE_AWS_SECRETS_LEAK_GUARD"] = "false"
+    p = run_pod(loosen_specs["plain"], tmp_path / "pod2", env, python=python)
+    message = _error_of(tmp_path / "pod2")
+    assert message is not None and "setting 'leak_guard'" in message, p.stderr[-3000:]
+    assert str(tmp_path / "image" / "etc" / "flyte" / "aws-secrets.yaml") in message
+
+
+def test_local_run_keeps_env_settings(
+    aws_env: dict[str, str], secrets_factory: Any, unique: str, tmp_path: Path
+) -> None:
+    """``pyflyte run`` is not a pod: the environment (and the file it names) still configure the plugin."""
+    arn, _ = secrets_factory.secret(f"{unique}/local")
+    cfg = tmp_path / "local.yaml"
+    cfg.write_text("redact_logs: false\n")
+    env = _env(
+        aws_env, LEAKY_ARN=arn, FLYTE_AWS_SECRETS_CONFIG=str(cfg), FLYTE_AWS_SECRETS_LEAK_GUARD="false"
+    )
+    p = subprocess.run(
+        [str(BIN / "pyflyte"), "run", "tests/workflows/loosen.py", "plain"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]  # what a pod refuses, a local run accepts
+    assert "UntrustedSettingError" not in p.stdout + p.stderr

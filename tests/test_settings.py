@@ -103,3 +103,111 @@ def test_missing_and_broken_config_files(tmp_path: Path) -> None:
     bad.write_text("a: [1,\n")
     with pytest.raises(SettingsError, match="not valid YAML at line"):
         load_settings({"FLYTE_AWS_SECRETS_CONFIG": str(bad)})
+
+
+# --- which source a pod takes a setting from (issue 20, item 7) ----------------------------------------------
+
+
+def test_pod_is_told_by_the_command_line_not_the_environment() -> None:
+    from flytekitplugins_awssecrets.setting_sources import running_in_pod
+
+    assert running_in_pod(["/usr/local/bin/pyflyte-execute", "--inputs", "x"])
+    assert running_in_pod(["pyflyte-fast-execute"]) and running_in_pod(["/opt/venv/bin/pyflyte-map-execute"])
+    assert running_in_pod(["/opt/venv/bin/a0", "--inputs", "x"])  # Flyte 2's container entry point
+    assert running_in_pod(["/site-packages/flytekit/bin/entrypoint.py", "pyflyte-execute"])
+    assert not running_in_pod(["/usr/local/bin/pyflyte", "run", "wf.py", "wf"])
+    assert not running_in_pod(["/usr/bin/python", "-c", "pyflyte-execute"]) and not running_in_pod([])
+
+
+@pytest.fixture
+def image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An image prefix (``sys.prefix``) whose settings file the test writes."""
+    import sys
+
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "image"))
+    cfg = tmp_path / "image" / "etc" / "flyte" / "aws-secrets.yaml"
+    cfg.parent.mkdir(parents=True)
+    return cfg
+
+
+def test_pod_reads_the_image_file_and_ignores_the_named_one(image: Path, tmp_path: Path) -> None:
+    image.write_text(
+        "agent_url: http://127.0.0.1:2773\nagent_token_file: /var/run/awssmatoken\ncache_ttl_seconds: 9\n"
+    )
+    s = load_settings({"FLYTE_AWS_SECRETS_CACHE_TTL_SECONDS": "5"}, pod=True)
+    assert s.agent_url == "http://127.0.0.1:2773" and s.cache_ttl_seconds == 5  # others: env still wins
+    # The same variables as before, but now naming the image's own file or its own values: accepted.
+    same = {
+        "FLYTE_AWS_SECRETS_CONFIG": str(image),
+        "FLYTE_AWS_SECRETS_AGENT_URL": "http://127.0.0.1:2773/",
+        "FLYTE_AWS_SECRETS_LEAK_GUARD": "true",
+    }
+    assert load_settings(same, pod=True).agent_url == "http://127.0.0.1:2773"
+    # Locally, nothing changes: the file the environment names, and the environment over it.
+    other = tmp_path / "other.yaml"
+    other.write_text("leak_guard: false\n")
+    assert load_settings({"FLYTE_AWS_SECRETS_CONFIG": str(other)}, pod=False).leak_guard is False
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "source"),
+    [
+        ({"FLYTE_AWS_SECRETS_AGENT_URL": "http://10.0.0.9:2773"}, "agent_url", "FLYTE_AWS_SECRETS_AGENT_URL"),
+        (
+            {"FLYTE_AWS_SECRETS_AGENT_TOKEN_FILE": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"},
+            "agent_token_file",
+            "FLYTE_AWS_SECRETS_AGENT_TOKEN_FILE",
+        ),
+        (
+            {"FLYTE_AWS_SECRETS_AGENT_ALLOW_NON_LOOPBACK": "true"},
+            "agent_allow_non_loopback",
+            "FLYTE_AWS_SECRETS_AGENT_ALLOW_NON_LOOPBACK",
+        ),
+        ({"FLYTE_AWS_SECRETS_LEAK_GUARD": "false"}, "leak_guard", "FLYTE_AWS_SECRETS_LEAK_GUARD"),
+        ({"FLYTE_AWS_SECRETS_REDACT_LOGS": "off"}, "redact_logs", "FLYTE_AWS_SECRETS_REDACT_LOGS"),
+        ({"FLYTE_AWS_SECRETS_MOUNT_DIR": "/tmp/x"}, "mount_dir", "FLYTE_AWS_SECRETS_MOUNT_DIR"),
+        (
+            {"FLYTE_AWS_SECRETS_LEAK_GUARD_JSON_LEAVES": "credentials"},
+            "leak_guard_json_leaves",
+            "FLYTE_AWS_SECRETS_LEAK_GUARD_JSON_LEAVES",
+        ),
+        (
+            {"FLYTE_AWS_SECRETS_DESCRIPTIVE_JSON_KEYS": '["password"]'},
+            "descriptive_json_keys",
+            "FLYTE_AWS_SECRETS_DESCRIPTIVE_JSON_KEYS",
+        ),
+        (
+            {"FLYTE_AWS_SECRETS_TRUSTED_ENDPOINTS": '["https://evil.example"]'},
+            "trusted_endpoints",
+            "FLYTE_AWS_SECRETS_TRUSTED_ENDPOINTS",
+        ),
+        ({"FLYTE_AWS_SECRETS_CONFIG": "/tmp/mine.yaml"}, "config", "FLYTE_AWS_SECRETS_CONFIG"),
+        ({"AWS_ENDPOINT_URL": "https://collector.example"}, "trusted_endpoints", "AWS_ENDPOINT_URL"),
+        ({"AWS_ENDPOINT_URL_STS": "http://169.254.0.9"}, "trusted_endpoints", "AWS_ENDPOINT_URL_STS"),
+    ],
+)
+def test_pod_refuses_env_that_changes_a_protected_setting(
+    image: Path, env: dict[str, str], field: str, source: str
+) -> None:
+    from flytekitplugins_awssecrets import UntrustedSettingError
+
+    image.write_text("leak_guard: true\nleak_guard_json_leaves: all\n")
+    with pytest.raises(UntrustedSettingError) as e:
+        load_settings(env, pod=True)
+    assert e.value.field == field and e.value.source == f"env var {source}"
+    assert str(image) in str(e.value)
+    assert all(v not in str(e.value) for v in env.values())  # the attacker's value is not echoed
+    if field != "config":  # a local run judges the value on its merits only (agent_url wants a token file)
+        try:
+            load_settings(env, pod=False)
+        except SettingsError as local:
+            assert not isinstance(local, UntrustedSettingError)
+
+
+def test_pod_accepts_loopback_and_image_trusted_endpoints(image: Path) -> None:
+    image.write_text("trusted_endpoints: ['https://vpce-1.secretsmanager.us-east-1.vpce.amazonaws.com']\n")
+    env = {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:4566",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": "https://vpce-1.secretsmanager.us-east-1.vpce.amazonaws.com:443/",
+    }
+    assert load_settings(env, pod=True).trusted_endpoints

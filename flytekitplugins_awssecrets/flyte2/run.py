@@ -231,10 +231,11 @@ async def run_with_secrets(
             if undo is not None:
                 undo()
         if err is not None:
-            from flytekitplugins_awssecrets.sensitive import scrub_exception
+            from flytekitplugins_awssecrets.scrub import scrubbed_exception
 
             if sensitive:
-                scrub_exception(err, sensitive)
+                # In place where it can be; a stand-in where it cannot (pydantic's ValidationError).
+                err = scrubbed_exception(err, sensitive)
             return out, err
         if settings.leak_guard and sensitive:
             leak = _leak(sensitive, out, settings.allow_opaque_outputs)

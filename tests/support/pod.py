@@ -49,12 +49,13 @@ def serialize_tasks(package: str, folder: Path, env: dict[str, str], *patterns: 
 
 
 def run_pod(
-    spec: Any, work: Path, env: dict[str, str], inputs_pb: Any = None
+    spec: Any, work: Path, env: dict[str, str], inputs_pb: Any = None, python: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the spec's container command on local paths under ``work``; outputs land in work/out.
 
     ``inputs_pb`` is a ``LiteralMap`` proto (default: no inputs). The task template is written where
     ``{{.taskTemplatePath}}`` points, as propeller does for shim tasks loaded from their template.
+    ``python`` runs the command with another interpreter (an "image", see :mod:`tests.support.image`).
     """
     from flyteidl.core import literals_pb2
 
@@ -75,4 +76,6 @@ def run_pod(
     if args[0] not in ("pyflyte-execute", "pyflyte-map-execute"):
         raise ValueError(f"the container command is {args[0]!r}, not pyflyte-execute")
     args[0] = str(BIN / args[0])
+    if python is not None:
+        args.insert(0, str(python))
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
