@@ -16,7 +16,7 @@ from flytekitplugins_awssecrets.mount import MountSession
 from flytekitplugins_awssecrets.resolver import resolve_requests
 from flytekitplugins_awssecrets.settings import default_mount_root, get_settings
 
-__all__ = ["run_with_secrets", "served_value"]
+__all__ = ["run_with_secrets", "served_value", "webhook_served"]
 
 logger = logging.getLogger("flytekitplugins_awssecrets")
 
@@ -40,9 +40,16 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
     """Resolve and mount ``requests`` for ``task``, run ``call``, then unmount, whatever happens."""
     name = getattr(task, "name", None)
     settings = get_settings()
+    local = _is_local(ctx)
     try:
-        resolved = resolve_requests(requests, task=name)
-        session = MountSession(default_mount_root(settings), allow_disk=settings.allow_disk_mount)
+        resolved = resolve_requests(requests, task=name, webhook_served=webhook_served(task, requests, local))
+        # A local run with no mount_dir set may fall back to a private directory where no memory
+        # filesystem exists (a laptop); a pod stays strict.
+        session = MountSession(
+            default_mount_root(settings),
+            allow_disk=settings.allow_disk_mount,
+            laptop_fallback=local and not settings.mount_dir,
+        )
         session.mount(resolved, task=name)
     except SecretResolutionError as e:
         raise _for_flyte(e, ctx) from None
@@ -62,7 +69,7 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
         scanner = LeakScanner(sensitive, allow_opaque=settings.allow_opaque_outputs)
         token = ACTIVE.set(scanner)
     try:
-        with _redaction(settings, sensitive):
+        with _redaction(settings, sensitive), session.activated():
             try:
                 out = call()
             except BaseException as e:
@@ -85,6 +92,35 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
 
             ACTIVE.reset(token)
         session.close()
+
+
+def webhook_served(task: Any, requests: Sequence[Any], local: bool) -> set[tuple[str, str, str | None]]:
+    """The requests (group, key, group_version) the cluster webhook serves for this run: none locally (a file
+    left under the webhook directory never wins over AWS there); in a pod, the ones registration handed to
+    the webhook, as recorded in the task template or passed by the pod's entry point (see :mod:`podguard`)."""
+    if local:
+        return set()
+    from flytekitplugins_awssecrets.serialize import plan_requests, served_by_webhook
+
+    template = getattr(task, "task_template", None)
+    recorded = served_by_webhook(template) if template is not None else None
+    if recorded is not None:
+        return recorded
+    from flytekitplugins_awssecrets.podguard import registered_mode
+
+    mode = registered_mode()
+    if mode is None:
+        # Registered before the pod's entry point existed: the image's settings for this project/domain.
+        import os
+
+        mode = get_settings().mode_for(
+            os.environ.get("FLYTE_INTERNAL_EXECUTION_PROJECT"), os.environ.get("FLYTE_INTERNAL_EXECUTION_DOMAIN")
+        )
+    return {
+        (d.secret.group, d.secret.key or "", d.secret.group_version)
+        for d in plan_requests(list(requests), mode)
+        if d.served_by == "webhook"
+    }
 
 
 def _leak_in(e: BaseException) -> SecretLeakError | None:
