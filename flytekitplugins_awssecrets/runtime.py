@@ -42,6 +42,7 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
     settings = get_settings()
     local = _is_local(ctx)
     try:
+        _refuse_any_with_env_var(requests, name)
         resolved = resolve_requests(requests, task=name, webhook_served=webhook_served(task, requests, local))
         # A local run with no mount_dir set may fall back to a private directory where no memory
         # filesystem exists (a laptop); a pod stays strict.
@@ -92,6 +93,21 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
 
             ACTIVE.reset(token)
         session.close()
+
+
+def _refuse_any_with_env_var(requests: Sequence[Any], task: str | None) -> None:
+    """Before any AWS call: an ANY request naming an env_var is refused, never silently ignored."""
+    from flytekitplugins_awssecrets.mount import any_with_env_var
+    from flytekitplugins_awssecrets.refs import reference_from_request
+
+    errors: list[AwsSecretsError] = []
+    for s in requests:
+        mount = getattr(getattr(s, "mount_requirement", None), "name", "ANY")
+        if mount == "ANY" and getattr(s, "env_var", None):
+            ref = reference_from_request(s.group, s.key, s.group_version)
+            errors.append(any_with_env_var(str(ref or s.group), s.env_var))
+    if errors:
+        raise SecretResolutionError(errors, task)
 
 
 def webhook_served(task: Any, requests: Sequence[Any], local: bool) -> set[tuple[str, str, str | None]]:
