@@ -106,7 +106,9 @@ def flytekit_names(group: str, key: str, group_version: str | None) -> tuple[str
 # context variable, so SecretsManager answers each task from its own mounts.
 
 _lock = threading.RLock()
-_CURRENT: contextvars.ContextVar[MountSession | None] = contextvars.ContextVar("awssecrets_mount", default=None)
+_CURRENT: contextvars.ContextVar[MountSession | None] = contextvars.ContextVar(
+    "awssecrets_mount", default=None
+)
 
 
 @dataclass
@@ -439,7 +441,9 @@ class MountSession:
                 )
         return errors
 
-    def _plan(self, items: Sequence[Resolved]) -> tuple[list[tuple[str, str, str]], list[tuple[str, list[str], Any]]]:
+    def _plan(
+        self, items: Sequence[Resolved]
+    ) -> tuple[list[tuple[str, str, str]], list[tuple[str, list[str], Any]]]:
         """The variables (ref, name, value) and files (ref, rel, value) the items need, in order."""
         envs: list[tuple[str, str, str]] = []
         files: list[tuple[str, list[str], Any]] = []
@@ -449,7 +453,9 @@ class MountSession:
             if r.mount == ENV:
                 assert isinstance(r.value, str)
                 # A value the platform put in the variable stays its own (ours are held and shared).
-                if not (r.source == "env" and os.environ.get(env_name) is not None and not held_env(env_name)):
+                if not (
+                    r.source == "env" and os.environ.get(env_name) is not None and not held_env(env_name)
+                ):
                     envs.append((ref, env_name, r.value))
                 if r.env_var:
                     envs.append((ref, r.env_var, r.value))
@@ -465,7 +471,9 @@ class MountSession:
             envs.append((str(items[0].ref), FILES_DIR_ENV, str(_process_root(self._root))))
         return envs, files
 
-    def _conflicts(self, envs: Sequence[tuple[str, str, str]], files: Sequence[tuple[str, list[str], Any]]) -> list[AwsSecretsError]:
+    def _conflicts(
+        self, envs: Sequence[tuple[str, str, str]], files: Sequence[tuple[str, list[str], Any]]
+    ) -> list[AwsSecretsError]:
         errors: list[AwsSecretsError] = []
         for ref, name, value in envs:
             hold = _env.get(name)

@@ -130,7 +130,8 @@ def webhook_served(task: Any, requests: Sequence[Any], local: bool) -> set[tuple
         import os
 
         mode = get_settings().mode_for(
-            os.environ.get("FLYTE_INTERNAL_EXECUTION_PROJECT"), os.environ.get("FLYTE_INTERNAL_EXECUTION_DOMAIN")
+            os.environ.get("FLYTE_INTERNAL_EXECUTION_PROJECT"),
+            os.environ.get("FLYTE_INTERNAL_EXECUTION_DOMAIN"),
         )
     return {
         (d.secret.group, d.secret.key or "", d.secret.group_version)

@@ -78,7 +78,9 @@ def test_the_same_task_many_times_at_once_shares_and_keeps_its_secrets(
             with open(os.environ["SHARED_FILE"]) as f, open(path) as g:
                 same = f.read() == g.read()
             files_dir = os.environ["FLYTE_AWS_SECRETS_FILES_DIR"]
-            return same and path.startswith(files_dir + "/") and _fp(Path(path).read_text()) == _fp(file_value)
+            return (
+                same and path.startswith(files_dir + "/") and _fp(Path(path).read_text()) == _fp(file_value)
+            )
 
         return _watch(
             [
@@ -117,7 +119,9 @@ def test_distinct_tasks_at_once_each_see_only_their_own(secrets_factory: Any, un
             others = [f"OWN_{j}" for j in range(N) if j != i]
 
             def own_file() -> bool:
-                return _fp(Path(sm.get_secrets_file(file_req.group, file_req.key)).read_bytes()) == _fp(own_value)
+                return _fp(Path(sm.get_secrets_file(file_req.group, file_req.key)).read_bytes()) == _fp(
+                    own_value
+                )
 
             checks = [
                 ("own env_var", lambda: _fp(os.environ[f"OWN_{i}"]) == _fp(own_value)),
@@ -126,7 +130,10 @@ def test_distinct_tasks_at_once_each_see_only_their_own(secrets_factory: Any, un
             ]
             problems = _watch(checks, barrier)
             # Another task's in-memory secret is not served to this one.
-            other_group, other_key = aws_secret(own[(i + 1) % N][0]).group, aws_secret(own[(i + 1) % N][0]).key
+            other_group, other_key = (
+                aws_secret(own[(i + 1) % N][0]).group,
+                aws_secret(own[(i + 1) % N][0]).key,
+            )
             from flytekitplugins_awssecrets.mount import lookup_memory
 
             if lookup_memory(other_group, other_key, None) is not None:

@@ -79,7 +79,9 @@ def test_macos_path_without_the_fallback_is_refused(tmp_path: Path, monkeypatch:
     assert not any(tmp_path.rglob("*"))
 
 
-def test_the_private_directory_is_never_someone_elses(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_private_directory_is_never_someone_elses(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     target = tmp_path / "elsewhere"
     target.mkdir()
@@ -132,7 +134,7 @@ def test_demo_and_pod_on_a_machine_without_tmpfs(
         from tests.support.pod import serialize_tasks
 
         penv = {**env, **aws_env, "GUARD_ARN": arn}
-        spec = serialize_tasks("tests.guarded", tmp_path / "spec", penv, "*guarded.wf.guarded_*.pb")
+        spec = serialize_tasks("tests.guarded", tmp_path / "spec", penv, "*guarded.wf.guarded_1.pb")
         (only,) = spec.values()
         p = run_pod(only, tmp_path / "pod", penv, bin_dir=BIN, wrap=_no_tmpfs(disk))
         from flyteidl.core import errors_pb2

@@ -491,9 +491,13 @@ def test_required_tags_hold_for_flytekit_sources_and_local_runs_ignore_webhook_f
         (err,) = e.value.errors
         assert isinstance(err, MissingTagError) and err.reference == untagged, source
         if source == "env":
-            assert dict(counting_proxy.calls) == {"DescribeSecret": 2}, source  # one per secret, no value read
+            assert dict(counting_proxy.calls) == {"DescribeSecret": 2}, (
+                source
+            )  # one per secret, no value read
         else:
-            assert sum(n for c, n in counting_proxy.calls.items() if c != "DescribeSecret") >= 1, "read from AWS"
+            assert sum(n for c, n in counting_proxy.calls.items() if c != "DescribeSecret") >= 1, (
+                "read from AWS"
+            )
 
 
 def test_pod_required_tags_hold_for_webhook_files(

@@ -23,7 +23,7 @@ from flytekit.tools.translator import get_serializable
 from flytekitplugins_awssecrets import aws_secret
 from flytekitplugins_awssecrets.podguard import SCRIPT, route_args
 from tests.conftest import ROOT
-from tests.support.pod import BIN, run_pod, serialize_tasks
+from tests.support.pod import BIN, run_pod
 
 
 def _env(aws_env: dict[str, str], **extra: str) -> dict[str, str]:
@@ -71,6 +71,7 @@ def guarded_spec(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYTE_AWS_SECRETS_"))}
     env["GUARD_ARN"] = "arn:aws:secretsmanager:us-east-1:123456789012:secret:guard/registered"
     folder = tmp_path_factory.mktemp("guard") / "spec"
+    folder.mkdir()
     from flyteidl.admin import task_pb2
 
     p = subprocess.run(
@@ -83,7 +84,7 @@ def guarded_spec(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str]:
         timeout=300,
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    (f,) = folder.glob("*guarded.wf.guarded_*.pb")
+    (f,) = folder.glob("*guarded.wf.guarded_1.pb")
     spec = task_pb2.TaskSpec()
     spec.ParseFromString(f.read_bytes())
     return spec, p.stderr
@@ -99,9 +100,23 @@ def test_registration_routes_the_command_and_says_so(guarded_spec: tuple[Any, st
 
 
 def test_routing_covers_fast_execute_and_is_idempotent() -> None:
-    fast = ["pyflyte-fast-execute", "--additional-distribution", "s3://x", "--", "pyflyte-execute", "--inputs", "i"]
+    fast = [
+        "pyflyte-fast-execute",
+        "--additional-distribution",
+        "s3://x",
+        "--",
+        "pyflyte-execute",
+        "--inputs",
+        "i",
+    ]
     routed = route_args(fast, "webhook")
-    assert routed == [SCRIPT, "--cluster-mode", "webhook", "pyflyte-fast-execute", "--additional-distribution"] + [
+    assert routed == [
+        SCRIPT,
+        "--cluster-mode",
+        "webhook",
+        "pyflyte-fast-execute",
+        "--additional-distribution",
+    ] + [
         "s3://x",
         "--",
         SCRIPT,
@@ -146,7 +161,9 @@ def test_pod_with_the_plugin_turned_off_fails_naming_requests_and_setting(
     assert not (tmp_path / "pod" / "out" / "outputs.pb").exists()
 
 
-def test_pod_without_the_plugin_fails_at_its_first_command(guarded_spec: tuple[Any, str], tmp_path: Path) -> None:
+def test_pod_without_the_plugin_fails_at_its_first_command(
+    guarded_spec: tuple[Any, str], tmp_path: Path
+) -> None:
     venv = _venv_without_plugin()
     # The venv is real: flytekit runs there, and nothing of the plugin is importable or registered.
     probe = subprocess.run(
@@ -175,7 +192,9 @@ def test_pod_without_the_plugin_fails_at_its_first_command(guarded_spec: tuple[A
 
 
 def _settings() -> SerializationSettings:
-    return SerializationSettings(image_config=ImageConfig(default_image=Image(name="d", fqn="r/app", tag="1")))
+    return SerializationSettings(
+        image_config=ImageConfig(default_image=Image(name="d", fqn="r/app", tag="1"))
+    )
 
 
 ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:guard/image"
@@ -187,7 +206,9 @@ def test_registration_warns_when_an_image_spec_lacks_the_plugin(
     # flytekit asks the registry whether the image exists; there is no registry here.
     monkeypatch.setattr(ImageSpec, "exist", lambda self: True)
     without = ImageSpec(name="no-plugin", packages=["pandas"], registry="r.example")
-    with_it = ImageSpec(name="with-plugin", packages=["flytekitplugins-awssecrets>=0.1"], registry="r.example")
+    with_it = ImageSpec(
+        name="with-plugin", packages=["flytekitplugins-awssecrets>=0.1"], registry="r.example"
+    )
 
     @task(secret_requests=[aws_secret(ARN)], container_image=without)
     def lacking() -> int:

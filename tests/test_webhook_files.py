@@ -41,7 +41,12 @@ def _output(work: Path) -> str:
 
 def _run(mode: str, arn: str, webhook: Path, aws_env: dict[str, str], tmp: Path) -> Any:
     env = _env(aws_env, GUARD_ARN=arn, FLYTE_AWS_SECRETS_WEBHOOK_DIR=str(webhook))
-    specs = serialize_tasks("tests.guarded", tmp / "spec", {**env, "FLYTE_AWS_SECRETS_CLUSTER_MODE": mode}, "*guarded.wf.guarded_*.pb")
+    specs = serialize_tasks(
+        "tests.guarded",
+        tmp / "spec",
+        {**env, "FLYTE_AWS_SECRETS_CLUSTER_MODE": mode},
+        "*guarded.wf.guarded_1.pb",
+    )
     (spec,) = specs.values()
     # The pod's own settings say nothing of the mode: what registration decided is what counts.
     p = run_pod(spec, tmp / "pod", env)
