@@ -22,14 +22,10 @@ last one to end restores what was there before.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import contextvars
 import logging
 import os
-import shutil
-import signal
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +41,17 @@ from flytekitplugins_awssecrets.errors import (
     MountCollisionError,
     SecretResolutionError,
 )
+from flytekitplugins_awssecrets.mountdirs import (
+    MEMORY_FILESYSTEMS,
+    _sweep_stale,  # noqa: F401 - re-exported for the tests of stale directories
+    filesystem_type,
+    laptop_notice,
+    laptop_root,
+    on_remove_all,
+    process_root,
+    remove_all_mounts,
+    remove_file,
+)
 from flytekitplugins_awssecrets.refs import SecretRef
 
 __all__ = [
@@ -57,6 +64,9 @@ __all__ = [
     "laptop_root",
     "held_env",
     "FILES_DIR_ENV",
+    "MEMORY_FILESYSTEMS",
+    "filesystem_type",
+    "remove_all_mounts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -128,13 +138,13 @@ class _FileHold:
 _env: dict[str, _EnvHold] = {}
 _files: dict[str, _FileHold] = {}  # lower-cased relative path -> the one file for it in this process
 _memory: dict[str, list[tuple[str | bytes, MountSession]]] = {}  # env name -> (value, session) of live tasks
-_process_dirs: dict[str, Path] = {}  # mount root -> this process's directory under it
 
 #: Set while FILE secrets are mounted: the directory that holds them, for shell scripts and subprocesses
 #: (each file at ``$FLYTE_AWS_SECRETS_FILES_DIR/<group>/<key>``, lower-cased as flytekit names it).
 FILES_DIR_ENV = "FLYTE_AWS_SECRETS_FILES_DIR"
-#: Where ``/proc/mounts`` is read (a test points it elsewhere to take the path macOS takes).
-PROC_MOUNTS = "/proc/mounts"
+
+
+on_remove_all(_files.clear)
 
 
 def held_env(name: str) -> bool:
@@ -215,133 +225,6 @@ def lookup_file(group: str | None, key: str | None, group_version: str | None) -
         return str(hold.path) if hold is not None and not sessions else None
 
 
-_PREFIX = "flyte-aws-secrets-"
-#: Filesystems that keep files in memory only: nothing written there survives the machine.
-MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
-
-
-def filesystem_type(path: Path | str, mounts: str | None = None) -> str:
-    """The type of the filesystem holding ``path`` (its nearest existing ancestor), from ``/proc/mounts``.
-
-    "" when it cannot be told (no ``/proc``, as on macOS): callers treat that as not in memory.
-    """
-    p = Path(os.path.abspath(path))
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    real = os.path.realpath(p)
-    try:
-        with open(mounts or PROC_MOUNTS, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return ""
-    best, fstype = "", ""
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        # /proc/mounts writes spaces in mount points as \040.
-        mnt = fields[1].replace("\\040", " ")
-        if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-            best, fstype = mnt, fields[2]
-    return fstype
-
-
-def _process_root(root: Path) -> Path:
-    """This process's 0700 directory under ``root`` (made once; stale ones of dead processes swept first)."""
-    with _lock:
-        d = _process_dirs.get(str(root))
-        if d is None or not d.exists():
-            root.mkdir(parents=True, exist_ok=True)
-            _sweep_stale(root)
-            d = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=root))
-            os.chmod(d, 0o700)
-            if not _process_dirs:
-                atexit.register(remove_all_mounts)
-                _install_signal_handlers()
-            _process_dirs[str(root)] = d
-        return d
-
-
-def laptop_root() -> Path:
-    """The user-private directory that local runs use for FILE secrets where no memory filesystem exists
-    (macOS, some containers and WSL setups): ``<tmp>/flyte-aws-secrets-<uid>``, mode 0700, owned by us."""
-    base = Path(tempfile.gettempdir()) / f"{_PREFIX}u{os.getuid()}"
-    try:
-        os.mkdir(base, 0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(base)
-    import stat
-
-    # Someone else's directory (or a symlink planted in a shared /tmp) is never used.
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise FileMountOnDiskError("<FILE secrets>", str(base), "not a directory owned by this user")
-    if st.st_mode & 0o077:
-        os.chmod(base, 0o700)
-    return base
-
-
-_notice_given = False
-
-
-def _laptop_notice(root: Path, fstype: str, private: Path) -> None:
-    global _notice_given
-    if not _notice_given:
-        _notice_given = True
-        logger.warning(
-            "flytekitplugins-awssecrets: no memory filesystem at %s (%s); FILE secrets of this local run go "
-            "to %s (private, removed after the task); a pod still refuses disk",
-            root,
-            fstype or "type unknown",
-            private,
-        )
-
-
-def _sweep_stale(root: Path) -> None:
-    """Remove directories left by processes of ours that were killed (SIGKILL skips every handler)."""
-    for d in root.glob(f"{_PREFIX}*"):
-        try:
-            pid = int(d.name[len(_PREFIX) :].split("-", 1)[0])
-            if d.stat().st_uid != os.getuid() or pid == os.getpid():
-                continue
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)
-        except (ValueError, OSError):
-            continue
-
-
-def _install_signal_handlers() -> None:
-    """On SIGTERM/SIGHUP remove the mounts, then do what the previous handler would have done."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        previous = signal.getsignal(sig)
-        if getattr(previous, "__awssecrets__", False):
-            continue
-
-        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-            remove_all_mounts()
-            if callable(previous):
-                previous(signum, frame)
-            elif previous == signal.SIG_DFL:
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-
-        handler.__awssecrets__ = True  # type: ignore[attr-defined]
-        signal.signal(sig, handler)
-
-
-def remove_all_mounts() -> None:
-    """Remove every file this process mounted (atexit and signal handlers call this)."""
-    with _lock:
-        dirs = list(_process_dirs.values())
-        _process_dirs.clear()
-        _files.clear()
-    for d in dirs:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def _digest(value: str | bytes) -> bytes:
     import hashlib
 
@@ -396,7 +279,7 @@ class MountSession:
             return None
         if self._laptop_fallback:
             private = laptop_root()
-            _laptop_notice(self._root, fstype, private)
+            laptop_notice(self._root, fstype, private)
             self._root, self._allow_disk = private, True
             return None
         return FileMountOnDiskError(ref, str(self._root), fstype)
@@ -468,7 +351,7 @@ class MountSession:
                 if r.env_var:
                     envs.append((ref, r.env_var, str(self._file_path(rel))))
         if files:
-            envs.append((str(items[0].ref), FILES_DIR_ENV, str(_process_root(self._root))))
+            envs.append((str(items[0].ref), FILES_DIR_ENV, str(process_root(self._root))))
         return envs, files
 
     def _conflicts(
@@ -527,7 +410,7 @@ class MountSession:
                 self._env_names.append(name)
 
     def _file_path(self, rel: list[str]) -> Path:
-        return _process_root(self._root).joinpath(*rel)
+        return process_root(self._root).joinpath(*rel)
 
     def _hold_files(self, ref: str, items: Sequence[tuple[list[str], str | bytes]]) -> None:
         with _lock:
@@ -546,7 +429,7 @@ class MountSession:
                 self._paths[joined] = str(hold.path)
 
     def _write_file(self, rel: list[str], value: str | bytes) -> Path:
-        base = _process_root(self._root)
+        base = process_root(self._root)
         path = base.joinpath(*rel)
         # Reject anything that would leave the secrets directory, whatever the name looks like.
         if os.path.commonpath([base, path.resolve().parent]) != str(base.resolve()):
@@ -610,7 +493,7 @@ class MountSession:
                 fhold.count -= 1
                 if fhold.count <= 0:
                     del _files[k]
-                    _remove_file(fhold.path)
+                    remove_file(fhold.path)
         self._env_names, self._file_keys, self._paths, self._memory = [], [], {}, {}
         self.values = []
 
@@ -619,22 +502,6 @@ class MountSession:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _remove_file(path: Path) -> None:
-    """Remove a secret file and the directories it leaves empty, up to this process's directory."""
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    tops = {str(d) for d in _process_dirs.values()}
-    d = path.parent
-    while str(d) not in tops and d != d.parent:
-        try:
-            d.rmdir()
-        except OSError:
-            break
-        d = d.parent
 
 
 def any_with_env_var(ref: str, env_var: str) -> AwsSecretsError:

@@ -31,9 +31,9 @@ def _fp(value: str | bytes) -> str:
 
 
 def _secret_files() -> list[Path]:
-    from flytekitplugins_awssecrets import mount
+    from flytekitplugins_awssecrets import mountdirs
 
-    return [f for d in list(mount._process_dirs.values()) for f in d.rglob("*") if f.is_file()]
+    return [f for d in list(mountdirs._process_dirs.values()) for f in d.rglob("*") if f.is_file()]
 
 
 def _ours_in_environ(before: dict[str, str]) -> dict[str, str]:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from flytekit import Secret, current_context, task
 
-from flytekitplugins_awssecrets import aws_secret, mount
+from flytekitplugins_awssecrets import aws_secret, mount, mountdirs
 from flytekitplugins_awssecrets.errors import FileMountOnDiskError, SecretResolutionError
 from tests.conftest import ROOT
 from tests.support.pod import BIN, run_pod
@@ -35,8 +35,8 @@ def test_macos_path_local_run_uses_a_private_directory(
     secrets_factory: Any, unique: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # What macOS looks like to the plugin: no /proc/mounts, so no directory is known to be in memory.
-    monkeypatch.setattr(mount, "PROC_MOUNTS", "/nonexistent/proc/mounts")
-    monkeypatch.setattr(mount, "_notice_given", False)
+    monkeypatch.setattr(mountdirs, "PROC_MOUNTS", "/nonexistent/proc/mounts")
+    monkeypatch.setattr(mountdirs, "_notice_given", False)
     arn, value = secrets_factory.secret(f"{unique}/laptop")
     req = aws_secret(arn, mount_requirement=Secret.MountType.FILE)
     private = mount.laptop_root()
@@ -70,7 +70,7 @@ def test_macos_path_without_the_fallback_is_refused(tmp_path: Path, monkeypatch:
     from flytekitplugins_awssecrets.mount import MountSession, Resolved
     from flytekitplugins_awssecrets.refs import parse_reference
 
-    monkeypatch.setattr(mount, "PROC_MOUNTS", "/nonexistent/proc/mounts")
+    monkeypatch.setattr(mountdirs, "PROC_MOUNTS", "/nonexistent/proc/mounts")
     ref = parse_reference("arn:aws:secretsmanager:us-east-1:123456789012:secret:x-AbCdEf")
     r = Resolved(ref.group, ref.key, None, "FILE", None, ref, "not-a-secret")
     with pytest.raises(SecretResolutionError) as e:
