@@ -208,6 +208,7 @@ def materialize(group: str | None, key: str | None, group_version: str | None, a
         if error is not None:
             raise error
         owner._hold_files(ref, [(rel, value)])
+        owner._hold_envs(ref, [(FILES_DIR_ENV, str(process_root(owner._root)))])
         return owner._paths[joined]
 
 
