@@ -78,12 +78,17 @@ def _refuse(why: str, fix: str) -> None:
 
     def wrap(original: Any) -> Any:
         def dispatch_execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-            requests = task_requests(self)
-            if not requests:
-                return original(self, *args, **kwargs)
-            from flytekitplugins_awssecrets.refs import reference_from_request
+            from flytekitplugins_awssecrets.serialize import plan_requests
 
-            refs = [str(reference_from_request(s.group, s.key, s.group_version) or s.group) for s in requests]
+            # What the cluster webhook serves (registered in webhook mode) reaches the pod without us.
+            pod = [
+                d
+                for d in plan_requests(task_requests(self), _registered_mode or "plugin")
+                if d.served_by == "pod"
+            ]
+            if not pod:
+                return original(self, *args, **kwargs)
+            refs = [str(d.ref) for d in pod]
             err = PluginInactiveError(getattr(self, "name", "?"), refs, why, fix)
             from flytekit.exceptions.user import FlyteUserRuntimeException
 

@@ -602,8 +602,9 @@ def test_deep_nesting_is_typed_in_resolution_and_manifests(
     path.parent.mkdir(parents=True)
     path.write_text('{"a": ' + "[" * 200_000 + "]" * 200_000 + "}")
     monkeypatch.setenv("FLYTE_AWS_SECRETS_WEBHOOK_DIR", str(tmp_path / "webhook"))
-    with pytest.raises(SecretResolutionError) as e:
-        resolve_requests([aws_secret(arn, json_key="a.b")])
+    req = aws_secret(arn, json_key="a.b")
+    with pytest.raises(SecretResolutionError) as e:  # a file the webhook serves (in a pod, webhook mode)
+        resolve_requests([req], webhook_served={(req.group, req.key or "", None)})
     assert isinstance(e.value.errors[0], SecretNotJsonError)
     deep = tmp_path / "deep.yml"
     deep.write_text(
