@@ -20,17 +20,12 @@ from typing import Any
 
 import click
 
+from flytekitplugins_awssecrets.cli_output import format_option
+
 __all__ = ["split", "check", "load_module", "collect_requests", "check_requests", "CheckResult"]
 
 
-_FORMAT = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for scripts (data on stdout, messages on stderr).",
-)
+_FORMAT = format_option("text for people, json for scripts (data on stdout, messages on stderr).")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from flytekitplugins_awssecrets.links import doc_link
+
 __all__ = [
     "AwsSecretsError",
     "InvalidReferenceError",
@@ -33,6 +35,8 @@ __all__ = [
     "UnknownAliasError",
     "MissingTagError",
     "UnservableRequestError",
+    "SecretRefreshError",
+    "RefreshIntervalError",
     "ConcurrentMountError",
     "PluginInactiveError",
     "clean_aws_message",
@@ -308,7 +312,8 @@ class FileMountOnDiskError(AwsSecretsError):
             f"FILE secrets are written to a memory filesystem only, and {directory} is "
             f"{fstype or 'of unknown type'}, not tmpfs/ramfs",
             "set FLYTE_AWS_SECRETS_MOUNT_DIR to a tmpfs directory (e.g. /dev/shm), use Secret.MountType.ANY, "
-            "or accept the file on disk with FLYTE_AWS_SECRETS_ALLOW_DISK_MOUNT=true (see docs/security.md)",
+            "or accept the file on disk with FLYTE_AWS_SECRETS_ALLOW_DISK_MOUNT=true "
+            f"(see {doc_link('security', 'file-secrets-on-disk')})",
         )
 
 
@@ -333,6 +338,35 @@ class UnservableRequestError(AwsSecretsError, ValueError):
         self.why = why
         self.fix = fix
         super().__init__(reference, f"{entity}: {why}", fix)
+
+
+class SecretRefreshError(AwsSecretsError):
+    """A refresh of a running task's secret failed; the task keeps the last good value (logged, not raised,
+    by the refresher; raised by :func:`~flytekitplugins_awssecrets.refresh_secrets` when asked to)."""
+
+    def __init__(self, cause: AwsSecretsError, kept_since: str) -> None:
+        self.cause = cause
+        self.retryable = cause.retryable
+        super().__init__(
+            cause.reference,
+            f"refresh failed ({cause.reason}); the task keeps the value read at {kept_since}",
+            cause.hint,
+        )
+
+
+class RefreshIntervalError(SettingsError):
+    """A refresh interval shorter than the fleet's share of the read quota allows (the numbers say why)."""
+
+    def __init__(self, interval: float, minimum: float, arithmetic: str) -> None:
+        self.interval = interval
+        self.minimum = minimum
+        SettingsError.__init__(
+            self,
+            "refresh_interval_seconds",
+            "settings",
+            f"{interval:g} s is below the {minimum:g} s the read quotas allow: {arithmetic}; "
+            "raise the interval, or lower refresh_fleet_pods if fewer pods refresh at once",
+        )
 
 
 class SecretResolutionError(AwsSecretsError):

@@ -25,6 +25,7 @@ from flytekitplugins_awssecrets.errors import (
     SecretNotFoundError,
     SecretThrottledError,
 )
+from flytekitplugins_awssecrets.links import doc_link
 from flytekitplugins_awssecrets.refs import SecretRef
 
 __all__ = [
@@ -55,6 +56,11 @@ class Fetched:
     name: str = ""
     version_stages: tuple[str, ...] | None = None
     created_date: float | None = None
+    #: How it was read ("GetSecretValue", "BatchGetSecretValue", "GetParameters", "agent"), when (epoch
+    #: seconds) and how long the round that read it took: what a task's record and deck show.
+    api: str = ""
+    read_at: float = 0.0
+    read_ms: float = 0.0
 
     @property
     def binary(self) -> bool:
@@ -104,7 +110,7 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
     if isinstance(exc, NoCredentialsError):
         return SecretFetchError(
             ref_s,
-            "no AWS credentials found (set AWS_PROFILE, static keys or a role; see docs/credentials.md)",
+            f"no AWS credentials found (set AWS_PROFILE, static keys or a role; see {doc_link('credentials')})",
         )
     if isinstance(exc, (ReadTimeoutError, ConnectionError)):
         from flytekitplugins_awssecrets.credentials import unreachable_error
@@ -184,7 +190,9 @@ def payload_error(ref: SecretRef, item: Any, service: str = "secretsmanager") ->
     )
 
 
-def parse_payload(ref: SecretRef, item: Any, *, binary_is_base64: bool = False) -> Fetched | AwsSecretsError:
+def parse_payload(
+    ref: SecretRef, item: Any, *, binary_is_base64: bool = False, api: str = "GetSecretValue"
+) -> Fetched | AwsSecretsError:
     """The one place a Secrets Manager payload is read: a GetSecretValue answer, a BatchGetSecretValue item
     or the agent HTTP API's JSON (same fields; ``SecretBinary`` base64 there) as :class:`Fetched`.
 
@@ -228,6 +236,7 @@ def parse_payload(ref: SecretRef, item: Any, *, binary_is_base64: bool = False) 
             if isinstance(created, int | float)
             else None
         ),
+        api=api,
     )
 
 
@@ -290,7 +299,7 @@ def batch_get_secret_value(client: Any, refs: Sequence[SecretRef]) -> Result | B
             if cand is not None and str(cand.get("ARN", "")).startswith(r.arn + "-"):
                 item = cand
         if item is not None:
-            out[r.fetch_id] = parse_payload(r, item)
+            out[r.fetch_id] = parse_payload(r, item, api="BatchGetSecretValue")
         elif r.arn in errors:
             entry = errors[r.arn]
             out[r.fetch_id] = error_from_code(
@@ -334,7 +343,7 @@ def get_parameters(client: Any, refs: Sequence[SecretRef]) -> Result:
             out[r.fetch_id] = bad
         elif p is not None:
             out[r.fetch_id] = Fetched(
-                str(p.get("Value", "")), str(p.get("ARN", "")), str(p.get("Version", ""))
+                str(p.get("Value", "")), str(p.get("ARN", "")), str(p.get("Version", "")), api="GetParameters"
             )
         else:
             out[r.fetch_id] = SecretNotFoundError(str(r), "parameter (or that version) does not exist")

@@ -26,6 +26,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from flytekitplugins_awssecrets.mountdirs import (
     remove_all_mounts,
     remove_file,
 )
+from flytekitplugins_awssecrets.record import ReadInfo
 from flytekitplugins_awssecrets.refs import SecretRef
 
 __all__ = [
@@ -87,6 +89,8 @@ class Resolved:
     value: str | bytes = field(repr=False)
     #: where the value came from: "aws", "env", "file" (flytekit's own location) or "webhook".
     source: str = "aws"
+    #: how it was read (API, region, version, timing), for the task's record; never the value.
+    info: ReadInfo | None = field(default=None, compare=False)
     #: the file the cluster webhook mounted, for a FILE request it serves as written (used, never copied).
     path: str | None = None
 
@@ -464,6 +468,61 @@ class MountSession:
             yield
         finally:
             _CURRENT.reset(token)
+
+    # -- refreshing (see refresh.py) ---------------------------------------------------------------------------
+    def replace_value(self, r: Resolved, value: str | bytes) -> None:
+        """Give a mounted ``ANY`` or ``FILE`` request a new value while its task runs.
+
+        ``ANY``: what ``SecretsManager.get`` serves from now on. A file (a ``FILE`` mount, or an ``ANY`` value
+        written on demand) is replaced atomically: the new content is written to a private temporary file in
+        the same directory (0600) and renamed over the old one, so a reader sees the old or the new file,
+        never a partial or empty one. Environment variables never change under running code.
+        """
+        env_name, rel = flytekit_names(r.group, r.key, r.group_version)
+        with _lock:
+            if env_name in self._memory:
+                self._memory[env_name] = value
+            stack = _memory.get(env_name)
+            if stack:
+                for i, (_, owner) in enumerate(stack):
+                    if owner is self:
+                        stack[i] = (value, self)
+            joined = "/".join(rel)
+            hold = _files.get(joined)
+            # Our own file (shared with concurrent tasks of the same secret, who want the new value too);
+            # never the cluster webhook's.
+            if joined in self._file_keys and hold is not None:
+                self._replace_file(hold.path, value)
+                hold.digest = _digest(value)
+
+    def location(self, r: Resolved) -> str:
+        """Where a mounted request can be found, in words for the task's record (never the value)."""
+        env_name, rel = flytekit_names(r.group, r.key, r.group_version)
+        if r.mount == ENV:
+            return f"env {r.env_var or env_name}"
+        if r.mount == FILE:
+            path = self._paths.get("/".join(rel))
+            where = f"file {path}" if path is not None else "file"
+            return where + (f" (path in env {r.env_var})" if r.env_var else "")
+        return "memory (current_context().secrets.get)"
+
+    @staticmethod
+    def _replace_file(path: Path, value: str | bytes) -> None:
+        data = value.encode("utf-8") if isinstance(value, str) else value
+        fd, tmp = tempfile.mkstemp(prefix=".refresh-", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     # -- undoing --------------------------------------------------------------------------------------------
     def close(self) -> None:

@@ -17,6 +17,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from flytekitplugins_awssecrets.links import doc_link
+
 __all__ = ["describe"]
 
 #: botocore's credential ``method`` -> where that is, in words.
@@ -60,7 +62,7 @@ def _credentials_line(resolver: Any) -> str:
         if creds is None:
             return (
                 "credentials: none found by botocore's default chain (set AWS_PROFILE, static keys or a "
-                "role; see docs/credentials.md)"
+                f"role; see {doc_link('credentials')})"
             )
         method = str(getattr(creds, "method", "") or "")
         base = _METHODS.get(method, method or "botocore's default chain")

@@ -11,7 +11,12 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flytekitplugins_awssecrets.errors import AwsSecretsError, SecretLeakError, SecretResolutionError
+from flytekitplugins_awssecrets.errors import (
+    AwsSecretsError,
+    SecretLeakError,
+    SecretResolutionError,
+    SettingsError,
+)
 from flytekitplugins_awssecrets.mount import MountSession
 from flytekitplugins_awssecrets.resolver import resolve_requests
 from flytekitplugins_awssecrets.settings import default_mount_root, get_settings
@@ -62,6 +67,30 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
 
     # One set per task, shared by log redaction, the leak guard and exception scrubbing.
     sensitive = SensitiveSet.build([(str(r.ref), r.value) for r in resolved])
+    from flytekitplugins_awssecrets import record as records
+
+    rec = records.build_record(name, list(resolved), [session.location(r) for r in resolved])
+    rec_token = records.begin(rec)
+    refresher = None
+    try:
+        if any(r.mount in ("ANY", "FILE") for r in resolved):
+            from flytekitplugins_awssecrets.refresh import Refresher
+            from flytekitplugins_awssecrets.resolver import get_resolver
+
+            refresher = Refresher(get_resolver(), session, resolved, rec, sensitive, settings)
+            refresher.start()
+        from flytekitplugins_awssecrets.deck import add_deck
+
+        add_deck(task, ctx, rec, settings.deck)
+    except BaseException as e:
+        if refresher is not None:
+            refresher.stop()
+        records.end(rec, rec_token)
+        session.close()
+        if isinstance(e, SecretResolutionError | SettingsError):
+            err = e if isinstance(e, SecretResolutionError) else SecretResolutionError([e], name)
+            raise _for_flyte(err, ctx) from None
+        raise
     token = None
     scanner = None
     if settings.leak_guard:
@@ -88,6 +117,9 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
                 _check_serialised(scanner, out, ctx)
             return out
     finally:
+        if refresher is not None:
+            refresher.stop()
+        records.end(rec, rec_token)
         if token is not None:
             from flytekitplugins_awssecrets.leakguard import ACTIVE
 

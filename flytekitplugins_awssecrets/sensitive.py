@@ -161,6 +161,15 @@ class SensitiveSet:
         sets = list(sets)
         return cls((pair for s in sets for pair in s._pairs), (k for s in sets for k in s.key_names))
 
+    def absorb(self, other: SensitiveSet) -> None:
+        """Add ``other``'s patterns to this set in place (a secret refreshed while its task runs: the log
+        redaction and the leak guard that hold this set then know the new value too, and keep the old)."""
+        merged = SensitiveSet.union([self, other])
+        # Whole attributes are swapped, so a reader in another thread sees the old or the new lists.
+        self.key_names = merged.key_names
+        self._pairs = merged._pairs
+        self.texts = merged.texts
+
     @property
     def references(self) -> list[str]:
         """The references whose values this set holds, each once."""

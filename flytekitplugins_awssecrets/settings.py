@@ -126,6 +126,18 @@ class Settings(BaseModel):
         otherwise such a task fails with :class:`~flytekitplugins_awssecrets.errors.UninspectableOutputError`.
       redact_logs (True): replace resolved values in log records by ``[REDACTED]`` while a task runs.
 
+    While a task runs (see docs/rotation.md):
+      refresh_interval_seconds (None): re-read the task's ``ANY`` and ``FILE`` secrets this often while it
+        runs, following ``AWSCURRENT`` (``ENV_VAR`` values never change under running code); None: read once.
+        Example: ``FLYTE_AWS_SECRETS_REFRESH_INTERVAL_SECONDS=900``. At task start an interval shorter than
+        the fleet's share of the read quotas allows is refused with the numbers (see ``refresh_fleet_pods``).
+      refresh_overrides ({}): per request, by reference as written (ARN or alias): seconds, or 0 for never.
+        Example: ``{"arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-XyZ123": 300}``.
+      refresh_fleet_pods (1000): how many pods may refresh at once in one account and region (a map task's
+        width); the quota arithmetic for the smallest interval uses it.
+      deck ("auto"): the "AWS secrets" Flyte Deck: "auto" on tasks that enable decks, "always" also turns
+        decks on for tasks with AWS secrets, "never" never adds it.
+
     Credentials (all through boto3/botocore):
       profile (None): a named profile from the shared AWS files.
       access_key_id, secret_access_key, session_token (None): static keys.
@@ -167,6 +179,10 @@ class Settings(BaseModel):
     leak_guard: bool = True
     allow_opaque_outputs: bool = False
     redact_logs: bool = True
+    refresh_interval_seconds: float | None = Field(default=None, gt=0)
+    refresh_overrides: dict[str, float] = Field(default_factory=dict)
+    refresh_fleet_pods: int = Field(default=1000, ge=1)
+    deck: Literal["auto", "always", "never"] = "auto"
 
     profile: str | None = None
     access_key_id: str | None = None
@@ -302,6 +318,7 @@ _JSON_FIELDS = {
     "assume_role",
     "failover_regions",
     "cluster_modes",
+    "refresh_overrides",
 }
 
 
@@ -467,13 +484,29 @@ def _read_env(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         and k[len(ENV_PREFIX) :].lower() not in _FIELDS
     ]
     if unknown:
-        valid = sorted([ENV_PREFIX + f.upper() for f in _FIELDS] + list(NON_FIELD_ENV))
         raise SettingsError(
-            unknown[0][len(ENV_PREFIX) :].lower(),
-            f"env var {unknown[0]}",
-            f"unknown variable {unknown[0]}; valid names: {', '.join(valid)}",
+            unknown[0][len(ENV_PREFIX) :].lower(), f"env var {unknown[0]}", _unknown_var(unknown[0])
         )
     return fields, origin
+
+
+def _unknown_var(var: str) -> str:
+    """The likely name for a misspelt variable (difflib), not all of them: a list of 36 hides the one."""
+    import difflib
+
+    from flytekitplugins_awssecrets.links import doc_link
+
+    # Compared without the common prefix, which would make every name look alike.
+    names = {
+        v[len(ENV_PREFIX) :].lower(): v
+        for v in [ENV_PREFIX + f.upper() for f in _FIELDS] + list(NON_FIELD_ENV)
+    }
+    asked = var[len(ENV_PREFIX) :].lower()
+    hits = [n for n in sorted(names) if asked and n.startswith(asked)][:1]
+    hits += [n for n in difflib.get_close_matches(asked, list(names), n=2, cutoff=0.6) if n not in hits]
+    close = [names[n] for n in hits[:2]]
+    guess = f"did you mean {' or '.join(close)}? " if close else "no setting has a similar name; "
+    return f"unknown variable {var}; {guess}valid names: {doc_link('settings')}"
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
