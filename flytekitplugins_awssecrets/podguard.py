@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     import flytekit  # noqa: F401 - loads the plugin's hooks through flytekit's plugin entry points
 
     from flytekitplugins_awssecrets import entrypoints
+    from flytekitplugins_awssecrets.links import doc_link
 
     core = entrypoints.state.get("core", "not loaded by flytekit")
     if core == "disabled":
@@ -142,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     elif core != "loaded":
         _refuse(
             f"the plugin could not load here ({core})",
-            "install a flytekitplugins-awssecrets that supports this image's flytekit (see docs/troubleshooting.md)",
+            "install a flytekitplugins-awssecrets that supports this image's flytekit (see "
+            + doc_link("cluster", "a-pod-whose-image-lacks-the-plugin-fails-before-user-code")
+            + ")",
         )
     return _run(args[0], args[1:])
 
