@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from flytekitplugins_awssecrets.errors import (
     AwsSecretsError,
     BinaryToEnvVarError,
+    CredentialsRejectedError,
     FileMountOnDiskError,
     InvalidReferenceError,
     JsonKeyNotFoundError,
@@ -61,6 +62,7 @@ __all__ = [
     "MissingTagError",
     "MountCollisionError",
     "RefreshIntervalError",
+    "CredentialsRejectedError",
     "SecretAccessDeniedError",
     "SecretDecryptionError",
     "SecretFetchError",

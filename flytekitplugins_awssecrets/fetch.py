@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flytekitplugins_awssecrets.errors import (
+    CREDENTIAL_CODES,
     AwsSecretsError,
+    CredentialsRejectedError,
     SecretAccessDeniedError,
     SecretDecryptionError,
     SecretFetchError,
     SecretNotFoundError,
     SecretThrottledError,
+    markup_error,
 )
 from flytekitplugins_awssecrets.links import doc_link
 from flytekitplugins_awssecrets.refs import SecretRef
@@ -77,7 +80,17 @@ _THROTTLE = {
     "ThrottledException",
     "ProvisionedThroughputExceededException",
 }
-_DENIED = {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "UnrecognizedClientException"}
+_DENIED = {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"}
+
+
+#: botocore errors raised while credentials load (before any call reaches AWS) -> what that means.
+_CREDENTIALS_NOT_LOADED = {
+    "UnauthorizedSSOTokenError": "the SSO session has expired or was never started (run `aws sso login`)",
+    "SSOTokenLoadError": "the SSO token could not be loaded (run `aws sso login`)",
+    "TokenRetrievalError": "the SSO token could not be refreshed (run `aws sso login`)",
+    "CredentialRetrievalError": "the credential provider (credential_process, SSO, container or web identity) failed",
+    "PartialCredentialsError": "only part of a key pair is set (an access key id without its secret key?)",
+}
 
 
 def _action(ref: SecretRef, operation: str) -> tuple[str, str]:
@@ -122,6 +135,12 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
     if isinstance(exc, ResponseParserError):
         # An answer that is not AWS's (a proxy's HTML page): retryable, and its text is not kept.
         return SecretFetchError(ref_s, "the answer could not be parsed as AWS's (a proxy?)", retryable=True)
+    loading = _CREDENTIALS_NOT_LOADED.get(type(exc).__name__)
+    if loading is not None:
+        from flytekitplugins_awssecrets.provenance import credentials_source
+
+        # The exception's own text can quote a credential process's output: only its type is kept.
+        return CredentialsRejectedError(ref_s, type(exc).__name__, credentials_source(), loading)
     if isinstance(exc, BotoCoreError):
         return SecretFetchError(ref_s, f"{type(exc).__name__}: {exc}")
     return SecretFetchError(ref_s, f"unexpected {type(exc).__name__}")
@@ -129,6 +148,11 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
 
 def error_from_code(ref: SecretRef, code: str, message: str, status: int, operation: str) -> AwsSecretsError:
     ref_s = str(ref)
+    code, message = _unwrap_markup(code, message)
+    if code in CREDENTIAL_CODES:
+        from flytekitplugins_awssecrets.provenance import credentials_source
+
+        return CredentialsRejectedError(ref_s, code, credentials_source())
     if code in (
         "ResourceNotFoundException",
         "ParameterNotFound",
@@ -156,6 +180,18 @@ def error_from_code(ref: SecretRef, code: str, message: str, status: int, operat
     if code == "InvalidRequestException" and "deletion" in message.lower():
         return SecretNotFoundError(ref_s, "the secret is scheduled for deletion")
     return SecretFetchError(ref_s, f"{code}: {message}" if code else message)
+
+
+def _unwrap_markup(code: str, message: str) -> tuple[str, str]:
+    """An endpoint that answered a JSON API in XML (or HTML): botocore passes the raw body as the message
+    and the HTTP status as the code; take AWS's code and message out of it, keep none of the markup."""
+    markup = markup_error(message)
+    if markup is None:
+        return code, message
+    inner_code, inner_message = markup
+    if inner_code and (not code or code.isdigit()):
+        code = inner_code
+    return code, inner_message or "(the endpoint answered with an XML/HTML document, not shown)"
 
 
 def _short(message: str) -> str:

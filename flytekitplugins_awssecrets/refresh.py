@@ -119,6 +119,7 @@ class Refresher:
         self._session = session
         self._record = record
         self._sensitive = sensitive
+        self._settings = settings
         self._items = [(i, r) for i, r in enumerate(resolved) if refreshable(r)]
         self._values: dict[int, str | bytes] = {i: r.value for i, r in self._items}
         self._versions: dict[int, str] = {i: (r.info.version_id if r.info else "") for i, r in self._items}
@@ -186,6 +187,7 @@ class Refresher:
 
     def _refresh(self, indexes: list[int], raise_errors: bool) -> int:
         from flytekitplugins_awssecrets.extract import extract_json_key
+        from flytekitplugins_awssecrets.leaves import LeafPolicy
         from flytekitplugins_awssecrets.sensitive import SensitiveSet
 
         by = dict(self._items)
@@ -217,8 +219,15 @@ class Refresher:
                     continue
                 now = time.time()
                 if value != self._values[i]:
-                    # Redaction and the leak guard learn the new value before anything can read it.
-                    self._sensitive.absorb(SensitiveSet.build([(str(r.ref), value)]))
+                    # Redaction and the leak guard learn the new value before anything can read it,
+                    # with the same leaf policy as the task's start.
+                    self._sensitive.absorb(
+                        SensitiveSet.build(
+                            [(str(r.ref), value)],
+                            LeafPolicy.from_settings(self._settings),
+                            whole={str(r.ref)} if r.ref.json_key else set(),
+                        )
+                    )
                     self._session.replace_value(r, value)
                     self._values[i] = value
                     changed += 1

@@ -21,7 +21,7 @@ from flytekitplugins_awssecrets.mount import MountSession
 from flytekitplugins_awssecrets.resolver import resolve_requests
 from flytekitplugins_awssecrets.settings import default_mount_root, get_settings
 
-__all__ = ["run_with_secrets", "served_value", "webhook_served"]
+__all__ = ["run_with_secrets", "served_value", "task_session", "mount_problems", "webhook_served"]
 
 logger = logging.getLogger("flytekitplugins_awssecrets")
 
@@ -41,6 +41,24 @@ def _for_flyte(err: AwsSecretsError, ctx: Any) -> BaseException:
     return wrapped
 
 
+def task_session(settings: Any, local: bool = True) -> MountSession:
+    """The mount session a task gets (where FILE secrets go, whether disk is allowed). A local run with no
+    ``mount_dir`` set may fall back to a private directory where no memory filesystem exists (a laptop);
+    a pod (``local=False``) stays strict."""
+    return MountSession(
+        default_mount_root(settings),
+        allow_disk=settings.allow_disk_mount,
+        laptop_fallback=local and not settings.mount_dir,
+    )
+
+
+def mount_problems(resolved: Sequence[Any]) -> list[AwsSecretsError]:
+    """What mounting ``resolved`` for one task would refuse (collisions, a mount directory on disk, a binary
+    value for an env var), without mounting anything: ``check`` asks this, a run mounts through the same
+    session type and checks (as a local run: ``check`` answers for ``pyflyte run``)."""
+    return task_session(get_settings(), local=True)._check(resolved)
+
+
 def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callable[[], Any]) -> Any:
     """Resolve and mount ``requests`` for ``task``, run ``call``, then unmount, whatever happens."""
     name = getattr(task, "name", None)
@@ -49,13 +67,7 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
     try:
         _refuse_any_with_env_var(requests, name)
         resolved = resolve_requests(requests, task=name, webhook_served=webhook_served(task, requests, local))
-        # A local run with no mount_dir set may fall back to a private directory where no memory
-        # filesystem exists (a laptop); a pod stays strict.
-        session = MountSession(
-            default_mount_root(settings),
-            allow_disk=settings.allow_disk_mount,
-            laptop_fallback=local and not settings.mount_dir,
-        )
+        session = task_session(settings, local=local)
         session.mount(resolved, task=name)
     except SecretResolutionError as e:
         raise _for_flyte(e, ctx) from None
@@ -63,10 +75,15 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
     for r in resolved:
         sources[r.source] = sources.get(r.source, 0) + 1
     logger.info("task %s: %d AWS secret request(s) mounted %s", name, len(resolved), sources)
+    from flytekitplugins_awssecrets.leaves import LeafPolicy
     from flytekitplugins_awssecrets.sensitive import SensitiveSet, scrub_exception
 
     # One set per task, shared by log redaction, the leak guard and exception scrubbing.
-    sensitive = SensitiveSet.build([(str(r.ref), r.value) for r in resolved])
+    sensitive = SensitiveSet.build(
+        [(str(r.ref), r.value) for r in resolved],
+        LeafPolicy.from_settings(settings),
+        whole={str(r.ref) for r in resolved if r.ref.json_key},
+    )
     from flytekitplugins_awssecrets import record as records
 
     rec = records.build_record(name, list(resolved), [session.location(r) for r in resolved])

@@ -302,6 +302,16 @@ def _real_messages() -> list[str]:
         extract_json_key("arn:...", '{"password": "x", "user": "y"}', "passwd")
     except AwsSecretsError as e:
         out.append(str(e))
+    from flytekitplugins_awssecrets.errors import (
+        RefreshIntervalError,
+        SecretNotFoundError,
+        SecretRefreshError,
+    )
+    from flytekitplugins_awssecrets.refresh import minimum_interval
+
+    out.append(str(SecretRefreshError(SecretNotFoundError(str(ref)), "16:00:00 UTC")))
+    minimum, arithmetic = minimum_interval(20, 0, 1000)
+    out.append(str(RefreshIntervalError(5, minimum, arithmetic)))
     out += _mount_messages(str(ref))
     return out
 
