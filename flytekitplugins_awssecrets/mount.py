@@ -26,6 +26,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -267,6 +268,7 @@ class MountSession:
         self._paths: dict[str, str] = {}  # relative path -> absolute path of this session's files
         self._memory: dict[str, str | bytes] = {}
         self._parent: MountSession | None = None
+        self._dir: Path | None = None  # a private directory for files written directly (the Flyte 2 adapter)
         self.values: list[str | bytes] = []
         self.closed = False
 
@@ -426,15 +428,23 @@ class MountSession:
                 joined = "/".join(rel)
                 hold = _files.get(joined)
                 if hold is None:
-                    hold = _FileHold(self._write_file(rel, value), _digest(value))
+                    hold = _FileHold(self._write_file(rel, value, process_root(self._root)), _digest(value))
                     _files[joined] = hold
                 else:
                     hold.count += 1
                 self._file_keys.append(joined)
                 self._paths[joined] = str(hold.path)
 
-    def _write_file(self, rel: list[str], value: str | bytes) -> Path:
-        base = process_root(self._root)
+    def _session_dir(self) -> Path:
+        """A directory of this session's own under the process's (for callers that write files directly)."""
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="task-", dir=process_root(self._root)))
+            os.chmod(self._dir, 0o700)
+        return self._dir
+
+    def _write_file(self, rel: list[str], value: str | bytes, base: Path | None = None) -> Path:
+        """Write ``value`` at ``rel`` under ``base`` (default: :meth:`_session_dir`), 0600 in 0700 dirs."""
+        base = base if base is not None else self._session_dir()
         path = base.joinpath(*rel)
         # Reject anything that would leave the secrets directory, whatever the name looks like.
         if os.path.commonpath([base, path.resolve().parent]) != str(base.resolve()):
@@ -554,6 +564,9 @@ class MountSession:
                 if fhold.count <= 0:
                     del _files[k]
                     remove_file(fhold.path)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
         self._env_names, self._file_keys, self._paths, self._memory = [], [], {}, {}
         self.values = []
 
