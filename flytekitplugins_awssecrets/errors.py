@@ -518,6 +518,8 @@ class UntrustedSettingError(SettingsError):
                 "executions write; bake it into that file, or remove the variable"
             )
         super().__init__(field, source, problem)
+
+
 class ConcurrentMountError(MountCollisionError):
     """Another task running in this process at the same time holds an environment variable or file that this
     task would set to a different value (``os.environ`` is one per process)."""
