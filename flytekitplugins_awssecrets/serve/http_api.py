@@ -21,6 +21,7 @@ status when                                         body
 ====== ============================================ ===================================
 400    ``X-Forwarded-For`` present                  ``Forwarded``
 403    token missing or wrong                       ``Bad Token``
+403    secret not in the allow-list                 ``{"__type": "AccessDeniedException", ...}``
 429    too many authenticated connections           ``Connection limit exceeded``
 405    not GET                                      ``Not allowed``
 404    unknown path                                 ``Not found``
@@ -46,6 +47,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 
+import h11
 from pydantic import BaseModel, ConfigDict, Field
 
 from flytekitplugins_awssecrets.errors import (
@@ -60,6 +62,7 @@ from flytekitplugins_awssecrets.errors import (
     UnknownAliasError,
 )
 from flytekitplugins_awssecrets.refs import SecretRef, parse_reference
+from flytekitplugins_awssecrets.serve.allow import NotAllowedError, refused
 from flytekitplugins_awssecrets.serve.context import Context, logger
 from flytekitplugins_awssecrets.serve.source import Served
 
@@ -217,13 +220,15 @@ def parse_query(secret_id: str | None, query: str) -> Query | Response:
     )
 
 
-def reference_for(ctx: Context, q: Query) -> SecretRef | Response:
-    """The reference a ``secretId`` names: a Secrets Manager ARN, a configured alias or a secret name."""
+def reference_for(ctx: Context, q: Query) -> tuple[SecretRef, bool] | Response:
+    """The reference a ``secretId`` names (a Secrets Manager ARN, a configured alias or a secret name), and
+    whether it was an alias; a secret the allow-list does not list is a 403 before anything is read."""
     if q.version_stage and q.version_id:
         return _aws_error(
             400, "InvalidParameterException", "give versionStage or versionId, not both (this agent's rule)"
         )
     try:
+        by_alias = False
         if q.secret_id.startswith("arn:"):
             ref = parse_reference(q.secret_id)
             if ref.service != "secretsmanager":
@@ -237,7 +242,10 @@ def reference_for(ctx: Context, q: Query) -> SecretRef | Response:
                     f"{q.secret_id}: secretId takes no ':json-key:stage:id' fields; "
                     "use the versionStage or versionId parameter",
                 )
+            refusal = ctx.allow.check_arn(q.secret_id, ref, home=ctx.home)
         elif q.secret_id in (resources := ctx.source.resources()):
+            by_alias = True
+            refusal = ctx.allow.check_alias(q.secret_id, resources[q.secret_id])
             ref = parse_reference(resources[q.secret_id])
         elif ":" in q.secret_id:
             # Not a valid secret name, and would be read as ECS-style ':json-key' fields.
@@ -247,23 +255,41 @@ def reference_for(ctx: Context, q: Query) -> SecretRef | Response:
         else:
             # A plain name, as AWS's agent accepts: the caller's account, the configured region.
             ref = ctx.source.ref_for_name(q.secret_id)
+            refusal = ctx.allow.check_arn(q.secret_id, ref, home=ctx.home)
     except AwsSecretsError as e:
         return error_response(e)
+    if refusal is not None:
+        return not_allowed(refusal, q.secret_id)
     if q.version_stage or q.version_id:
         ref = dataclasses.replace(ref, version_stage=q.version_stage, version_id=q.version_id)
     # The API answers whole secrets: an alias's JSON key does not apply here.
-    return dataclasses.replace(ref, json_key=None)
+    return dataclasses.replace(ref, json_key=None), by_alias
+
+
+def not_allowed(err: NotAllowedError, asked: str) -> Response:
+    """403, as AWS answers a secret the caller may not read; logged (what was asked, never a value)."""
+    refused("http", asked, err)
+    resp = _aws_error(403, "AccessDeniedException", str(err))
+    resp.outcome = "refused: not in the allow-list"
+    return resp
 
 
 def get_secret(ctx: Context, q: Query) -> Response:
     """Answer one GetSecretValue request. Blocking."""
-    ref = reference_for(ctx, q)
-    if isinstance(ref, Response):
-        return ref
+    found = reference_for(ctx, q)
+    if isinstance(found, Response):
+        return found
+    ref, by_alias = found
     try:
         served = ctx.source.get(ref, refresh=q.refresh_now)
+        # What AWS returned, by its real ARN and name: a partial ARN may resolve to another secret.
+        refusal = (
+            None if by_alias else ctx.allow.check_served(q.secret_id, ref, served.arn, served.name, ctx.home)
+        )
     except AwsSecretsError as e:
         return error_response(e)
+    if refusal is not None:
+        return not_allowed(refusal, q.secret_id)
     body = GetSecretValueOutput.from_served(served).model_dump_json(exclude_none=True).encode("utf-8")
     return Response(
         200,
@@ -349,64 +375,94 @@ async def route(
 
 
 # --- HTTP/1.1 on a stream ----------------------------------------------------------------------------------
+# Framing is h11's (a maintained HTTP/1.1 parser): conflicting Content-Length values, Transfer-Encoding
+# rules, obsolete line folding, malformed header lines, a missing Host and oversized heads are its
+# decisions, answered with its status hint. What this API adds: GET carries no body (one we would have to
+# skip is refused, and the connection closed, so the next request is found reliably), a request target is
+# a path, and a bounded number of headers.
 
 
-class _BadRequest(Exception):
-    def __init__(self, status: int, text: str) -> None:
-        self.status = status
-        self.text = text
-        super().__init__(text)
+class _Closed(Exception):
+    """The client closed the connection, or stayed silent past its time-out: nothing to answer."""
 
 
-def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise _BadRequest(400, "malformed request line")
-    method, target, version = parts
+async def _next_request(
+    ctx: Context, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> h11.Request:
+    """The next request head, read within the connection's time-out; raises :class:`_Closed` or h11's
+    ``RemoteProtocolError``."""
+    deadline = time.monotonic() + ctx.timeout_for(writer)
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Request):
+            return event
+        if isinstance(event, h11.ConnectionClosed):
+            raise _Closed
+        if event is not h11.NEED_DATA:
+            # Body data or the end of a message we are not reading: out of step, stop here.
+            raise _Closed
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Closed
+        try:
+            data = await asyncio.wait_for(reader.read(16384), remaining)
+        except (TimeoutError, ConnectionError, OSError):
+            raise _Closed from None
+        if not data:
+            raise _Closed  # between requests, or mid-head (nothing sensible to answer)
+        conn.receive_data(data)
+
+
+def _check_request(req: h11.Request) -> tuple[str, str, dict[str, str]] | Response:
+    method = req.method.decode("ascii", "replace")
+    target = req.target.decode("latin-1")
     if not target.startswith("/"):
-        raise _BadRequest(400, "request target must be a path")
-    if any(c <= " " or c == "\x7f" for c in target):
-        # HTTP allows no control characters there; a bare LF would start a forged line in the server log.
-        raise _BadRequest(400, "control characters in the request target")
+        return _text(400, "request target must be a path", close=True)
+    if len(req.headers) > _MAX_HEADERS:
+        return _text(431, "Request header fields too large", close=True)
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise _BadRequest(400, "malformed header line")
-        headers[name.lower()] = value.strip()
-    if len(headers) > _MAX_HEADERS:
-        raise _BadRequest(431, "Request header fields too large")
-    return method, target, version, headers
+    for name, value in req.headers:
+        key = name.decode("latin-1")
+        if key in headers and key not in ("content-length", "transfer-encoding"):
+            # A repeated header is joined, as HTTP says, so that no two parsers read a different value.
+            headers[key] += ", " + value.decode("latin-1")
+        else:
+            headers[key] = value.decode("latin-1")
+    if "transfer-encoding" in headers or headers.get("content-length", "0") != "0":
+        return _text(400, "request bodies are not accepted", close=True)
+    return method, target, headers
 
 
 async def handle_connection(ctx: Context, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Serve HTTP/1.1 requests on one connection (keep-alive) until the client closes it or an error.
 
     Until a request carries the token, each request head must arrive within ``header_timeout``."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=ctx.config.max_header_bytes)
     while True:
-        timeout = ctx.timeout_for(writer)
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-        except asyncio.IncompleteReadError:
-            return  # closed between requests (or mid-head: nothing sensible to answer)
-        except asyncio.LimitOverrunError:
-            await _write(writer, _text(431, "Request header fields too large", close=True), "HTTP/1.1")
+            req = await _next_request(ctx, conn, reader, writer)
+        except _Closed:
             return
-        except TimeoutError:
+        except h11.RemoteProtocolError as e:
+            status = e.error_status_hint if e.error_status_hint in _REASONS else 400
+            text = "Request header fields too large" if status == 431 else f"bad request: {e}"[:200]
+            logger.info("http: malformed request -> %d %s", status, text)
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await _write(writer, conn, _text(status, text, close=True))
             return
         started = time.monotonic()
-        try:
-            method, target, version, headers = _parse_head(head)
-        except _BadRequest as e:
-            await _write(writer, _text(e.status, e.text, close=True), "HTTP/1.1")
-            return
-        # GET carries no body; one we would have to skip is refused so the next request is found reliably.
-        if "transfer-encoding" in headers or headers.get("content-length", "0").strip() not in ("", "0"):
-            resp = _text(400, "request bodies are not accepted", close=True)
+        checked = _check_request(req)
+        if isinstance(checked, Response):
+            method, target, resp = (
+                req.method.decode("ascii", "replace"),
+                req.target.decode("latin-1"),
+                checked,
+            )
         else:
+            method, target, headers = checked
+            # No body: h11 has the end of the request already; taking it keeps the connection reusable.
+            if not isinstance(conn.next_event(), h11.EndOfMessage):
+                return
             try:
                 resp = await route(ctx, method, target, headers, writer)
             except Exception as e:  # noqa: BLE001 - one bad request must not take the server down
@@ -422,27 +478,31 @@ async def handle_connection(ctx: Context, reader: asyncio.StreamReader, writer: 
             resp.outcome[:300],
             (time.monotonic() - started) * 1000,
         )
-        conn = headers.get("connection", "").lower()
-        keep = not resp.close and (
-            (version == "HTTP/1.1" and conn != "close") or (version == "HTTP/1.0" and conn == "keep-alive")
-        )
-        resp.close = not keep
-        if not await _write(writer, resp, version, head_only=method == "HEAD") or not keep:
+        if not await _write(writer, conn, resp, head_only=method == "HEAD"):
             return
+        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            return  # Connection: close (ours or the client's), HTTP/1.0 without keep-alive
+        conn.start_next_cycle()
 
 
 async def _write(
-    writer: asyncio.StreamWriter, resp: Response, version: str, *, head_only: bool = False
+    writer: asyncio.StreamWriter, conn: h11.Connection, resp: Response, *, head_only: bool = False
 ) -> bool:
-    lines = [
-        f"{version if version in ('HTTP/1.0', 'HTTP/1.1') else 'HTTP/1.1'} {resp.status} "
-        f"{_REASONS.get(resp.status, 'Unknown')}",
-        f"Content-Type: {resp.content_type}",
-        f"Content-Length: {len(resp.body)}",
-        f"Connection: {'close' if resp.close else 'keep-alive'}",
-        *(f"{k}: {v}" for k, v in resp.headers.items()),
+    headers = [
+        ("Content-Type", resp.content_type),
+        ("Content-Length", str(len(resp.body))),
+        *resp.headers.items(),
     ]
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else resp.body)
+    if resp.close:
+        headers.append(("Connection", "close"))
+    try:
+        data = conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
+        if not head_only and resp.body:
+            data = (data or b"") + (conn.send(h11.Data(data=resp.body)) or b"")
+        data = (data or b"") + (conn.send(h11.EndOfMessage()) or b"")
+    except h11.LocalProtocolError as e:
+        logger.error("http: cannot send the answer: %s", e)
+        return False
     try:
         writer.write(data)
         await writer.drain()
@@ -450,3 +510,7 @@ async def _write(
         logger.debug("http client went away: %s", type(e).__name__)
         return False
     return True
+
+
+def _reason(status: int) -> bytes:
+    return _REASONS.get(status, "Unknown").encode("ascii")
