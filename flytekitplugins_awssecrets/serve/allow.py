@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flytekitplugins_awssecrets.errors import AwsSecretsError, InvalidReferenceError, SettingsError
 from flytekitplugins_awssecrets.refs import SecretRef, parse_reference
@@ -78,20 +78,23 @@ class AllowList:
     arn_prefixes: tuple[str, ...] = ()
     names: frozenset[str] = frozenset()
     name_prefixes: tuple[str, ...] = ()
+    #: A Secret Agent file's resources as they are now: the file is re-read when it changes, and the
+    #: list follows it (a resource added is served, one removed is not).
+    resources: Callable[[], Mapping[str, str]] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_resources(cls, resources: Mapping[str, str], path: str) -> AllowList:
+    def from_resources(cls, resources: Callable[[], Mapping[str, str]], path: str) -> AllowList:
         """A Secret Agent file's resources: each name, and the secret it points at (by ARN or name)."""
-        source = f"resources of {path}"
-        arns = set()
-        for name, arn in resources.items():
+        return cls(f"resources of {path}", resources=resources)
+
+    def _resource_keys(self) -> set[tuple[str, str, str, str, str]]:
+        keys = set()
+        for arn in (self.resources() if self.resources is not None else {}).values():
             try:
-                arns.add(_key(parse_reference(arn)))
-            except (InvalidReferenceError, ValueError):
-                raise SettingsError(
-                    f"secret-manager.aws.resources.{name}", f"file {path}", "is not an ARN"
-                ) from None
-        return cls(source, aliases=frozenset(resources), arns=frozenset(arns))
+                keys.add(_key(parse_reference(arn)))
+            except InvalidReferenceError:
+                continue  # not servable anyway: the resolver names it when it is asked for
+        return keys
 
     @classmethod
     def from_entries(cls, entries: Iterable[str], source: str) -> AllowList:
@@ -140,6 +143,8 @@ class AllowList:
 
     def describe(self) -> str:
         """For the start-up log: how many entries of each kind, and their source."""
+        if self.resources is not None:
+            return f"{len(self.resources())} resource(s) ({self.source})"
         kinds = [
             (len(self.aliases), "resource/alias name(s)"),
             (len(self.arns), "ARN(s)"),
@@ -160,7 +165,8 @@ class AllowList:
         partition, service, region, account, name = _key(ref)
         if real_name is not None:
             name = real_name
-        if (partition, service, region, account, name) in self.arns:
+        key = (partition, service, region, account, name)
+        if key in self.arns or (self.resources is not None and key in self._resource_keys()):
             return True
         arn = ref.arn
         if any(arn.startswith(p) for p in self.arn_prefixes):
@@ -172,7 +178,7 @@ class AllowList:
 
     def check_alias(self, alias: str, arn: str) -> NotAllowedError | None:
         """A configured resource or alias, asked for by its name."""
-        if alias in self.aliases:
+        if alias in self.aliases or (self.resources is not None and alias in self.resources()):
             return None
         try:
             ref = parse_reference(arn)

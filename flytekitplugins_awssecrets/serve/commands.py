@@ -37,7 +37,7 @@ def _setup_logging(level: str) -> None:
     quiet_aws_loggers(extra=("asyncio",))
 
 
-def _allow_list(cfg: ServeConfig, aliases: dict[str, str]) -> AllowList:
+def _allow_list(cfg: ServeConfig) -> AllowList:
     """The Secret Agent file's resources, or ``--allow``; neither is a start-up error naming the option."""
     from flytekitplugins_awssecrets.serve.allow import ALLOW_OPTION, AllowList
 
@@ -48,7 +48,9 @@ def _allow_list(cfg: ServeConfig, aliases: dict[str, str]) -> AllowList:
                 f"with a Secret Agent file, its secret-manager.aws.resources are what serve serves; list the "
                 f"secrets there ({cfg.agent_file}) instead of {ALLOW_OPTION}",
             )
-        return AllowList.from_resources(aliases, cfg.agent_file)
+        from flytekitplugins_awssecrets.serve.source import SecretSource
+
+        return AllowList.from_resources(SecretSource().resources, cfg.agent_file)
     if not cfg.allow:
         raise SettingsError(
             "allow",
@@ -172,7 +174,7 @@ def serve(config_file: str | None, **options: Any) -> None:
             len(settings.aliases),
             settings.cache_ttl_seconds,
         )
-        allow = _allow_list(cfg, settings.aliases)
+        allow = _allow_list(cfg)
         log.info("serving only: %s", allow.describe())
         from flytekitplugins_awssecrets.serve.server import run
 
