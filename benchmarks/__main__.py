@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.harness import ROOT, Options, Results, aws_stand_in, print_table
 
-SCENARIOS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
+SCENARIOS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P10")
 
 
 def parse(argv: list[str]) -> Options:
@@ -78,7 +78,7 @@ def parse(argv: list[str]) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse(sys.argv[1:] if argv is None else argv)
-    from benchmarks import fleet, imports, manifest_sync, memory, pod, resolution
+    from benchmarks import fleet, imports, manifest_sync, memory, pod, resolution, rotation
 
     # A pod's image has the plugin installed with its bytecode compiled (pip compiles on install). A
     # checkout run with PYTHONDONTWRITEBYTECODE set would instead recompile the plugin's sources in every
@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             memory.run(aws, opts, results)
         if opts.wants("P8"):
             fleet.run(aws, opts, results)
+        if opts.wants("P10"):
+            rotation.run(aws, opts, results)
     results.notes.append(
         f"whole run: {time.monotonic() - started:.0f} s; 1-minute load average {load_before:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after, on {os.cpu_count()} cores"

@@ -65,10 +65,15 @@ printf '%s' "$password" | sha256sum | cut -c1-12 > "$out/fingerprint"
 echo "read secret: sha256 prefix $(cat "$out/fingerprint")"
 """
 
+# The plugin from a wheel built in this checkout (`python -m pip wheel --no-deps -w dist .`, run pyflyte from
+# the checkout's root): ImageSpec copies it in and installs it. Once the package is published on PyPI,
+# `packages=["flytekitplugins-awssecrets"]` replaces `copy` and `commands`.
+WHEEL = "dist/flytekitplugins_awssecrets-0.1.0-py3-none-any.whl"
 image = ImageSpec(
     name="awssecrets-serve-example",
-    packages=["flytekitplugins-awssecrets"],
     apt_packages=["curl", "jq"],
+    copy=[WHEEL],
+    commands=[f"uv pip install /root/{WHEEL}"],
     registry=os.environ.get("IMAGE_REGISTRY", "localhost:30000"),
 )
 

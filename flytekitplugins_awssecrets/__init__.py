@@ -10,6 +10,9 @@ Public API:
 * :func:`split_arn` -- split an ARN into flytekit's ``(group, key)``.
 * :func:`parse_reference` and :class:`SecretRef` -- the parsed form of a reference.
 * :func:`get_secret_value` / :func:`get_secret_values` -- resolve references outside a task (connectors, scripts).
+* :func:`refresh_secrets` -- re-read the running task's ``ANY`` and ``FILE`` secrets now (rotation).
+* :func:`current_record` / :func:`recent_records` -- what a task read (references, versions, timings; no
+  values), also logged as one JSON line per task and shown in the "AWS secrets" deck.
 * :mod:`flytekitplugins_awssecrets.errors` -- the typed errors, re-exported here.
 
 Importing this package imports neither boto3 nor pydantic models and does no I/O.
@@ -22,17 +25,20 @@ from typing import TYPE_CHECKING, Any
 from flytekitplugins_awssecrets.errors import (
     AwsSecretsError,
     BinaryToEnvVarError,
+    CredentialsRejectedError,
     FileMountOnDiskError,
     InvalidReferenceError,
     JsonKeyNotFoundError,
     MissingTagError,
     MountCollisionError,
+    RefreshIntervalError,
     SecretAccessDeniedError,
     SecretDecryptionError,
     SecretFetchError,
     SecretLeakError,
     SecretNotFoundError,
     SecretNotJsonError,
+    SecretRefreshError,
     SecretResolutionError,
     SecretThrottledError,
     SettingsError,
@@ -40,6 +46,7 @@ from flytekitplugins_awssecrets.errors import (
     UnknownAliasError,
     UnservableRequestError,
 )
+from flytekitplugins_awssecrets.record import current_record, recent_records
 from flytekitplugins_awssecrets.refs import ALIAS_GROUP, SecretRef, parse_reference, split_arn
 
 if TYPE_CHECKING:
@@ -54,12 +61,15 @@ __all__ = [
     "JsonKeyNotFoundError",
     "MissingTagError",
     "MountCollisionError",
+    "RefreshIntervalError",
+    "CredentialsRejectedError",
     "SecretAccessDeniedError",
     "SecretDecryptionError",
     "SecretFetchError",
     "SecretLeakError",
     "SecretNotFoundError",
     "SecretNotJsonError",
+    "SecretRefreshError",
     "SecretRef",
     "SecretResolutionError",
     "SecretThrottledError",
@@ -68,12 +78,17 @@ __all__ = [
     "UnknownAliasError",
     "UnservableRequestError",
     "aws_secret",
+    "current_record",
     "get_secret_value",
     "get_secret_values",
     "parse_reference",
+    "recent_records",
+    "refresh_secrets",
     "split_arn",
 ]
 
+#: The one place the version is written: setup.cfg reads it (``attr:``), the release workflow checks the
+#: tag against it, and CHANGELOG.md has a section for it (tests/test_release.py).
 __version__ = "0.1.0"
 
 
@@ -167,3 +182,14 @@ def get_secret_values(references: list[Any]) -> list[str | bytes]:
 def get_secret_value(reference: Any) -> str | bytes:
     """Resolve one reference (string or flytekit ``Secret``) outside of a task; see :func:`get_secret_values`."""
     return get_secret_values([reference])[0]
+
+
+def refresh_secrets() -> int:
+    """Re-read the running task's ``ANY`` and ``FILE`` AWS secrets now; returns how many changed.
+
+    For code that learns a credential was rotated (an authentication failure) before the next scheduled
+    refresh, or for tasks without ``refresh_interval_seconds``. See :mod:`flytekitplugins_awssecrets.refresh`.
+    """
+    from flytekitplugins_awssecrets.refresh import refresh_secrets as _refresh
+
+    return _refresh()

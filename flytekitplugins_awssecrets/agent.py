@@ -94,7 +94,7 @@ class AgentSource:
                 return AgentError(
                     str(ref), f"{where} answered 200 with a body that is not JSON", retryable=True
                 )
-            return parse_payload(ref, doc, binary_is_base64=True)
+            return parse_payload(ref, doc, binary_is_base64=True, api="agent")
         if "json" in ctype:
             try:
                 doc = json.loads(body)

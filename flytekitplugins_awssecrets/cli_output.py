@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import click
 
-__all__ = ["console", "print_rows", "print_json", "message", "Cell"]
+__all__ = ["console", "print_rows", "print_json", "message", "Cell", "format_option", "FormatChoice"]
 
 #: A cell: plain text, or ``(text, rich style)`` for a coloured status word.
 Cell = str | tuple[str, str]
@@ -111,3 +111,30 @@ def message(text: str) -> None:
 
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+class FormatChoice(click.Choice):  # type: ignore[type-arg]
+    """``--format``'s values: the human form is ``text`` on every command, ``json`` for scripts.
+
+    Old spellings still work and are not shown in ``--help`` (``check --format table`` from before the
+    names were made the same is read as ``text``).
+    """
+
+    #: Hidden spellings and what they mean.
+    ALIASES = {"table": "text"}
+
+    def __init__(self, choices: Sequence[str] = ("text", "json")) -> None:
+        super().__init__(list(choices))
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.lower() in self.ALIASES:
+            value = self.ALIASES[value.lower()]
+        return super().convert(value, param, ctx)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def format_option(help: str) -> Callable[[F], F]:
+    """The ``--format text|json`` option (``fmt`` in the command's arguments), the same on every command."""
+    return click.option("--format", "fmt", type=FormatChoice(), default="text", show_default=True, help=help)

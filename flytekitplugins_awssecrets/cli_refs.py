@@ -4,8 +4,12 @@
 ``sys.path`` and the module is imported by its dotted name, so its own imports work), collects every task's
 secret requests -- walking a workflow's nodes, sub-workflows, launch plans, branches and map tasks, or every
 task in the module when no workflow is named -- and resolves each with the current credentials and settings,
-through the same resolver tasks use. Values are fetched to prove they are readable and then dropped; they are
-never printed. Exit codes: 0 every request resolves, 1 some do not, 2 bad usage (no such file/workflow).
+through the same resolver tasks use, then asks the mount session a task would get what it would refuse
+(two requests on one env var or file, FILE secrets on a disk directory, a binary value for an env var): the
+same checks, by the same functions, that ``pyflyte run`` makes before user code. Values are fetched to prove
+they are readable and then dropped; they are never printed. Exit codes: 0 every request resolves, 1 some do
+not, 2 bad usage (no such file/workflow, invalid settings), 3 some could not be checked because AWS or the
+network failed (unreachable endpoint, throttling, 5xx: trying again may succeed).
 """
 
 from __future__ import annotations
@@ -20,17 +24,12 @@ from typing import Any
 
 import click
 
+from flytekitplugins_awssecrets.cli_output import format_option
+
 __all__ = ["split", "check", "load_module", "collect_requests", "check_requests", "CheckResult"]
 
 
-_FORMAT = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for scripts (data on stdout, messages on stderr).",
-)
+_FORMAT = format_option("text for people, json for scripts (data on stdout, messages on stderr).")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -219,6 +218,8 @@ class CheckResult:
     mount: str
     ok: bool | None  # None: not an AWS request, left to flytekit
     detail: str = ""
+    #: The failure was AWS's or the network's (unreachable, throttled, 5xx): trying again may succeed.
+    transient: bool = False
 
 
 def _request_text(s: Any) -> str:
@@ -268,7 +269,9 @@ def check_requests(requests: list[tuple[str, Any]]) -> list[CheckResult]:
         endpoint = _endpoint_of(get_resolver(), s) if dead else None
         if endpoint is not None and endpoint in dead:
             err = dead[endpoint]
-            results.append(CheckResult(task, _request_text(s), mount, False, f"{err.detail} ({err.hint})"))
+            results.append(
+                CheckResult(task, _request_text(s), mount, False, f"{err.detail} ({err.hint})", True)
+            )
             continue
         try:
             resolve_requests([s], task, check_present=False)  # the value is dropped at once
@@ -277,13 +280,42 @@ def check_requests(requests: list[tuple[str, Any]]) -> list[CheckResult]:
                 if isinstance(err, EndpointUnreachableError):
                     dead.setdefault(err.endpoint, err)
             detail = "; ".join(str(err) for err in e.errors) or str(e)
-            results.append(CheckResult(task, _request_text(s), mount, False, detail))
+            transient = any(err.retryable for err in e.errors)
+            results.append(CheckResult(task, _request_text(s), mount, False, detail, transient))
             continue
         except AwsSecretsError as e:
-            results.append(CheckResult(task, _request_text(s), mount, False, str(e)))
+            results.append(CheckResult(task, _request_text(s), mount, False, str(e), e.retryable))
             continue
         results.append(CheckResult(task, _request_text(s), mount, True))
-    return results
+    return _with_mount_problems(requests, results)
+
+
+def _with_mount_problems(requests: list[tuple[str, Any]], results: list[CheckResult]) -> list[CheckResult]:
+    """Each task's resolved requests as its mount session would take them: a request the session would
+    refuse (see :func:`~flytekitplugins_awssecrets.runtime.mount_problems`) fails with the session's error."""
+    from flytekitplugins_awssecrets.errors import AwsSecretsError
+    from flytekitplugins_awssecrets.refs import is_aws_group
+    from flytekitplugins_awssecrets.resolver import resolve_requests
+    from flytekitplugins_awssecrets.runtime import mount_problems
+
+    by_task: dict[str, list[int]] = {}
+    for i, (task, s) in enumerate(requests):
+        if results[i].ok and not isinstance(s, _Unresolvable) and is_aws_group(s.group):
+            by_task.setdefault(task, []).append(i)
+    out = list(results)
+    for task, idx in by_task.items():
+        try:
+            # Served by the resolver's cache: the round above read these values.
+            resolved = resolve_requests([requests[i][1] for i in idx], task, check_present=False)
+        except AwsSecretsError:
+            continue  # reported per request above
+        index = {(s.group, s.key, s.group_version): i for i in idx for s in [requests[i][1]]}
+        where = {str(r.ref): index.get((r.group, r.key, r.group_version)) for r in resolved}
+        for err in mount_problems(resolved):
+            at = where.get(err.reference)
+            if at is not None:
+                out[at] = dataclasses.replace(out[at], ok=False, detail=str(err))
+    return out
 
 
 def _endpoint_of(resolver: Any, s: Any) -> str | None:
@@ -315,9 +347,13 @@ def _endpoint_of(resolver: Any, s: Any) -> str | None:
 def check(file: str, workflow: str | None, fmt: str, verbose: bool) -> None:
     """Check that every secret request in FILE (or in WORKFLOW only) resolves with the current credentials.
 
-    Checks that each secret or parameter exists and is readable, that a requested JSON key is present and
-    that required tags (FLYTE_AWS_SECRETS_REQUIRED_TAGS) are there. Never prints a value.
-    Exit codes: 0 all resolve, 1 any request fails, 2 bad usage or invalid settings.
+    Checks what `pyflyte run` checks before user code: that each reference is valid (region included),
+    that each secret or parameter exists and is readable, that a requested JSON key is present, that
+    required tags (FLYTE_AWS_SECRETS_REQUIRED_TAGS) are there, and that each task's requests can be
+    mounted (no two on one env var or file, FILE secrets on a memory filesystem). Never prints a value.
+
+    Exit codes: 0 all resolve, 1 any request fails, 2 bad usage or invalid settings, 3 some request could
+    not be checked because AWS or the network failed (unreachable endpoint, throttling, 5xx).
     """
     from flytekitplugins_awssecrets.cli_output import print_json
     from flytekitplugins_awssecrets.errors import SettingsError
@@ -351,6 +387,8 @@ def check(file: str, workflow: str | None, fmt: str, verbose: bool) -> None:
         click.echo(_summary(results), err=True)
     else:
         _print_table(results, workflow or os.path.basename(file))
+    if any(r.transient for r in failed):
+        sys.exit(3)
     if failed:
         sys.exit(1)
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from flytekitplugins_awssecrets.links import doc_link
+
 __all__ = [
     "AwsSecretsError",
     "InvalidReferenceError",
     "SecretNotFoundError",
     "SecretAccessDeniedError",
+    "CredentialsRejectedError",
     "SecretDecryptionError",
     "SecretThrottledError",
     "SecretFetchError",
@@ -33,7 +36,11 @@ __all__ = [
     "UnknownAliasError",
     "MissingTagError",
     "UnservableRequestError",
+    "SecretRefreshError",
+    "RefreshIntervalError",
     "clean_aws_message",
+    "markup_error",
+    "CREDENTIAL_CODES",
 ]
 
 _MAX_AWS_TEXT = 300
@@ -42,9 +49,37 @@ _MAX_AWS_TEXT = 300
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
 
 
+_MARKUP = re.compile(r"^\s*<(\?xml|!doctype|html|[A-Za-z][\w:.-]*[\s>/])", re.IGNORECASE)
+_XML_FIELD = r"<{0}>\s*([^<]{{0,300}}?)\s*</{0}>"
+_EMBEDDED_MARKUP = re.compile(r"<(\?xml|!doctype|html|head|body|\w*Response|Error)[\s>/]", re.IGNORECASE)
+_NOT_SHOWN = "(the endpoint answered with an XML/HTML document, not shown)"
+
+
+def markup_error(text: str) -> tuple[str, str] | None:
+    """``(code, message)`` of an error answered as XML or HTML (``<ErrorResponse><Error><Code>...``), which
+    botocore hands over as the raw body when a JSON API's endpoint answers in markup; None for plain text.
+    An HTML page gives ``("", "")``: its text is a proxy's or a server's, not AWS's, and is not kept."""
+    if not _MARKUP.match(text):
+        return None
+    code = re.search(_XML_FIELD.format("Code"), text)
+    message = re.search(_XML_FIELD.format("Message"), text)
+    return (code.group(1) if code else "", message.group(1) if message else "")
+
+
 def clean_aws_message(text: object) -> str:
-    """Return a short, single-line, printable excerpt of a message that came from AWS or the network."""
-    s = _UNPRINTABLE.sub(" ", str(text)).strip()
+    """Return a short, single-line, printable excerpt of a message that came from AWS or the network.
+
+    A raw XML or HTML body is never kept: an XML error gives its ``Message`` only, anything else a note.
+    """
+    s = str(text)
+    markup = markup_error(s)
+    if markup is not None:
+        s = markup[1] or _NOT_SHOWN
+    else:
+        inside = _EMBEDDED_MARKUP.search(s)  # "403: <html>...": a body after some words of ours
+        if inside is not None:
+            s = s[: inside.start()].rstrip() + " " + _NOT_SHOWN
+    s = _UNPRINTABLE.sub(" ", s).strip()
     if len(s) > _MAX_AWS_TEXT:
         s = s[: _MAX_AWS_TEXT - 3] + "..."
     return s
@@ -111,6 +146,53 @@ class SecretAccessDeniedError(AwsSecretsError, PermissionError):
         self.resource = resource
         reason = "access denied" + (f": {clean_aws_message(detail)}" if detail else "")
         super().__init__(reference, reason, f"grant {action} on {resource} to the role the task runs as")
+
+
+#: Error codes AWS gives for credentials it does not accept (unknown, malformed or expired keys and tokens,
+#: a secret key that does not match): a credentials problem, not a missing IAM grant.
+CREDENTIAL_CODES = {
+    "UnrecognizedClientException": "the access key id or security token is not one AWS knows",
+    "InvalidClientTokenId": "the access key id or security token is not one AWS knows",
+    "InvalidAccessKeyId": "the access key id is not one AWS knows",
+    "InvalidToken": "the security token is malformed or invalid",
+    "ExpiredToken": "the session token has expired",
+    "ExpiredTokenException": "the session token has expired",
+    "TokenRefreshRequired": "the session token has expired",
+    "RequestExpired": "the request's signature has expired (is the clock right?)",
+    "SignatureDoesNotMatch": "the secret access key does not match the access key id",
+    "InvalidSignatureException": "the secret access key does not match the access key id",
+    "IncompleteSignature": "the request signature is incomplete",
+    "MissingAuthenticationToken": "the request was not signed (no credentials?)",
+    "MissingAuthenticationTokenException": "the request was not signed (no credentials?)",
+    "AuthFailure": "AWS could not authenticate the credentials",
+}
+
+
+class CredentialsRejectedError(AwsSecretsError, PermissionError):
+    """AWS did not accept the credentials themselves (invalid, unknown or expired key or token): names the
+    code, what it means and where the credentials came from. Not an IAM grant problem, so no action is named.
+
+    Example::
+
+        CredentialsRejectedError("arn:...:secret:db", "ExpiredToken", "env vars AWS_ACCESS_KEY_ID / ...")
+    """
+
+    def __init__(self, reference: str, code: str, source: str, not_loaded: str = "") -> None:
+        self.code = code
+        self.source = source
+        meaning = CREDENTIAL_CODES.get(code, "AWS did not accept the credentials")
+        what = (
+            f"the AWS credentials could not be loaded ({code}: {not_loaded})"
+            if not_loaded
+            else f"the AWS credentials were rejected ({code}: {meaning})"
+        )
+        AwsSecretsError.__init__(
+            self,
+            reference,
+            f"{what}; nothing was read",
+            f"the credentials came from {source}; refresh or replace them there "
+            "(`aws sts get-caller-identity` shows whether they work) -- this is not a missing IAM permission",
+        )
 
 
 class SecretDecryptionError(AwsSecretsError):
@@ -269,9 +351,13 @@ class SecretLeakError(AwsSecretsError):
         self.where = where
         super().__init__(
             reference,
-            f"its value appears in the task output {where}; the outputs were not written",
-            "do not return secret values from tasks (they would reach the control plane); "
-            "set FLYTE_AWS_SECRETS_LEAK_GUARD=false only if this is intended",
+            f"its value, or a credential field of it, appears in the task output {where}; "
+            "the outputs were not written",
+            "do not return secret values from tasks (they would reach the control plane). If the output only "
+            "describes the secret (a host, a database name), request the credential alone with a JSON key "
+            "(<ARN>:password), or list the describing field's key in FLYTE_AWS_SECRETS_DESCRIPTIVE_JSON_KEYS "
+            "(FLYTE_AWS_SECRETS_SENSITIVE_JSON_KEYS marks more fields secret); "
+            "set FLYTE_AWS_SECRETS_LEAK_GUARD=false only if returning the value is intended",
         )
 
 
@@ -306,7 +392,8 @@ class FileMountOnDiskError(AwsSecretsError):
             f"FILE secrets are written to a memory filesystem only, and {directory} is "
             f"{fstype or 'of unknown type'}, not tmpfs/ramfs",
             "set FLYTE_AWS_SECRETS_MOUNT_DIR to a tmpfs directory (e.g. /dev/shm), use Secret.MountType.ANY, "
-            "or accept the file on disk with FLYTE_AWS_SECRETS_ALLOW_DISK_MOUNT=true (see docs/security.md)",
+            "or accept the file on disk with FLYTE_AWS_SECRETS_ALLOW_DISK_MOUNT=true "
+            f"(see {doc_link('security', 'file-secrets-on-disk')})",
         )
 
 
@@ -331,6 +418,35 @@ class UnservableRequestError(AwsSecretsError, ValueError):
         self.why = why
         self.fix = fix
         super().__init__(reference, f"{entity}: {why}", fix)
+
+
+class SecretRefreshError(AwsSecretsError):
+    """A refresh of a running task's secret failed; the task keeps the last good value (logged, not raised,
+    by the refresher; raised by :func:`~flytekitplugins_awssecrets.refresh_secrets` when asked to)."""
+
+    def __init__(self, cause: AwsSecretsError, kept_since: str) -> None:
+        self.cause = cause
+        self.retryable = cause.retryable
+        super().__init__(
+            cause.reference,
+            f"refresh failed ({cause.reason}); the task keeps the value read at {kept_since}",
+            cause.hint,
+        )
+
+
+class RefreshIntervalError(SettingsError):
+    """A refresh interval shorter than the fleet's share of the read quota allows (the numbers say why)."""
+
+    def __init__(self, interval: float, minimum: float, arithmetic: str) -> None:
+        self.interval = interval
+        self.minimum = minimum
+        SettingsError.__init__(
+            self,
+            "refresh_interval_seconds",
+            "settings",
+            f"{interval:g} s is below the {minimum:g} s the read quotas allow: {arithmetic}; "
+            "raise the interval, or lower refresh_fleet_pods if fewer pods refresh at once",
+        )
 
 
 class SecretResolutionError(AwsSecretsError):

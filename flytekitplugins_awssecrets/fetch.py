@@ -18,13 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flytekitplugins_awssecrets.errors import (
+    CREDENTIAL_CODES,
     AwsSecretsError,
+    CredentialsRejectedError,
     SecretAccessDeniedError,
     SecretDecryptionError,
     SecretFetchError,
     SecretNotFoundError,
     SecretThrottledError,
+    markup_error,
 )
+from flytekitplugins_awssecrets.links import doc_link
 from flytekitplugins_awssecrets.refs import SecretRef
 
 __all__ = [
@@ -55,6 +59,11 @@ class Fetched:
     name: str = ""
     version_stages: tuple[str, ...] | None = None
     created_date: float | None = None
+    #: How it was read ("GetSecretValue", "BatchGetSecretValue", "GetParameters", "agent"), when (epoch
+    #: seconds) and how long the round that read it took: what a task's record and deck show.
+    api: str = ""
+    read_at: float = 0.0
+    read_ms: float = 0.0
 
     @property
     def binary(self) -> bool:
@@ -71,7 +80,17 @@ _THROTTLE = {
     "ThrottledException",
     "ProvisionedThroughputExceededException",
 }
-_DENIED = {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "UnrecognizedClientException"}
+_DENIED = {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"}
+
+
+#: botocore errors raised while credentials load (before any call reaches AWS) -> what that means.
+_CREDENTIALS_NOT_LOADED = {
+    "UnauthorizedSSOTokenError": "the SSO session has expired or was never started (run `aws sso login`)",
+    "SSOTokenLoadError": "the SSO token could not be loaded (run `aws sso login`)",
+    "TokenRetrievalError": "the SSO token could not be refreshed (run `aws sso login`)",
+    "CredentialRetrievalError": "the credential provider (credential_process, SSO, container or web identity) failed",
+    "PartialCredentialsError": "only part of a key pair is set (an access key id without its secret key?)",
+}
 
 
 def _action(ref: SecretRef, operation: str) -> tuple[str, str]:
@@ -104,7 +123,7 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
     if isinstance(exc, NoCredentialsError):
         return SecretFetchError(
             ref_s,
-            "no AWS credentials found (set AWS_PROFILE, static keys or a role; see docs/credentials.md)",
+            f"no AWS credentials found (set AWS_PROFILE, static keys or a role; see {doc_link('credentials')})",
         )
     if isinstance(exc, (ReadTimeoutError, ConnectionError)):
         from flytekitplugins_awssecrets.credentials import unreachable_error
@@ -116,6 +135,12 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
     if isinstance(exc, ResponseParserError):
         # An answer that is not AWS's (a proxy's HTML page): retryable, and its text is not kept.
         return SecretFetchError(ref_s, "the answer could not be parsed as AWS's (a proxy?)", retryable=True)
+    loading = _CREDENTIALS_NOT_LOADED.get(type(exc).__name__)
+    if loading is not None:
+        from flytekitplugins_awssecrets.provenance import credentials_source
+
+        # The exception's own text can quote a credential process's output: only its type is kept.
+        return CredentialsRejectedError(ref_s, type(exc).__name__, credentials_source(), loading)
     if isinstance(exc, BotoCoreError):
         return SecretFetchError(ref_s, f"{type(exc).__name__}: {exc}")
     return SecretFetchError(ref_s, f"unexpected {type(exc).__name__}")
@@ -123,6 +148,11 @@ def translate_error(ref: SecretRef, exc: BaseException, operation: str = "GetSec
 
 def error_from_code(ref: SecretRef, code: str, message: str, status: int, operation: str) -> AwsSecretsError:
     ref_s = str(ref)
+    code, message = _unwrap_markup(code, message)
+    if code in CREDENTIAL_CODES:
+        from flytekitplugins_awssecrets.provenance import credentials_source
+
+        return CredentialsRejectedError(ref_s, code, credentials_source())
     if code in (
         "ResourceNotFoundException",
         "ParameterNotFound",
@@ -150,6 +180,18 @@ def error_from_code(ref: SecretRef, code: str, message: str, status: int, operat
     if code == "InvalidRequestException" and "deletion" in message.lower():
         return SecretNotFoundError(ref_s, "the secret is scheduled for deletion")
     return SecretFetchError(ref_s, f"{code}: {message}" if code else message)
+
+
+def _unwrap_markup(code: str, message: str) -> tuple[str, str]:
+    """An endpoint that answered a JSON API in XML (or HTML): botocore passes the raw body as the message
+    and the HTTP status as the code; take AWS's code and message out of it, keep none of the markup."""
+    markup = markup_error(message)
+    if markup is None:
+        return code, message
+    inner_code, inner_message = markup
+    if inner_code and (not code or code.isdigit()):
+        code = inner_code
+    return code, inner_message or "(the endpoint answered with an XML/HTML document, not shown)"
 
 
 def _short(message: str) -> str:
@@ -184,7 +226,9 @@ def payload_error(ref: SecretRef, item: Any, service: str = "secretsmanager") ->
     )
 
 
-def parse_payload(ref: SecretRef, item: Any, *, binary_is_base64: bool = False) -> Fetched | AwsSecretsError:
+def parse_payload(
+    ref: SecretRef, item: Any, *, binary_is_base64: bool = False, api: str = "GetSecretValue"
+) -> Fetched | AwsSecretsError:
     """The one place a Secrets Manager payload is read: a GetSecretValue answer, a BatchGetSecretValue item
     or the agent HTTP API's JSON (same fields; ``SecretBinary`` base64 there) as :class:`Fetched`.
 
@@ -228,6 +272,7 @@ def parse_payload(ref: SecretRef, item: Any, *, binary_is_base64: bool = False) 
             if isinstance(created, int | float)
             else None
         ),
+        api=api,
     )
 
 
@@ -290,7 +335,7 @@ def batch_get_secret_value(client: Any, refs: Sequence[SecretRef]) -> Result | B
             if cand is not None and str(cand.get("ARN", "")).startswith(r.arn + "-"):
                 item = cand
         if item is not None:
-            out[r.fetch_id] = parse_payload(r, item)
+            out[r.fetch_id] = parse_payload(r, item, api="BatchGetSecretValue")
         elif r.arn in errors:
             entry = errors[r.arn]
             out[r.fetch_id] = error_from_code(
@@ -334,7 +379,7 @@ def get_parameters(client: Any, refs: Sequence[SecretRef]) -> Result:
             out[r.fetch_id] = bad
         elif p is not None:
             out[r.fetch_id] = Fetched(
-                str(p.get("Value", "")), str(p.get("ARN", "")), str(p.get("Version", ""))
+                str(p.get("Value", "")), str(p.get("ARN", "")), str(p.get("Version", "")), api="GetParameters"
             )
         else:
             out[r.fetch_id] = SecretNotFoundError(str(r), "parameter (or that version) does not exist")

@@ -1,8 +1,9 @@
 """The leak guard: a task's outputs must not contain a secret value resolved for it.
 
 Seed 002 warns "do not return secret values from tasks, as this will expose secrets to the control plane".
-The guard looks for the task's sensitive strings (:mod:`sensitive`: each value, its JSON leaves and lines,
-and their base64, percent, JSON/``repr``-escaped and hex forms) in
+The guard looks for the task's sensitive strings (:mod:`sensitive`: each value, the JSON leaves of it that
+are credentials -- :mod:`leaves` decides, so an RDS secret's host and database name may be returned --, its
+lines, and their base64, percent, JSON/``repr``-escaped and hex forms) in
 
 1. the task's Python outputs before flytekit converts them (strings, bytes, dataclasses, pydantic models,
    dicts, lists, tuples, sets, objects' attributes and slots), so nothing has been uploaded yet; and
@@ -14,7 +15,8 @@ without a type transformer) or nesting deeper than the walk goes raises
 setting accepts it.
 
 A hit raises :class:`~flytekitplugins_awssecrets.errors.SecretLeakError` naming the reference and the output,
-never the value. Values shorter than 4 characters are not guarded: they would match ordinary text.
+never the value, and saying how to keep a description apart from the secret (a JSON key, or marking the
+field's key descriptive). Values shorter than 4 characters are not guarded: they would match ordinary text.
 """
 
 from __future__ import annotations

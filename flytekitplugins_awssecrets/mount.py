@@ -36,6 +36,7 @@ from flytekitplugins_awssecrets.errors import (
     MountCollisionError,
     SecretResolutionError,
 )
+from flytekitplugins_awssecrets.record import ReadInfo
 from flytekitplugins_awssecrets.refs import SecretRef
 
 __all__ = ["Resolved", "MountSession", "lookup_memory", "lookup_file", "materialize", "flytekit_names"]
@@ -58,6 +59,8 @@ class Resolved:
     value: str | bytes = field(repr=False)
     #: where the value came from: "aws", "env", "file" (flytekit's own location) or "webhook".
     source: str = "aws"
+    #: how it was read (API, region, version, timing), for the task's record; never the value.
+    info: ReadInfo | None = field(default=None, compare=False)
 
     @property
     def identity(self) -> tuple[str, str | None, str]:
@@ -353,6 +356,54 @@ class MountSession:
         finally:
             os.close(fd)
         return path
+
+    # -- refreshing (see refresh.py) ---------------------------------------------------------------------------
+    def replace_value(self, r: Resolved, value: str | bytes) -> None:
+        """Give a mounted ``ANY`` or ``FILE`` request a new value while its task runs.
+
+        ``ANY``: what ``SecretsManager.get`` serves from now on. A file (a ``FILE`` mount, or an ``ANY`` value
+        written on demand) is replaced atomically: the new content is written to a private temporary file in
+        the same directory (0600) and renamed over the old one, so a reader sees the old or the new file,
+        never a partial or empty one. Environment variables never change under running code.
+        """
+        env_name, rel = flytekit_names(r.group, r.key, r.group_version)
+        with _lock:
+            stack = _memory.get(env_name)
+            if stack:
+                for i, (_, owner) in enumerate(stack):
+                    if owner is self:
+                        stack[i] = (value, self)
+            joined = "/".join(rel)
+            if joined in self._file_keys and self._dir is not None:
+                self._replace_file(self._dir.joinpath(*rel), value)
+
+    def location(self, r: Resolved) -> str:
+        """Where a mounted request can be found, in words for the task's record (never the value)."""
+        env_name, rel = flytekit_names(r.group, r.key, r.group_version)
+        if r.mount == ENV:
+            return f"env {r.env_var or env_name}"
+        if r.mount == FILE:
+            where = f"file {self._dir.joinpath(*rel)}" if self._dir is not None else "file"
+            return where + (f" (path in env {r.env_var})" if r.env_var else "")
+        return "memory (current_context().secrets.get)"
+
+    @staticmethod
+    def _replace_file(path: Path, value: str | bytes) -> None:
+        data = value.encode("utf-8") if isinstance(value, str) else value
+        fd, tmp = tempfile.mkstemp(prefix=".refresh-", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     # -- undoing --------------------------------------------------------------------------------------------
     def close(self) -> None:

@@ -17,7 +17,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["describe"]
+from flytekitplugins_awssecrets.links import doc_link
+
+__all__ = ["describe", "credentials_source"]
 
 #: botocore's credential ``method`` -> where that is, in words.
 _METHODS = {
@@ -60,7 +62,7 @@ def _credentials_line(resolver: Any) -> str:
         if creds is None:
             return (
                 "credentials: none found by botocore's default chain (set AWS_PROFILE, static keys or a "
-                "role; see docs/credentials.md)"
+                f"role; see {doc_link('credentials')})"
             )
         method = str(getattr(creds, "method", "") or "")
         base = _METHODS.get(method, method or "botocore's default chain")
@@ -73,6 +75,22 @@ def _credentials_line(resolver: Any) -> str:
     if s.account_roles:
         base += f"; per-account roles for {', '.join(sorted(s.account_roles))} (settings account_roles)"
     return "credentials: " + base
+
+
+def credentials_source() -> str:
+    """Where the task resolver's credentials come from, in words (names only): for error messages."""
+    try:
+        from flytekitplugins_awssecrets.resolver import get_resolver
+
+        line = _credentials_line(get_resolver()).removeprefix("credentials: ")
+    except Exception:  # noqa: BLE001 - an error message must still be built
+        line = "could not be loaded"
+    if not line.startswith(("could not be loaded", "none found")):
+        return line
+    profile = os.environ.get("AWS_PROFILE")
+    if profile:  # the chain itself failed: name what chose the profile
+        return f"profile {profile!r} (AWS_PROFILE) of the AWS config and credentials files"
+    return "botocore's default chain (`pyflyte-awssecrets check -v` says which source)"
 
 
 def _region_line(resolver: Any) -> str:

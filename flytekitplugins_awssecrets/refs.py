@@ -181,7 +181,8 @@ def is_aws_group(group: str | None) -> bool:
     if not group.startswith("arn:"):
         return False
     try:
-        _parse_arn(group)
+        # The shape decides what is ours; a region typo is then reported as our error, not left to flytekit.
+        _parse_arn(group, known_region=False)
     except InvalidReferenceError as e:
         logger.debug(
             "secret group %r is not an AWS reference this plugin parses (%s); left to flytekit",
@@ -217,7 +218,8 @@ def _check_trailing(
     return json_key, stage, version
 
 
-def _parse_arn(text: str) -> SecretRef:
+def _parse_arn(text: str, *, known_region: bool = True) -> SecretRef:
+    """Parse an ARN; with ``known_region``, its region must also be one AWS has (see :mod:`regions`)."""
     parts = text.split(":", 5)
     if len(parts) < 6:
         raise _fail(text, f"an ARN has 6 ':'-separated parts, this one has {len(parts)}")
@@ -234,6 +236,12 @@ def _parse_arn(text: str) -> SecretRef:
         raise _fail(text, f"region {region!r} is not in partition {partition!r}", shape)
     if prefix is None and (region.startswith("cn-") or region.startswith("us-gov-")):
         raise _fail(text, f"region {region!r} belongs to another partition than 'aws'", shape)
+    if known_region:
+        from flytekitplugins_awssecrets.regions import region_problem
+
+        problem = region_problem(region, partition)
+        if problem:
+            raise _fail(text, problem, shape)
     if not _ACCOUNT.match(account):
         raise _fail(text, f"account {account!r} is not a 12-digit account id", shape)
     if service == "secretsmanager":

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from flytekitplugins_awssecrets.errors import (
 from flytekitplugins_awssecrets.extract import extract_json_key
 from flytekitplugins_awssecrets.fetch import Fetched, Result, fetch_tags
 from flytekitplugins_awssecrets.mount import ANY, Resolved, flytekit_names
+from flytekitplugins_awssecrets.record import ReadInfo
 from flytekitplugins_awssecrets.refs import SecretRef, parse_reference, reference_from_request
 from flytekitplugins_awssecrets.settings import Settings, get_settings
 from flytekitplugins_awssecrets.settings import reset as reset_settings
@@ -116,10 +118,16 @@ class Resolver:
             return self._load_quietly(refs)
 
     def _load_quietly(self, refs: list[SecretRef]) -> Result:
+        started = time.time()
         out = self._read(refs)
         self._failover(refs, out)
         if self.settings.required_tags:
             self._attach_tags(refs, out)
+        ended = time.time()
+        ms = (ended - started) * 1000
+        for k, v in out.items():
+            if isinstance(v, Fetched):
+                out[k] = dataclasses.replace(v, read_at=ended, read_ms=ms)
         return out
 
     def _read(self, refs: Sequence[SecretRef]) -> Result:
@@ -321,6 +329,7 @@ def resolve_requests(
     Raises :class:`SecretResolutionError` naming every request that failed.
     """
     resolver = get_resolver()
+    started = time.time()
     errors: list[AwsSecretsError] = []
     pending: list[tuple[Any, SecretRef]] = []
     present: list[tuple[Any, SecretRef, tuple[str | bytes, str]]] = []
@@ -375,7 +384,7 @@ def resolve_requests(
         except AwsSecretsError as e:
             errors.append(e)
             continue
-        done.append(_resolved(s, ref, value, "aws"))
+        done.append(_resolved(s, ref, value, "aws", _read_info(ref, f, started)))
     if errors:
         raise SecretResolutionError(_dedupe(errors), task)
     return done
@@ -402,7 +411,29 @@ def _dedupe(errors: list[AwsSecretsError]) -> list[AwsSecretsError]:
     return out
 
 
-def _resolved(s: Any, ref: SecretRef, value: str | bytes, source: str) -> Resolved:
+def _read_info(ref: SecretRef, f: Fetched, started: float) -> ReadInfo:
+    """Where a fetched value came from: this resolution's read, or the process cache (read earlier)."""
+    region = f.arn.split(":")[3] if f.arn.count(":") >= 4 else ref.region
+    detail = f"{ref.service} {region} {f.api}".strip() if f.api != "agent" else resolver_agent_detail()
+    source = "agent" if f.api == "agent" else "aws"
+    if f.read_at and f.read_at < started:
+        source, detail = "cache", f"{source}: {detail}"
+    return ReadInfo(source, detail, f.version_id, tuple(f.version_stages or ()), f.read_at, f.read_ms)
+
+
+def resolver_agent_detail() -> str:
+    from flytekitplugins_awssecrets.credentials import endpoint_origin
+
+    url = get_settings().agent_url
+    return f"local agent {endpoint_origin(url)}" if url else "local agent"
+
+
+def _resolved(
+    s: Any, ref: SecretRef, value: str | bytes, source: str, info: ReadInfo | None = None
+) -> Resolved:
+    if info is None:
+        detail = get_settings().webhook_dir if source == "webhook" else ""
+        info = ReadInfo(source, detail, read_at=time.time())
     return Resolved(
         group=s.group,
         key=s.key or "",
@@ -412,6 +443,7 @@ def _resolved(s: Any, ref: SecretRef, value: str | bytes, source: str) -> Resolv
         ref=ref,
         value=value,
         source=source,
+        info=info,
     )
 
 

@@ -11,12 +11,17 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flytekitplugins_awssecrets.errors import AwsSecretsError, SecretLeakError, SecretResolutionError
+from flytekitplugins_awssecrets.errors import (
+    AwsSecretsError,
+    SecretLeakError,
+    SecretResolutionError,
+    SettingsError,
+)
 from flytekitplugins_awssecrets.mount import MountSession
 from flytekitplugins_awssecrets.resolver import resolve_requests
 from flytekitplugins_awssecrets.settings import default_mount_root, get_settings
 
-__all__ = ["run_with_secrets", "served_value"]
+__all__ = ["run_with_secrets", "served_value", "task_session", "mount_problems"]
 
 logger = logging.getLogger("flytekitplugins_awssecrets")
 
@@ -36,13 +41,25 @@ def _for_flyte(err: AwsSecretsError, ctx: Any) -> BaseException:
     return wrapped
 
 
+def task_session(settings: Any) -> MountSession:
+    """The mount session a task gets (where FILE secrets go, whether disk is allowed)."""
+    return MountSession(default_mount_root(settings), allow_disk=settings.allow_disk_mount)
+
+
+def mount_problems(resolved: Sequence[Any]) -> list[AwsSecretsError]:
+    """What mounting ``resolved`` for one task would refuse (collisions, a mount directory on disk, a binary
+    value for an env var), without mounting anything: ``check`` asks this, a run mounts through the same
+    session type and checks."""
+    return task_session(get_settings())._check(resolved)
+
+
 def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callable[[], Any]) -> Any:
     """Resolve and mount ``requests`` for ``task``, run ``call``, then unmount, whatever happens."""
     name = getattr(task, "name", None)
     settings = get_settings()
     try:
         resolved = resolve_requests(requests, task=name)
-        session = MountSession(default_mount_root(settings), allow_disk=settings.allow_disk_mount)
+        session = task_session(settings)
         session.mount(resolved, task=name)
     except SecretResolutionError as e:
         raise _for_flyte(e, ctx) from None
@@ -50,10 +67,39 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
     for r in resolved:
         sources[r.source] = sources.get(r.source, 0) + 1
     logger.info("task %s: %d AWS secret request(s) mounted %s", name, len(resolved), sources)
+    from flytekitplugins_awssecrets.leaves import LeafPolicy
     from flytekitplugins_awssecrets.sensitive import SensitiveSet, scrub_exception
 
     # One set per task, shared by log redaction, the leak guard and exception scrubbing.
-    sensitive = SensitiveSet.build([(str(r.ref), r.value) for r in resolved])
+    sensitive = SensitiveSet.build(
+        [(str(r.ref), r.value) for r in resolved],
+        LeafPolicy.from_settings(settings),
+        whole={str(r.ref) for r in resolved if r.ref.json_key},
+    )
+    from flytekitplugins_awssecrets import record as records
+
+    rec = records.build_record(name, list(resolved), [session.location(r) for r in resolved])
+    rec_token = records.begin(rec)
+    refresher = None
+    try:
+        if any(r.mount in ("ANY", "FILE") for r in resolved):
+            from flytekitplugins_awssecrets.refresh import Refresher
+            from flytekitplugins_awssecrets.resolver import get_resolver
+
+            refresher = Refresher(get_resolver(), session, resolved, rec, sensitive, settings)
+            refresher.start()
+        from flytekitplugins_awssecrets.deck import add_deck
+
+        add_deck(task, ctx, rec, settings.deck)
+    except BaseException as e:
+        if refresher is not None:
+            refresher.stop()
+        records.end(rec, rec_token)
+        session.close()
+        if isinstance(e, SecretResolutionError | SettingsError):
+            err = e if isinstance(e, SecretResolutionError) else SecretResolutionError([e], name)
+            raise _for_flyte(err, ctx) from None
+        raise
     token = None
     scanner = None
     if settings.leak_guard:
@@ -80,6 +126,9 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
                 _check_serialised(scanner, out, ctx)
             return out
     finally:
+        if refresher is not None:
+            refresher.stop()
+        records.end(rec, rec_token)
         if token is not None:
             from flytekitplugins_awssecrets.leakguard import ACTIVE
 

@@ -4,8 +4,10 @@ Built once per task (:func:`SensitiveSet.build`) from the values resolved for it
 holds
 
 * the value, and the value stripped;
-* each string leaf of the value when it is a JSON object or list (``{"password": "..."}`` -> the password),
-  and each line of a multi-line value (a PEM key logged one line at a time);
+* each string leaf of the value when it is a JSON object or list (``{"password": "..."}`` -> the password)
+  that the task's :class:`~flytekitplugins_awssecrets.leaves.LeafPolicy` calls sensitive (credentials and
+  generated-looking strings, not ``host`` or ``engine``; every leaf of a value chosen by a JSON key), and
+  each line of a multi-line value (a PEM key logged one line at a time);
 
 and, for each of those, its common encodings: base64 (standard and URL-safe, at every byte alignment, so a
 value inside a larger encoded blob is found too), percent-encoding (``quote``, ``quote_plus``), JSON and
@@ -25,9 +27,11 @@ import base64
 import contextlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 from urllib.parse import quote, quote_plus
+
+from flytekitplugins_awssecrets.leaves import LeafPolicy
 
 __all__ = ["SensitiveSet", "MIN_LEN", "MARKER", "scrub_value", "scrub_exception"]
 
@@ -39,32 +43,33 @@ _MAX_DEPTH = 64
 _PEM_ARMOR = re.compile(r"-----(BEGIN|END) [A-Z0-9 ]+-----$")
 
 
-def _json_parts(text: str) -> tuple[list[str], set[str]]:
-    """String leaves and object keys of ``text`` when it is a JSON object or list (bounded; malformed input
-    gives none)."""
+def _json_parts(text: str) -> tuple[list[tuple[tuple[str, ...], str]], set[str]]:
+    """String leaves (each with the object keys on its path, outermost first) and object keys of ``text``
+    when it is a JSON object or list (bounded; malformed input gives none)."""
     if not text.lstrip().startswith(("{", "[")):
         return [], set()
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError):
         return [], set()
-    out: list[str] = []
+    out: list[tuple[tuple[str, ...], str]] = []
     keys: set[str] = set()
-    stack: list[tuple[Any, int]] = [(doc, 0)]
+    stack: list[tuple[Any, int, tuple[str, ...]]] = [(doc, 0, ())]
     while stack and len(out) + len(keys) < _MAX_JSON_LEAVES:
-        node, depth = stack.pop()
+        node, depth, path = stack.pop()
         if isinstance(node, str):
-            out.append(node)
+            out.append((path, node))
         elif depth < _MAX_DEPTH and isinstance(node, dict):
             keys.update(str(k) for k in node)
-            stack.extend((v, depth + 1) for v in node.values())
+            stack.extend((v, depth + 1, (*path, str(k))) for k, v in node.items())
         elif depth < _MAX_DEPTH and isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
+            stack.extend((v, depth + 1, path) for v in node)
     return out, keys
 
 
-def _json_leaves(text: str) -> list[str]:
-    return _json_parts(text)[0]
+def _json_leaves(text: str, policy: LeafPolicy | None = None) -> list[str]:
+    """The string leaves of ``text``: all of them, or those ``policy`` calls sensitive (see :mod:`leaves`)."""
+    return [leaf for path, leaf in _json_parts(text)[0] if policy is None or policy.is_sensitive(path, leaf)]
 
 
 def _json_keys(value: str | bytes) -> set[str]:
@@ -76,8 +81,9 @@ def _json_keys(value: str | bytes) -> set[str]:
     return _json_parts(value)[1]
 
 
-def _bases(value: str | bytes) -> set[bytes]:
-    """The raw forms (UTF-8 bytes) to look for: the value, stripped, its JSON leaves and its lines."""
+def _bases(value: str | bytes, policy: LeafPolicy | None = None) -> set[bytes]:
+    """The raw forms (UTF-8 bytes) to look for: the value, stripped, its JSON leaves (those ``policy`` calls
+    sensitive; all without one) and its lines."""
     if isinstance(value, bytes):
         raw = value
         try:
@@ -89,7 +95,7 @@ def _bases(value: str | bytes) -> set[bytes]:
     out = {raw, raw.strip()}
     if text is not None:
         parts: list[str] = []
-        for part in (text, *_json_leaves(text)):
+        for part in (text, *_json_leaves(text, policy)):
             parts.append(part)
             if "\n" in part or "\r" in part:
                 # A PEM key logged one line at a time; its armor lines are public and the same in every key.
@@ -150,16 +156,42 @@ class SensitiveSet:
         self.texts: list[str] = sorted(texts, key=len, reverse=True)
 
     @classmethod
-    def build(cls, values: Sequence[tuple[str, str | bytes]]) -> SensitiveSet:
-        """The set for ``(reference, value)`` pairs."""
+    def build(
+        cls,
+        values: Sequence[tuple[str, str | bytes]],
+        policy: LeafPolicy | None = None,
+        whole: Collection[str] = (),
+    ) -> SensitiveSet:
+        """The set for ``(reference, value)`` pairs.
+
+        ``policy`` chooses the JSON leaves that are sensitive (:mod:`leaves`; every leaf without one); the
+        values of the references in ``whole`` (requests with a JSON key) keep every leaf.
+        """
         keys = {k for _, v in values for k in _json_keys(v)}
-        return cls(((ref, n) for ref, v in values for base in _bases(v) for n in _encodings(base)), keys)
+        return cls(
+            (
+                (ref, n)
+                for ref, v in values
+                for base in _bases(v, None if ref in whole else policy)
+                for n in _encodings(base)
+            ),
+            keys,
+        )
 
     @classmethod
     def union(cls, sets: Iterable[SensitiveSet]) -> SensitiveSet:
         """One set holding the patterns of ``sets`` (nested tasks)."""
         sets = list(sets)
         return cls((pair for s in sets for pair in s._pairs), (k for s in sets for k in s.key_names))
+
+    def absorb(self, other: SensitiveSet) -> None:
+        """Add ``other``'s patterns to this set in place (a secret refreshed while its task runs: the log
+        redaction and the leak guard that hold this set then know the new value too, and keep the old)."""
+        merged = SensitiveSet.union([self, other])
+        # Whole attributes are swapped, so a reader in another thread sees the old or the new lists.
+        self.key_names = merged.key_names
+        self._pairs = merged._pairs
+        self.texts = merged.texts
 
     @property
     def references(self) -> list[str]:

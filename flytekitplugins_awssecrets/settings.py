@@ -125,6 +125,26 @@ class Settings(BaseModel):
         (pickled objects: outputs typed ``Any`` or as a class without a flytekit type transformer);
         otherwise such a task fails with :class:`~flytekitplugins_awssecrets.errors.UninspectableOutputError`.
       redact_logs (True): replace resolved values in log records by ``[REDACTED]`` while a task runs.
+      leak_guard_json_leaves ("credentials"): which string leaves of a JSON secret the leak guard, log
+        redaction and exception scrubbing look for (the whole value always): "credentials" = leaves under
+        credential-like keys (password, secret, token, key, auth...), leaves that look generated, and not the
+        keys that describe a database secret (engine, host, port, dbname, username...; see ``leaves.py``);
+        "all" = every leaf. A request with a JSON key keeps its whole chosen value sensitive either way.
+      sensitive_json_keys (()): more JSON keys whose leaves are always sensitive, e.g. ``["account_id"]``.
+      descriptive_json_keys (()): more JSON keys whose leaves only describe the secret and may appear in
+        outputs and logs, e.g. ``["cluster", "warehouse"]`` (a credential-like key stays sensitive).
+
+    While a task runs (see docs/rotation.md):
+      refresh_interval_seconds (None): re-read the task's ``ANY`` and ``FILE`` secrets this often while it
+        runs, following ``AWSCURRENT`` (``ENV_VAR`` values never change under running code); None: read once.
+        Example: ``FLYTE_AWS_SECRETS_REFRESH_INTERVAL_SECONDS=900``. At task start an interval shorter than
+        the fleet's share of the read quotas allows is refused with the numbers (see ``refresh_fleet_pods``).
+      refresh_overrides ({}): per request, by reference as written (ARN or alias): seconds, or 0 for never.
+        Example: ``{"arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-XyZ123": 300}``.
+      refresh_fleet_pods (1000): how many pods may refresh at once in one account and region (a map task's
+        width); the quota arithmetic for the smallest interval uses it.
+      deck ("auto"): the "AWS secrets" Flyte Deck: "auto" on tasks that enable decks, "always" also turns
+        decks on for tasks with AWS secrets, "never" never adds it.
 
     Credentials (all through boto3/botocore):
       profile (None): a named profile from the shared AWS files.
@@ -135,6 +155,10 @@ class Settings(BaseModel):
       account_roles ({}): account id -> role ARN (or :class:`AssumeRole`) for cross-account reads; secrets in
         other accounts use the base (or assume_role) credentials.
       region (None): region for references without one (aliases of bare names); ARNs carry their own.
+      extra_regions (()): regions to accept although this botocore's partition data does not list them
+        (a region AWS opened after the installed botocore); every region botocore lists is accepted, and
+        any other is refused where it is read (ARNs, aliases, settings, manifests) with a "did you mean".
+        Example: ``FLYTE_AWS_SECRETS_EXTRA_REGIONS='["xx-newregion-1"]'`` (or comma-separated).
 
     Names:
       aliases ({}): friendly name -> ARN, like Secret Agent's ``resources``.
@@ -167,6 +191,13 @@ class Settings(BaseModel):
     leak_guard: bool = True
     allow_opaque_outputs: bool = False
     redact_logs: bool = True
+    refresh_interval_seconds: float | None = Field(default=None, gt=0)
+    refresh_overrides: dict[str, float] = Field(default_factory=dict)
+    refresh_fleet_pods: int = Field(default=1000, ge=1)
+    deck: Literal["auto", "always", "never"] = "auto"
+    leak_guard_json_leaves: Literal["credentials", "all"] = "credentials"
+    sensitive_json_keys: tuple[str, ...] = ()
+    descriptive_json_keys: tuple[str, ...] = ()
 
     profile: str | None = None
     access_key_id: str | None = None
@@ -177,8 +208,46 @@ class Settings(BaseModel):
     assume_role: AssumeRole | None = None
     account_roles: dict[str, AssumeRole] = Field(default_factory=dict)
     region: str | None = None
+    extra_regions: tuple[str, ...] = ()
 
     aliases: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _known_regions(cls, data: Any, handler: Any) -> Any:
+        """Regions in aliases and other fields are checked with this model's own ``extra_regions``."""
+        from flytekitplugins_awssecrets.regions import allowing
+
+        extra = data.get("extra_regions") if isinstance(data, dict) else None
+        with allowing(_split_list(extra) if extra is not None else ()):
+            return handler(data)
+
+    @field_validator("sensitive_json_keys", "descriptive_json_keys", "extra_regions", mode="before")
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        return _split_list(v)
+
+    @field_validator("extra_regions")
+    @classmethod
+    def _extra_region_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        import re
+
+        for r in v:
+            if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d{1,2}", r):
+                raise ValueError(f"{r!r} is not a region name like us-west-2")
+        return v
+
+    @field_validator("region")
+    @classmethod
+    def _region_known(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from flytekitplugins_awssecrets.regions import region_problem
+
+        problem = region_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @field_validator("account_roles", mode="before")
     @classmethod
@@ -212,6 +281,12 @@ class Settings(BaseModel):
                     raise ValueError(f"{r!r} is not a region name like us-west-2")
             if primary in replicas:
                 raise ValueError(f"region {primary!r} cannot be its own failover")
+        from flytekitplugins_awssecrets.regions import region_problem
+
+        for r in {r for p, rs in v.items() for r in (p, *rs) if r != "*"}:
+            problem = region_problem(r)
+            if problem:
+                raise ValueError(problem)
         return v
 
     @field_validator("agent_url")
@@ -281,6 +356,13 @@ class Settings(BaseModel):
         return self.access_key_id is not None
 
 
+def _split_list(v: Any) -> Any:
+    """A list setting given as one comma-separated string (an env var) -> its items."""
+    if isinstance(v, str):
+        return tuple(x.strip() for x in v.split(",") if x.strip())
+    return v
+
+
 def _is_loopback(host: str) -> bool:
     import ipaddress
 
@@ -302,6 +384,10 @@ _JSON_FIELDS = {
     "assume_role",
     "failover_regions",
     "cluster_modes",
+    "refresh_overrides",
+    "sensitive_json_keys",
+    "descriptive_json_keys",
+    "extra_regions",
 }
 
 
@@ -467,13 +553,29 @@ def _read_env(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         and k[len(ENV_PREFIX) :].lower() not in _FIELDS
     ]
     if unknown:
-        valid = sorted([ENV_PREFIX + f.upper() for f in _FIELDS] + list(NON_FIELD_ENV))
         raise SettingsError(
-            unknown[0][len(ENV_PREFIX) :].lower(),
-            f"env var {unknown[0]}",
-            f"unknown variable {unknown[0]}; valid names: {', '.join(valid)}",
+            unknown[0][len(ENV_PREFIX) :].lower(), f"env var {unknown[0]}", _unknown_var(unknown[0])
         )
     return fields, origin
+
+
+def _unknown_var(var: str) -> str:
+    """The likely name for a misspelt variable (difflib), not all of them: a list of 36 hides the one."""
+    import difflib
+
+    from flytekitplugins_awssecrets.links import doc_link
+
+    # Compared without the common prefix, which would make every name look alike.
+    names = {
+        v[len(ENV_PREFIX) :].lower(): v
+        for v in [ENV_PREFIX + f.upper() for f in _FIELDS] + list(NON_FIELD_ENV)
+    }
+    asked = var[len(ENV_PREFIX) :].lower()
+    hits = [n for n in sorted(names) if asked and n.startswith(asked)][:1]
+    hits += [n for n in difflib.get_close_matches(asked, list(names), n=2, cutoff=0.6) if n not in hits]
+    close = [names[n] for n in hits[:2]]
+    guess = f"did you mean {' or '.join(close)}? " if close else "no setting has a similar name; "
+    return f"unknown variable {var}; {guess}valid names: {doc_link('settings')}"
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

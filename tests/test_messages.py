@@ -99,3 +99,31 @@ def test_credentials_file_removed_while_running_is_named(
         resolve_values([arn])
     assert "credentials_file" in str(info.value) and "no longer exists" in str(info.value)
     assert "unexpected" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown", "hidden"),
+    [
+        (
+            "<ErrorResponse><Error><Code>X</Code><Message>The token is invalid.</Message></Error></ErrorResponse>",
+            "The token is invalid.",
+            "<Error",
+        ),
+        (
+            "<html><head><title>502</title></head><body>gateway of acme-proxy</body></html>",
+            "not shown",
+            "acme-proxy",
+        ),
+        ("403: <!DOCTYPE html><html><body>acme-proxy</body></html>", "403: (the endpoint", "acme-proxy"),
+        (
+            '<?xml version="1.0"?><Response><Errors><Error><Code>Y</Code></Error></Errors></Response>',
+            "not shown",
+            "<?xml",
+        ),
+    ],
+)
+def test_no_raw_xml_or_html_reaches_a_message(text: str, shown: str, hidden: str) -> None:
+    from flytekitplugins_awssecrets.errors import SecretFetchError, clean_aws_message
+
+    assert shown in clean_aws_message(text) and hidden not in clean_aws_message(text)
+    assert hidden not in str(SecretFetchError("arn:aws:secretsmanager:us-east-1:123456789012:secret:x", text))

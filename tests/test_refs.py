@@ -147,3 +147,98 @@ def test_malformed_reference_fails_at_module_import(tmp_path) -> None:  # type: 
     )
     assert p.returncode != 0
     assert "InvalidReferenceError" in p.stderr and "account '12345' is not a 12-digit account id" in p.stderr
+
+
+# -- regions are checked where they are read (issue 21, item 7) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("region", "partition", "suggestion"),
+    [
+        ("us-esat-1", "aws", "us-east-1"),
+        ("eu-wset-2", "aws", "eu-west-2"),
+        ("cn-nrth-1", "aws-cn", "cn-north-1"),
+        ("us-gov-wst-1", "aws-us-gov", "us-gov-west-1"),
+    ],
+)
+def test_a_region_typo_is_refused_with_a_suggestion(region: str, partition: str, suggestion: str) -> None:
+    arn = f"arn:{partition}:secretsmanager:{region}:123456789012:secret:db"
+    with pytest.raises(InvalidReferenceError) as e:
+        parse_reference(arn)
+    assert f"region {region!r} is not an AWS region in partition {partition!r}" in str(e.value)
+    assert f"did you mean {suggestion!r}" in str(e.value)
+    # A flytekit Secret with that group is still this plugin's, and fails with the same typed error.
+    with pytest.raises(InvalidReferenceError, match="did you mean"):
+        reference_from_request(arn.split(":secret:")[0] + ":secret:", "db", None)
+
+
+def test_every_region_botocore_knows_is_accepted() -> None:
+    from botocore.session import get_session
+
+    session = get_session()
+    for partition in ("aws", "aws-cn", "aws-us-gov"):
+        regions = session.get_available_regions("secretsmanager", partition_name=partition)
+        assert regions, partition
+        for region in regions:
+            parse_reference(f"arn:{partition}:secretsmanager:{region}:123456789012:secret:x")
+            parse_reference(f"arn:{partition}:ssm:{region}:123456789012:parameter/x")
+
+
+def test_extra_regions_let_a_new_region_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    arn = "arn:aws:secretsmanager:xx-newregion-1:123456789012:secret:x"
+    with pytest.raises(InvalidReferenceError, match="FLYTE_AWS_SECRETS_EXTRA_REGIONS"):
+        parse_reference(arn)
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_EXTRA_REGIONS", '["xx-newregion-1"]')
+    assert parse_reference(arn).region == "xx-newregion-1"
+
+
+def test_split_with_a_region_typo_exits_non_zero() -> None:
+    p = subprocess.run(
+        [
+            str(__import__("pathlib").Path(sys.executable).parent / "pyflyte-awssecrets"),
+            "split",
+            "arn:aws:secretsmanager:us-esat-1:123456789012:secret:prod/db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2 and p.stdout == ""
+    assert "did you mean 'us-east-1'" in p.stderr
+
+
+def test_settings_regions_are_checked(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from flytekitplugins_awssecrets.errors import SettingsError
+    from flytekitplugins_awssecrets.settings import load_settings
+
+    for env, field in (
+        ({"FLYTE_AWS_SECRETS_REGION": "us-eastt-1"}, "region"),
+        ({"FLYTE_AWS_SECRETS_FAILOVER_REGIONS": '{"us-east-1": ["us-wset-2"]}'}, "failover_regions"),
+        (
+            {"FLYTE_AWS_SECRETS_ALIASES": '{"Db": "' + SM.replace("us-east-1", "us-esat-1") + 'db"}'},
+            "aliases",
+        ),
+    ):
+        with pytest.raises(SettingsError) as e:
+            load_settings(env)
+        assert e.value.field == field and "did you mean" in str(e.value), str(e.value)
+    # The escape hatch, from the same settings file as the alias that needs it.
+    cfg = tmp_path / "settings.yaml"
+    cfg.write_text(
+        "extra_regions: [xx-newregion-1]\n"
+        "aliases:\n  Db: arn:aws:secretsmanager:xx-newregion-1:123456789012:secret:db\n"
+    )
+    s = load_settings({"FLYTE_AWS_SECRETS_CONFIG": str(cfg)})
+    assert s.extra_regions == ("xx-newregion-1",)
+    with pytest.raises(SettingsError, match="extra_regions"):
+        load_settings({"FLYTE_AWS_SECRETS_EXTRA_REGIONS": "not a region"})
+
+
+def test_manifest_region_typo_is_a_typed_validation_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from flytekitplugins_awssecrets.manifest.model import ManifestError, load_manifest
+
+    f = tmp_path / "app.yml"
+    f.write_text("path: /app\nregion: us-eastt-1\nparameters: []\n")
+    with pytest.raises(ManifestError) as e:
+        load_manifest(str(f))
+    assert "region" in str(e.value) and "did you mean 'us-east-1'" in str(e.value)

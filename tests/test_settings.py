@@ -49,7 +49,21 @@ def test_precedence_env_over_file_over_defaults(tmp_path: Path) -> None:
             None,
             "cahce",
             "env var FLYTE_AWS_SECRETS_CAHCE",
-            "valid names: FLYTE_AWS_SECRETS_ACCESS_KEY_ID, ",
+            "no setting has a similar name; valid names: https://",
+        ),
+        (
+            {"FLYTE_AWS_SECRETS_CACHE_TTL": "1"},
+            None,
+            "cache_ttl",
+            "env var FLYTE_AWS_SECRETS_CACHE_TTL",
+            "did you mean FLYTE_AWS_SECRETS_CACHE_TTL_SECONDS? valid names: https://",
+        ),
+        (
+            {"FLYTE_AWS_SECRETS_MAX_CONCURENCY": "1"},
+            None,
+            "max_concurency",
+            "env var FLYTE_AWS_SECRETS_MAX_CONCURENCY",
+            "did you mean FLYTE_AWS_SECRETS_MAX_CONCURRENCY?",
         ),
         (
             {"FLYTE_AWS_SECRETS_ALIASES": "{broken"},

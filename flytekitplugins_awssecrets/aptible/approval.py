@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from flytekitplugins_awssecrets.aptible.errors import AptibleError
 from flytekitplugins_awssecrets.errors import clean_aws_message
+from flytekitplugins_awssecrets.links import doc_link
 
 __all__ = [
     "PendingRequest",
@@ -47,7 +48,9 @@ class StateStoreError(AptibleError):
     def __init__(self, what: str, detail: str, retryable: bool = False) -> None:
         self.retryable = retryable
         super().__init__(
-            what, clean_aws_message(detail), "check the connector's IAM policy (docs/aptible.md)"
+            what,
+            clean_aws_message(detail),
+            f"check the connector's IAM policy ({doc_link('aptible', 'the-permissions-the-bot-needs')})",
         )
 
 

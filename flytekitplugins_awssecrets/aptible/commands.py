@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
+from flytekitplugins_awssecrets.cli_output import format_option
+
 __all__ = ["aptible"]
 
 
@@ -77,7 +79,8 @@ def aptible() -> None:
 
 @aptible.command("list")
 @_with_where
-def list_pending(operator_file: str | None, prefix: str | None, region: str | None) -> None:
+@format_option("json: a list of the waiting requests on stdout, one object each (for scripts).")
+def list_pending(operator_file: str | None, prefix: str | None, region: str | None, fmt: str) -> None:
     """List the requests waiting for approval."""
     from flytekitplugins_awssecrets.aptible.approval import StateStoreError
 
@@ -87,6 +90,13 @@ def list_pending(operator_file: str | None, prefix: str | None, region: str | No
     except StateStoreError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(3)
+    if fmt == "json":
+        from flytekitplugins_awssecrets.cli_output import print_json
+
+        print_json(
+            [{k: _show(v) if isinstance(v, str) else v for k, v in p.model_dump().items()} for p in pending]
+        )
+        return
     if not pending:
         click.echo("no requests waiting for approval")
         return

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from flytekitplugins_awssecrets.errors import AwsSecretsError, clean_aws_message
+from flytekitplugins_awssecrets.links import doc_link
 
 __all__ = [
     "AptibleError",
@@ -227,7 +228,7 @@ class OperatorConfigError(AptibleError, ValueError):
         super().__init__(
             f"operator file {path}" + (f" field {field}" if field else ""),
             clean_aws_message(problem),
-            hint or "fix the operator file (see docs/aptible.md, 'The operator file')",
+            hint or f"fix the operator file (see {doc_link('aptible', 'the-operator-file')})",
         )
 
 

@@ -46,6 +46,7 @@ from flytekitplugins_awssecrets.aptible.errors import (
     UnknownTargetError,
 )
 from flytekitplugins_awssecrets.aptible.models import DEFAULT_AUTH_URL, IdentitySpec, SecretReference
+from flytekitplugins_awssecrets.links import doc_link
 
 __all__ = [
     "OPERATOR_FILE_ENV",
@@ -326,7 +327,7 @@ def operator_file_path() -> str:
             f"${OPERATOR_FILE_ENV}",
             "",
             "is not set: the connector (and a local pyflyte run) needs the operator file",
-            f"set {OPERATOR_FILE_ENV} to the operator file's path (see docs/aptible.md)",
+            f"set {OPERATOR_FILE_ENV} to the operator file's path (see {doc_link('aptible', 'the-operator-file')})",
         )
     return path
 

@@ -20,6 +20,7 @@ from flytekit.extend.backend.base_connector import AsyncConnectorExecutorMixin
 from flytekitplugins_awssecrets.aptible.connector import TASK_TYPE, register
 from flytekitplugins_awssecrets.aptible.errors import AptibleConfigError, AptibleError
 from flytekitplugins_awssecrets.aptible.models import AccessGrant
+from flytekitplugins_awssecrets.links import doc_link
 
 __all__ = ["AptibleAccessTask"]
 
@@ -55,7 +56,7 @@ class AptibleAccessTask(AsyncConnectorExecutorMixin, PythonTask):  # type: ignor
                 "AptibleAccessTask(strategy=...)",
                 f"takes a strategy *name*, not {type(strategy).__name__}",
                 "strategies, targets and bot credentials live in the connector's operator file "
-                "(docs/aptible.md, 'The operator file'); pass strategy='main-aptible-strategy'",
+                f"({doc_link('aptible', 'the-operator-file')}); pass strategy='main-aptible-strategy'",
             )
         if not _NAME.match(strategy):
             raise AptibleConfigError(

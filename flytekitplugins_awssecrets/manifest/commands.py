@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from flytekitplugins_awssecrets.cli_output import format_option
 from flytekitplugins_awssecrets.errors import AwsSecretsError
 
 if TYPE_CHECKING:  # pydantic models are imported when a command runs, not for --help
@@ -159,14 +160,7 @@ def _write_options(fn: F) -> F:
         show_default=True,
         help="Writes in flight at once (throttling is retried with backoff).",
     )(fn)
-    fn = click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(["text", "json"]),
-        default="text",
-        show_default=True,
-        help="json: the report as one JSON object on stdout (messages stay on stderr).",
-    )(fn)
+    fn = format_option("json: the report as one JSON object on stdout (messages stay on stderr).")(fn)
     return click.option(
         "--progress/--no-progress",
         default=None,
@@ -424,14 +418,7 @@ def nuke(
 @manifest.command()
 @FILE
 @click.option("--listed-only", is_flag=True, help="Compare only the entries FILE lists (no 'removed').")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: a list of changes on stdout (values are never in it).",
-)
+@format_option("json: a list of changes on stdout (values are never in it).")
 @_handle_errors
 def diff(file: str, listed_only: bool, fmt: str) -> None:
     """Show what differs between FILE and AWS: added, changed, removed, tag changes. Values are masked.

@@ -306,6 +306,11 @@ class Manifest(BaseModel):
     def _region(cls, v: str) -> str:
         if not _REGION.match(v):
             raise ValueError(f"region {v!r} is not a region name like us-east-1")
+        from flytekitplugins_awssecrets.regions import region_problem
+
+        problem = region_problem(v)
+        if problem:  # a typo would otherwise reach AWS and come back as a DNS failure or an error page
+            raise ValueError(problem)
         return v
 
     _tags = field_validator("tags")(classmethod(lambda cls, v: _check_tags(v)))

@@ -354,7 +354,13 @@ def plan(m: Manifest, clients: Clients | None = None, scope: Scope = "path") -> 
     if not _ssm_path(m).strip("/"):
         scope = "listed"
     desired = desired_entries(m)
-    remote = read_remote(m, clients, scope)
+    from flytekitplugins_awssecrets.manifest.progress import reading
+
+    where = f"everything under {m.path}" if scope == "path" else f"the {len(desired)} listed entries"
+    with reading(where) as found:
+        remote = read_remote(m, clients, scope)
+        kinds = [k for k, _ in remote]
+        found(f"{kinds.count('parameter')} parameters, {kinds.count('secret')} secrets ({where})")
     if scope == "path":
         return compare(desired, remote, prune_scope=True)
     return compare(desired, remote, prune_scope=False)
@@ -498,10 +504,13 @@ def _run(tasks: list[Task], clients: Clients, dry_run: bool, progress: bool | No
         except Exception as e:  # noqa: BLE001 - recorded per entry; the others go on
             return Outcome(kind=kind, name=name, action=action, ok=False, detail=describe_error(e, values)[1])
 
-    show = progress if progress is not None else (sys.stderr.isatty() and len(tasks) >= PROGRESS_MIN)
+    # Progress counts entries, not tasks: a DeleteParameters task deletes up to 10 of them.
+    total = sum(_entries_of(t) for t in tasks)
+    show = progress if progress is not None else (sys.stderr.isatty() and total >= PROGRESS_MIN)
     results: list[Outcome] = []
     with ThreadPoolExecutor(max_workers=max(1, clients.concurrency)) as pool:
         futures = [pool.submit(one, t) for t in tasks]
+        weights = {id(f): _entries_of(t) for t, f in zip(tasks, futures, strict=True)}
         if show and tasks and sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -514,12 +523,12 @@ def _run(tasks: list[Task], clients: Clients, dry_run: bool, progress: bool | No
                 console=Console(stderr=True),
                 transient=True,
             ) as bar:
-                tid = bar.add_task("writing", total=len(tasks))
+                tid = bar.add_task("writing", total=total)
                 for f in futures:
                     results.append(f.result())
-                    bar.advance(tid)
-        elif progress is not False and (show or len(tasks) >= PROGRESS_MIN):
-            results = _with_progress_lines(futures)
+                    bar.advance(tid, weights[id(f)])
+        elif progress is not False and (show or total >= PROGRESS_MIN):
+            results = _with_progress_lines(futures, weights)
         else:
             results = [f.result() for f in futures]
     return results
@@ -529,13 +538,19 @@ def _run(tasks: list[Task], clients: Clients, dry_run: bool, progress: bool | No
 PROGRESS_INTERVAL = 10.0
 
 
-def _with_progress_lines(futures: list[Any]) -> list[Outcome]:
+def _entries_of(task: Task) -> int:
+    """How many manifest entries a task writes or deletes (a parameter batch holds one name per line)."""
+    return task[1].count("\n") + 1 if task[0] == "parameter-batch" else 1
+
+
+def _with_progress_lines(futures: list[Any], weights: dict[int, int] | None = None) -> list[Outcome]:
     """Wait for ``futures``, printing ``N/M done, K failed`` on stderr every PROGRESS_INTERVAL seconds, so a
     long run in CI shows that it is alive and how far it got."""
     import time
     from concurrent.futures import FIRST_COMPLETED, wait
 
-    total = len(futures)
+    weights = weights or {}
+    total = sum(weights.get(id(f), 1) for f in futures)
     pending = set(futures)
     start = last = time.monotonic()
     while pending:
@@ -543,10 +558,10 @@ def _with_progress_lines(futures: list[Any]) -> list[Outcome]:
         now = time.monotonic()
         if now - last >= PROGRESS_INTERVAL or not pending:
             last = now
-            done = [f.result() for f in futures if f.done()]
-            failed = sum(1 for o in done if not o.ok)
+            done = [(f.result(), weights.get(id(f), 1)) for f in futures if f.done()]
+            failed = sum(w for o, w in done if not o.ok)
             print(
-                f"progress: {len(done)}/{total} done, {failed} failed ({now - start:.0f} s)",
+                f"progress: {sum(w for _, w in done)}/{total} done, {failed} failed ({now - start:.0f} s)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -668,7 +683,11 @@ def nuke(
     targets += [("secret", secret_full_name(m.path, s.name)) for s in m.secrets]
     if dry_run:
         # Say what would really happen: entries that do not exist would not be deleted.
-        present = _existing(clients, targets)
+        from flytekitplugins_awssecrets.manifest.progress import reading
+
+        with reading(f"the names of the {len(targets)} listed entries") as found:
+            present = _existing(clients, targets)
+            found(f"the names of the {len(targets)} listed entries ({len(present)} exist)")
         outcomes = [
             Outcome(kind=k, name=n, action="delete" if (k, n) in present else ABSENT) for k, n in targets
         ]

@@ -139,7 +139,8 @@ def serve(config_file: str | None, **options: Any) -> None:
     Agent file, only what the file configures is served.
 
     Options may also be set as PYFLYTE_AWSSECRETS_SERVE_<OPTION> (for example
-    PYFLYTE_AWSSECRETS_SERVE_HTTP=off). See docs/serve.md.
+    PYFLYTE_AWSSECRETS_SERVE_HTTP=off). See
+    https://flytekitplugins-awssecrets.github.io/flytekitplugins-awssecrets/serve/.
 
     \b
     Example:
