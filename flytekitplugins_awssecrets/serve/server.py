@@ -21,7 +21,7 @@ import stat
 from collections.abc import Awaitable, Callable
 
 from flytekitplugins_awssecrets.errors import SettingsError
-from flytekitplugins_awssecrets.serve import http_api, secret_agent
+from flytekitplugins_awssecrets.serve import http1, secret_agent
 from flytekitplugins_awssecrets.serve.allow import AllowList
 from flytekitplugins_awssecrets.serve.config import Endpoint, ServeConfig
 from flytekitplugins_awssecrets.serve.context import Context, logger
@@ -158,7 +158,7 @@ class Server:
             if c.unix_socket is not None:
                 self.bound["unix_socket"] = await self._unix(c.unix_socket)
             if (ep := c.http_endpoint) is not None:
-                self.bound["http"] = await self._tcp(ep, http_api.handle_connection, "http", tls)
+                self.bound["http"] = await self._tcp(ep, http1.handle_connection, "http", tls)
         except BaseException:
             await self._close_listeners()
             raise
