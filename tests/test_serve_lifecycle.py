@@ -239,9 +239,11 @@ def test_connection_limit_and_slow_clients(tmp_path: Path, secret: Hidden, token
     kept: list[http.client.HTTPConnection] = []
     try:
         # Two connections that have been served (authenticated) and stay open fill max_connections.
-        held = [AgentClient(port=srv.sa_port) for _ in range(2)]
-        for c in held:
-            assert value_of(c.request({"Resource": "Db", "SecretKey": "password"}))
+        # Each is served as soon as it connects: one opened earlier would wait out header_timeout (1 s)
+        # while the first read from AWS is made, on a loaded machine.
+        for _ in range(2):
+            held.append(AgentClient(port=srv.sa_port))
+            assert value_of(held[-1].request({"Resource": "Db", "SecretKey": "password"}))
         with AgentClient(port=srv.sa_port) as extra:
             assert "connection limit" in extra.request({"Resource": "Db"})["Error"]
         # The same for HTTP, whose token holders have a budget of their own.
