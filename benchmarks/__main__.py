@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks                       # everything, 20 ms per request, docs/benchmarks.png
     .venv/bin/python -m benchmarks --only P2,P3          # some scenarios
     .venv/bin/python -m benchmarks --latency-ms 50       # a slower network
+    .venv/bin/python -m benchmarks --only P2 --stand-in replay --connect-rtts 3   # TLS 1.2 handshakes
     .venv/bin/python -m benchmarks --quick --latency-ms 0 --no-chart   # smoke run (single runs, no claims)
     .venv/bin/python -m benchmarks --only P8 --p8-pods 100 --p8-quota GetSecretValue=200   # a bigger fleet
 
@@ -41,6 +42,18 @@ def parse(argv: list[str]) -> Options:
         metavar="API=RATE",
         help="P8: requests/s for one API instead of the scaled quota, e.g. BatchGetSecretValue=4 (repeatable)",
     )
+    p.add_argument(
+        "--connect-rtts",
+        type=float,
+        default=2.0,
+        help="replay stand-in: round trips a new connection costs (TCP + TLS 1.3: 2; TLS 1.2: 3)",
+    )
+    p.add_argument(
+        "--stand-in",
+        choices=("both", "replay", "moto"),
+        default="both",
+        help="who serves P2-P4's reads: replayed answers (concurrent, as AWS), moto (serial), or both",
+    )
     p.add_argument("--p8-faults", type=float, default=0.3, help="P8: share of requests faulted (0.3)")
     a = p.parse_args(argv)
     quotas: list[tuple[str, float]] = []
@@ -62,6 +75,8 @@ def parse(argv: list[str]) -> Options:
         p.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
     if a.latency_ms < 0:
         p.error("--latency-ms must be >= 0")
+    if a.connect_rtts < 0:
+        p.error("--connect-rtts must be >= 0")
     return Options(
         latency_ms=a.latency_ms,
         only=only,
@@ -73,6 +88,8 @@ def parse(argv: list[str]) -> Options:
         p8_scale=a.p8_scale,
         p8_quotas=tuple(quotas),
         p8_fault_rate=a.p8_faults,
+        connect_rtts=a.connect_rtts,
+        stand_ins=("replay", "moto") if a.stand_in == "both" else (a.stand_in,),
     )
 
 

@@ -12,7 +12,13 @@ from typing import Any
 
 from benchmarks.harness import Options, Results, machine_line
 
-COLOURS = {"plugin": "#2a7ab9", "boto3 loop": "#d98c2b", "SecretCache": "#8c8c8c", "psyml": "#d98c2b"}
+COLOURS = {
+    "plugin": "#2a7ab9",
+    "boto3 loop": "#d98c2b",
+    "SecretCache": "#8c8c8c",
+    "batch": "#4a9a4a",
+    "psyml": "#d98c2b",
+}
 
 
 def _p2_time(ax: Any, data: dict[str, Any]) -> None:
@@ -20,7 +26,7 @@ def _p2_time(ax: Any, data: dict[str, Any]) -> None:
         ns = sorted(by_n)
         ax.plot(ns, [by_n[n][0] * 1000 for n in ns], "o-", label=name, color=COLOURS.get(name))
     ax.set(xscale="log", yscale="log", xlabel="secrets (one region, cold)", ylabel="wall time (ms)")
-    ax.set_title("P2: resolving N secrets")
+    ax.set_title("P2: resolving N secrets, cold")
     ax.legend(fontsize=8)
 
 
@@ -31,6 +37,20 @@ def _p2_calls(ax: Any, data: dict[str, Any]) -> None:
     ax.set(xscale="log", yscale="log", xlabel="secrets", ylabel="API calls (counted at the server)")
     ax.set_title("P2: API calls")
     ax.legend(fontsize=8)
+
+
+def _p2_sweep(ax: Any, grid: dict[int, dict[int, float]]) -> None:
+    for n, by_c in sorted(grid.items()):
+        cs = sorted(by_c)
+        ax.plot(cs, [by_c[c] * 1000 for c in cs], "o-", label=f"{n} secrets")
+    ax.set(xscale="log", yscale="log", xlabel="max_concurrency (cold)", ylabel="wall time (ms)")
+    ax.set_title("P2: no cliff over max_concurrency")
+    ax.legend(fontsize=8)
+
+
+def _p2_series(results: Results) -> dict[str, Any] | None:
+    """P2's curves: the replay stand-in's (concurrent, as AWS) when it ran, else moto's."""
+    return results.series.get("P2 replay") or results.series.get("P2 moto")
 
 
 def _bars(ax: Any, labels: list[str], values: list[float], colours: list[str], unit: str) -> None:
@@ -125,11 +145,11 @@ def write_chart(results: Results, opts: Options, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels: list[Callable[[Any], None]] = []
-    if "P2" in results.series:
-        panels += [
-            lambda ax: _p2_time(ax, results.series["P2"]),
-            lambda ax: _p2_calls(ax, results.series["P2"]),
-        ]
+    p2 = _p2_series(results)
+    if p2 is not None:
+        panels += [lambda ax: _p2_time(ax, p2), lambda ax: _p2_calls(ax, p2)]
+    if "P2 sweep" in results.series:
+        panels.append(lambda ax: _p2_sweep(ax, results.series["P2 sweep"]))
     if "P3" in results.series or "P2 detail" in results.series:
         panels.append(lambda ax: _p3_p2_detail(ax, results))
     if "P5" in results.series:
@@ -146,7 +166,8 @@ def write_chart(results: Results, opts: Options, path: Path) -> None:
     for ax in flat[len(panels) :]:
         ax.axis("off")
     fig.suptitle(
-        f"flytekitplugins-awssecrets benchmarks: {opts.latency_ms:g} ms per AWS request (moto + proxy)\n"
+        f"flytekitplugins-awssecrets benchmarks: {opts.latency_ms:g} ms per AWS request "
+        f"(moto + proxy; P2 curves: replayed answers, {opts.connect_rtts:g} round trips per new connection)\n"
         f"{machine_line()}",
         fontsize=11,
     )

@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:  # ``tests.support`` is imported from the source t
     sys.path.insert(0, str(ROOT))
 
 from tests.support.moto_server import MotoServer, aws_test_env, start_moto_server  # noqa: E402
-from tests.support.proxy import CountingProxy  # noqa: E402
+from tests.support.proxy import CountingProxy, Replay  # noqa: E402
 
 ACCOUNT = "123456789012"  # moto's default account
 
@@ -61,6 +61,10 @@ class Options:
     p8_scale: float = 25.0
     p8_quotas: tuple[tuple[str, float], ...] = ()
     p8_fault_rate: float = 0.3
+    #: round trips a new connection costs at the stand-in (TCP + TLS 1.3 handshakes: 2) in replay mode
+    connect_rtts: float = 2.0
+    #: which stand-ins serve P2-P4's reads: "replay" (concurrent, as AWS) and/or "moto" (serial)
+    stand_ins: tuple[str, ...] = ("replay", "moto")
 
     def wants(self, scenario: str) -> bool:
         return not self.only or scenario in self.only
@@ -129,6 +133,26 @@ class AwsStandIn:
             aws_secret_access_key="testing",
             config=Config(max_pool_connections=16, retries={"mode": "standard", "max_attempts": 3}),
         )
+
+    @contextmanager
+    def serving(self, mode: str, connect_rtts: float) -> Iterator[str]:
+        """Serve reads as ``mode`` says for the duration; yields the label rows carry.
+
+        ``"replay"``: the proxy answers reads it has seen from its record (:class:`Replay`), all at once, and
+        charges ``connect_rtts`` round trips per new connection, as a TLS endpoint does. ``"moto"``: every
+        request goes to moto, which serves one at a time; connections cost nothing extra (the old rows).
+        """
+        if mode not in ("replay", "moto"):
+            raise ValueError(f"unknown stand-in mode {mode!r}")
+        saved = (self.proxy.replay, self.proxy.connect_rtts)
+        if mode == "replay":
+            self.proxy.replay, self.proxy.connect_rtts = Replay(), connect_rtts
+        else:
+            self.proxy.replay, self.proxy.connect_rtts = None, 0.0
+        try:
+            yield f"replay, {connect_rtts:g} RTT/conn" if mode == "replay" else "moto, serial"
+        finally:
+            self.proxy.replay, self.proxy.connect_rtts = saved
 
     def subprocess_env(self, **extra: str) -> dict[str, str]:
         """The benchmark's own environment without any real AWS or plugin settings, pointed at the proxy."""

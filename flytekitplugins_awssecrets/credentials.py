@@ -98,6 +98,23 @@ class _FileWatchingCredentials:
         return _Live()
 
 
+#: botocore's data loader, one per data path for the whole process: it keeps the service models and
+#: endpoint rules it has parsed (about 100 ms of CPU for Secrets Manager's), which do not change while the
+#: process runs, so a new factory (settings reloaded, ``reset_process_state``) builds its clients in ~10 ms.
+_LOADERS: dict[Any, Any] = {}
+_LOADERS_LOCK = threading.Lock()
+
+
+def _share_loader(core: botocore.session.Session) -> None:
+    key = core.get_config_variable("data_path")
+    with _LOADERS_LOCK:
+        loader = _LOADERS.get(key)
+        if loader is None:
+            _LOADERS[key] = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", loader)
+
+
 class ClientFactory:
     """Makes and keeps botocore clients for the current settings.
 
@@ -125,6 +142,7 @@ class ClientFactory:
         import botocore.session
 
         core = botocore.session.Session(profile=profile)
+        _share_loader(core)
         if self.settings.region:
             core.set_config_variable("region", self.settings.region)
         return core

@@ -17,6 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.slow  # each runs the benchmark command: about a minute on a loaded 2-core machine
+
 pytest.importorskip("matplotlib", reason="benchmark dependencies: pip install -e '.[bench]'")
 pytest.importorskip("aws_secretsmanager_caching", reason="benchmark dependencies: pip install -e '.[bench]'")
 
@@ -58,6 +60,17 @@ def test_quick_run_prints_the_table_and_p4_makes_no_call(tmp_path: Path) -> None
     p4 = _row(out, "P4")
     assert p4[2].startswith("0 calls"), p4
     assert p4[5] == "PASS"
+    # Every P2 row says which stand-in served it: replayed answers (concurrent) or moto (serial).
+    assert "replay" in out and "serial" in out, out
+    # A second task in the same process reuses the first task's connections (both regions): it opens far
+    # fewer (one more only where a region's concurrency exceeds its earlier peak).
+    reuse = next(
+        [c.strip() for c in line.split("│")[1:-1]]
+        for line in out.splitlines()
+        if "connections a second task" in line
+    )
+    second, first = int(reuse[2].split()[0]), int(reuse[3].split()[2])
+    assert first >= 2 and second < first, reuse
     # Only what was asked for ran.
     for other in ("P1", "P3", "P5", "P6", "P7", "P8"):
         assert f"│ {other} " not in out

@@ -312,6 +312,14 @@ def _real_messages() -> list[str]:
     out.append(str(SecretRefreshError(SecretNotFoundError(str(ref)), "16:00:00 UTC")))
     minimum, arithmetic = minimum_interval(20, 0, 1000)
     out.append(str(RefreshIntervalError(5, minimum, arithmetic)))
+    from flytekitplugins_awssecrets.errors import CredentialsRejectedError, SecretLeakError
+
+    out.append(str(CredentialsRejectedError(str(ref), "UnrecognizedClientException", "env vars")))
+    try:
+        parse_reference("arn:aws:secretsmanager:us-esat-1:123456789012:secret:prod/db")
+    except AwsSecretsError as e:
+        out.append(str(e))
+    out.append("SecretLeakError: " + str(SecretLeakError(str(ref), "'o0'")))
     return out
 
 

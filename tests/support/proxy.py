@@ -83,6 +83,43 @@ def throttling_answer(op: str) -> tuple[int, dict[str, str], bytes]:
     return 400, headers, body
 
 
+class Replay:
+    """Answers to read requests, recorded from moto and replayed: the stand-in for an endpoint that serves
+    reads in parallel (moto serves one request at a time, a few ms of CPU each, so 40 concurrent reads
+    queue there as they would not on AWS).
+
+    A request is answered from the record when the same operation with the same body (e.g.
+    ``{"SecretId": ARN}``) was answered 200 before; otherwise it goes to moto and its answer is recorded.
+    Only ``ops`` are replayed: anything that writes always reaches moto.
+    """
+
+    READS = ("GetSecretValue", "BatchGetSecretValue", "DescribeSecret", "GetParameter", "GetParameters")
+
+    def __init__(self, ops: tuple[str, ...] = READS) -> None:
+        self.ops = frozenset(ops)
+        self.replayed = 0
+        self._answers: dict[tuple[str, bytes], tuple[int, list[tuple[str, str]], bytes]] = {}
+        self._lock = threading.Lock()
+
+    def answer(self, op: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        if op not in self.ops:
+            return None
+        with self._lock:
+            got = self._answers.get((op, body))
+            if got is not None:
+                self.replayed += 1
+            return got
+
+    def record(self, op: str, body: bytes, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+        if op in self.ops and status == 200:
+            keep = [(k, v) for k, v in headers if k.lower() not in _HOP_HEADERS]
+            with self._lock:
+                self._answers[(op, body)] = (status, keep, data)
+
+
+_HOP_HEADERS = ("content-length", "transfer-encoding", "connection", "server", "date")
+
+
 class CountingProxy:
     """Forward to ``upstream`` (``http://127.0.0.1:PORT``); count operations by ``X-Amz-Target``/Action.
 
@@ -116,6 +153,15 @@ class CountingProxy:
         self.faulted: Counter[str] = Counter()
         #: operation -> (status, content type, body): answered instead of moto (a proxy or a wrong endpoint)
         self.canned: dict[str, tuple[int, str, bytes]] = {}
+        #: round trips (of ``latency`` each) that a new connection costs before its first request is
+        #: answered: TCP's handshake plus TLS's (2 for TLS 1.3 over TCP, 3 for TLS 1.2), as a real endpoint
+        #: charges them; 0 (loopback, plain HTTP) by default
+        self.connect_rtts = 0.0
+        #: connections accepted (each paid ``connect_rtts``)
+        self.connections = 0
+        #: when set, the read operations it names are answered from answers recorded from moto (see
+        #: :class:`Replay`): concurrently, with no moto CPU per request, as AWS serves reads
+        self.replay: Replay | None = None
         self._lock = threading.Lock()
         # moto listens with a backlog of 128: a fleet's hundreds of simultaneous requests would have their
         # SYNs dropped and wait for TCP's 1 s, 3 s, 7 s retransmits, which AWS's endpoints never add. They
@@ -128,6 +174,13 @@ class CountingProxy:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy.connections += 1
+                if proxy.connect_rtts and proxy.latency:
+                    time.sleep(proxy.connect_rtts * proxy.latency)  # the handshakes of a new connection
 
             def _op(self, body: bytes) -> str:
                 target = self.headers.get("X-Amz-Target")
@@ -198,6 +251,11 @@ class CountingProxy:
                     payload = json.dumps({"__type": "ServiceUnavailable", "message": "injected"}).encode()
                     self._answer(503, {"Content-Type": "application/x-amz-json-1.1"}, payload)
                     return
+                replay = proxy.replay
+                recorded = replay.answer(op, body) if replay is not None else None
+                if recorded is not None:
+                    self._answer(recorded[0], dict(recorded[1]), recorded[2])
+                    return
                 # Host stays as the client sent it: it is part of the SigV4 signature.
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
                 with proxy._upstream_slots:
@@ -205,6 +263,8 @@ class CountingProxy:
                     conn.request(self.command, self.path, body=body, headers=headers)
                     resp = conn.getresponse()
                     data = resp.read()
+                if replay is not None:
+                    replay.record(op, body, resp.status, resp.getheaders(), data)
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in (
@@ -256,6 +316,7 @@ class CountingProxy:
 
     def reset_counts(self) -> None:
         with self._lock:
+            self.connections = 0
             self.calls.clear()
             self.by_region.clear()
             self.signed.clear()

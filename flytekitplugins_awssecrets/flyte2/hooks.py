@@ -1,0 +1,117 @@
+"""The one place that touches flyte's private names: the task runner's ``run_task``.
+
+Every Flyte 2 execution path runs a task through ``flyte._internal.runtime.taskrunner.run_task`` (``flyte run
+--local``, ``flyte.run`` from Python or a notebook, and ``a0`` in a pod: ``load_and_run_task`` ->
+``convert_and_run`` -> ``run_task`` -> ``task.execute``). flyte has no secrets-provider interface, so the
+adapter wraps that one function: a task that asks for no AWS secret goes straight through; one that does has
+its requests resolved and placed before ``task.execute`` and removed after it.
+
+Guarded: :func:`install` does nothing but warn once on a flyte version outside :data:`SUPPORTED` or when
+``run_task`` no longer has the parameters it expects, so an unknown flyte is never broken, only left alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["SUPPORTED", "install", "installed"]
+
+logger = logging.getLogger("flytekitplugins_awssecrets")
+
+#: flyte minors whose ``run_task`` the adapter knows (tested in CI: tests/test_flyte2*.py).
+SUPPORTED = ((2, 11), (2, 12))
+_PATCHED = "__awssecrets_patched__"
+_warned = False
+
+
+class Flyte2AdapterDisabledWarning(RuntimeWarning):
+    """The Flyte 2 adapter is off (unknown flyte version or changed internals); flyte itself is untouched."""
+
+
+def _version() -> tuple[int, int] | None:
+    try:
+        from importlib.metadata import version
+
+        major, minor, *_ = version("flyte").split(".")
+        return int(major), int(minor)
+    except Exception:  # noqa: BLE001 - an odd version string means "unknown"
+        return None
+
+
+def _disable(why: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            f"flytekitplugins-awssecrets: the Flyte 2 adapter is off ({why}); AWS secret requests are left "
+            "to Flyte. Set FLYTE_AWS_SECRETS_DISABLE=1 to silence this.",
+            Flyte2AdapterDisabledWarning,
+            stacklevel=3,
+        )
+
+
+def installed() -> bool:
+    """True when ``run_task`` is wrapped by this adapter."""
+    try:
+        from flyte._internal.runtime import taskrunner
+    except ImportError:
+        return False
+    return bool(getattr(taskrunner.run_task, _PATCHED, False))
+
+
+def install() -> bool:
+    """Wrap ``run_task`` (idempotent); False, with one warning, when this flyte is not one we know."""
+    v = _version()
+    if v not in SUPPORTED:
+        _disable(
+            f"flyte {'.'.join(map(str, v)) if v else 'unknown'} is not one of "
+            f"{', '.join(f'{a}.{b}' for a, b in SUPPORTED)}"
+        )
+        return False
+    from flyte._internal.runtime import taskrunner
+
+    current = taskrunner.run_task
+    if getattr(current, _PATCHED, False):
+        return True
+    try:
+        params = list(inspect.signature(current).parameters)
+    except (TypeError, ValueError):
+        params = []
+    if "task" not in params:
+        _disable("flyte's run_task has no 'task' parameter")
+        return False
+    taskrunner.run_task = _wrap(current, params.index("task"))
+    return True
+
+
+def _wrap(original: Callable[..., Any], task_pos: int) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def run_task(*args: Any, **kwargs: Any) -> Any:
+        task = kwargs.get("task", args[task_pos] if len(args) > task_pos else None)
+        from flytekitplugins_awssecrets.flyte2.entrypoint import disabled
+
+        if task is None or disabled():
+            return await original(*args, **kwargs)
+        from flytekitplugins_awssecrets.errors import SecretResolutionError
+        from flytekitplugins_awssecrets.flyte2.requests import aws_requests, task_secrets
+
+        secrets = task_secrets(task)
+        if not secrets:
+            return await original(*args, **kwargs)
+        from flytekitplugins_awssecrets.flyte2.run import failure, run_with_secrets
+
+        try:
+            requests = aws_requests(secrets)
+        except SecretResolutionError as e:
+            return {}, failure(SecretResolutionError(e.errors, getattr(task, "name", None)))
+        if not requests:
+            return await original(*args, **kwargs)
+        return await run_with_secrets(task, requests, lambda: original(*args, **kwargs))
+
+    setattr(run_task, _PATCHED, True)
+    return run_task

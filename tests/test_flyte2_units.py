@@ -1,0 +1,151 @@
+"""Flyte 2 adapter steps in this process: import cost, the version guard, bad requests, aliases, all-or-nothing
+placement, and the webhook's files. Marked ``flyte2_compat`` (see tests/test_flyte2_versions.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+flyte = pytest.importorskip("flyte")
+
+from tests.conftest import ROOT  # noqa: E402
+from tests.test_flyte2 import REGION_GROUP, _sha  # noqa: E402
+
+pytestmark = pytest.mark.flyte2_compat
+
+
+def test_import_flyte_and_init_load_the_adapter_without_boto3() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import flyte
+        heavy = [m for m in ("boto3", "botocore", "flytekit") if m in sys.modules]
+        assert not heavy, heavy
+        from flytekitplugins_awssecrets.flyte2.hooks import installed
+        assert not installed()
+        flyte.init()
+        assert installed(), "flyte.init() did not load the flyte.plugins.types entry point"
+        heavy = [m for m in ("boto3", "botocore", "flytekit") if m in sys.modules]
+        assert not heavy, heavy
+        print("OK")
+        """
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.stdout.strip().endswith("OK"), p.stdout[-1000:] + p.stderr[-2000:]
+
+
+def test_unknown_flyte_version_turns_the_adapter_off_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flytekitplugins_awssecrets.flyte2 import hooks
+
+    monkeypatch.setattr(hooks, "_version", lambda: (2, 99))
+    monkeypatch.setattr(hooks, "_warned", False)
+    with pytest.warns(hooks.Flyte2AdapterDisabledWarning, match="2.99") as record:
+        assert hooks.install() is False
+        assert hooks.install() is False
+    assert len(record) == 1
+
+
+def test_requests_the_plugin_cannot_serve_are_typed_errors_naming_them() -> None:
+    from flytekitplugins_awssecrets.errors import SecretResolutionError
+    from flytekitplugins_awssecrets.flyte2 import aws_secret
+    from flytekitplugins_awssecrets.flyte2.requests import aws_requests
+
+    good = aws_secret(REGION_GROUP + "ok-AAAAAA", as_env_var="OK")
+    moved = aws_secret(REGION_GROUP + "moved-AAAAAA")
+    moved.mount = Path("/somewhere/else")  # type: ignore[assignment]
+    bad_key = flyte.Secret(group=REGION_GROUP, key="bad name!", as_env_var="BAD")
+    other = flyte.Secret(key="plain-secret")  # not ours: left to Flyte
+    with pytest.raises(SecretResolutionError) as e:
+        aws_requests([good, moved, bad_key, other])
+    text = str(e.value)
+    assert "/somewhere/else" in text and "bad name!" in text and "ok-AAAAAA" not in text
+    assert [r.as_env_var for r in aws_requests([good, other])] == ["OK"]
+
+
+def test_alias_json_key_and_all_or_nothing_in_process(
+    secrets_factory: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The adapter's own steps, in this process: an alias with a JSON key, then a task whose second request
+    collides with a running task's variable: nothing of it is placed, the running task keeps its value."""
+    from flytekitplugins_awssecrets.errors import SecretResolutionError
+    from flytekitplugins_awssecrets.flyte2 import aws_secret
+    from flytekitplugins_awssecrets.flyte2.requests import aws_requests
+    from flytekitplugins_awssecrets.flyte2.run import prepare
+    from flytekitplugins_awssecrets.resolver import reset_process_state
+
+    arn, value = secrets_factory.secret(f"f2/{unique}/alias", {"k": "kv-" + unique * 2})
+    other, _ = secrets_factory.secret(f"f2/{unique}/other")
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_ALIASES", json.dumps({"Aliased": arn}))
+    reset_process_state()
+    for name in ("ALIASED_K", "HELD", "NEW_ONE"):
+        monkeypatch.delenv(name, raising=False)
+
+    held, sensitive, *_ = prepare(
+        aws_requests([aws_secret("Aliased", json_key="k", as_env_var="ALIASED_K")]), "t"
+    )
+    try:
+        assert _sha(os.environ["ALIASED_K"]) == _sha(value["k"])
+        assert sensitive.contains(os.environ["ALIASED_K"])
+    finally:
+        held.release()
+    assert "ALIASED_K" not in os.environ
+
+    first, *_ = prepare(aws_requests([aws_secret(arn, as_env_var="HELD")]), "running")
+    try:
+        before = _sha(os.environ["HELD"])
+        with pytest.raises(SecretResolutionError) as e:
+            prepare(
+                aws_requests([aws_secret(arn, as_env_var="NEW_ONE"), aws_secret(other, as_env_var="HELD")]),
+                "late",
+            )
+        assert "HELD" in str(e.value) and other in str(e.value) and "'late'" in str(e.value)
+        assert "NEW_ONE" not in os.environ, "a request was placed although its task failed"
+        assert _sha(os.environ["HELD"]) == before
+    finally:
+        first.release()
+    assert "HELD" not in os.environ
+
+
+def test_a_file_the_webhook_mounted_is_taken_not_read_again(
+    secrets_factory: Any, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a pod with Flyte's AWS webhook: a mount request the webhook served is taken from its file (the ARN
+    below does not exist in AWS, so a read would fail); a missing one beside it is still named."""
+    from flytekitplugins_awssecrets.errors import SecretResolutionError
+    from flytekitplugins_awssecrets.flyte2 import aws_secret
+    from flytekitplugins_awssecrets.flyte2.mount import DIR_ENV
+    from flytekitplugins_awssecrets.flyte2.requests import aws_requests, file_parts
+    from flytekitplugins_awssecrets.flyte2.run import prepare
+    from flytekitplugins_awssecrets.resolver import reset_process_state
+    from tests.conftest import new_value
+
+    webhook = tmp_path / "etc-flyte-secrets"
+    served = REGION_GROUP + f"served-{unique}-AAAAAA"
+    value = new_value()
+    target = webhook.joinpath(*file_parts(REGION_GROUP, f"served-{unique}-AAAAAA"))
+    target.parent.mkdir(parents=True)
+    target.write_text(value)
+    monkeypatch.setenv("FLYTE_AWS_SECRETS_WEBHOOK_DIR", str(webhook))
+    reset_process_state()
+
+    held, *_ = prepare(aws_requests([aws_secret(served)]), "pod")
+    try:
+        ours = Path(os.environ[DIR_ENV]).joinpath(*file_parts(REGION_GROUP, f"served-{unique}-AAAAAA"))
+        assert _sha(ours.read_text()) == _sha(value)
+    finally:
+        held.release()
+
+    missing = REGION_GROUP + f"absent-{unique}-BBBBBB"
+    with pytest.raises(SecretResolutionError) as e:
+        prepare(aws_requests([aws_secret(served), aws_secret(missing)]), "pod")
+    assert missing in str(e.value) and served not in str(e.value)
