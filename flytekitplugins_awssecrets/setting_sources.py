@@ -54,7 +54,10 @@ PROTECTED = (
     "trusted_endpoints",
 )
 #: Commands that run a task in a container (their file name).
-POD_ENTRYPOINTS = frozenset({"pyflyte-execute", "pyflyte-fast-execute", "pyflyte-map-execute", "a0"})
+#: ``pyflyte-awssecrets-execute`` is what registration puts in front of them (see :mod:`podguard`).
+POD_ENTRYPOINTS = frozenset(
+    {"pyflyte-execute", "pyflyte-fast-execute", "pyflyte-map-execute", "a0", "pyflyte-awssecrets-execute"}
+)
 #: Where an image bakes its settings file, relative to the Python prefix and to the root.
 IMAGE_CONFIG = Path("etc") / "flyte" / "aws-secrets.yaml"
 
