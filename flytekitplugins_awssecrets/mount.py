@@ -457,13 +457,9 @@ class MountSession:
             if not d.exists():
                 os.mkdir(d, 0o700)
             os.chmod(d, 0o700)
-        data = value.encode("utf-8") if isinstance(value, str) else value
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_private(fd, value)
         finally:
             os.close(fd)
         return path
@@ -518,13 +514,9 @@ class MountSession:
 
     @staticmethod
     def _replace_file(path: Path, value: str | bytes) -> None:
-        data = value.encode("utf-8") if isinstance(value, str) else value
         fd, tmp = tempfile.mkstemp(prefix=".refresh-", dir=path.parent)
         try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_private(fd, value)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -586,3 +578,11 @@ def any_with_env_var(ref: str, env_var: str) -> AwsSecretsError:
         "mount_requirement=ENV_VAR (env_var holds the value) or FILE (env_var holds the file's path), "
         "or drop env_var",
     )
+
+
+def _write_private(fd: int, value: str | bytes) -> None:
+    """Make ``fd``'s file 0600 and write all of ``value`` to it (a secret file, new or replacing one)."""
+    os.fchmod(fd, 0o600)
+    view = memoryview(value.encode("utf-8") if isinstance(value, str) else value)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -36,6 +36,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+# settings.py imports this module only inside load_settings, so this import is not circular at load time.
+from flytekitplugins_awssecrets.settings import _is_loopback as is_loopback
+
 __all__ = ["PROTECTED", "POD_ENTRYPOINTS", "running_in_pod", "image_config_path", "check_pod_sources"]
 
 #: Settings fields a pod takes only from the image's settings file (or the default).
@@ -87,17 +90,6 @@ def image_config_path() -> Path | None:
     return None
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def origin(url: str) -> str:
     """``scheme://host:port`` of a URL (the port made explicit), for comparing endpoints."""
     u = urlsplit(url.strip())
@@ -138,7 +130,7 @@ def check_pod_sources(
         if var == "AWS_ENDPOINT_URL" or var.startswith("AWS_ENDPOINT_URL_"):
             url = environ[var]
             host = urlsplit(url.strip()).hostname or ""
-            if url.strip() and not _is_loopback(host) and origin(url) not in trusted:
+            if url.strip() and not is_loopback(host) and origin(url) not in trusted:
                 raise UntrustedSettingError("trusted_endpoints", f"env var {var}", where, endpoint=True)
 
 
