@@ -97,6 +97,10 @@ def main() -> int:
     if leaked:
         print(f"LEAK: values of {leaked} appeared in the output", file=sys.stderr)
         return 1
+    # The plugin's own notices (e.g. where FILE secrets went on a machine without a memory filesystem).
+    notices = [line.strip() for line in proc.stderr.splitlines() if "flytekitplugins-awssecrets:" in line]
+    for line in notices:
+        print(line)
     print("The task received every secret; no value appeared in the output.")
     return 0
 

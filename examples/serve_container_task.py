@@ -28,7 +28,8 @@ umask 077
 work=$(mktemp -d)
 # A fresh token only this task knows: other processes on the node cannot use the endpoint.
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
-pyflyte-awssecrets serve --secret-agent off --http 127.0.0.1:0 \
+# --allow: the endpoint serves this one secret and refuses every other, whoever asks.
+pyflyte-awssecrets serve --secret-agent off --http 127.0.0.1:0 --allow="$secret_id" \
     --token-file "$work/token" --ready-file "$work/ready" 2> "$work/serve.log" &
 server=$!
 cleanup() {

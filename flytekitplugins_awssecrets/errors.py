@@ -40,6 +40,8 @@ __all__ = [
     "UntrustedSettingError",
     "SecretRefreshError",
     "RefreshIntervalError",
+    "ConcurrentMountError",
+    "PluginInactiveError",
     "clean_aws_message",
     "markup_error",
     "CREDENTIAL_CODES",
@@ -516,3 +518,34 @@ class UntrustedSettingError(SettingsError):
                 "executions write; bake it into that file, or remove the variable"
             )
         super().__init__(field, source, problem)
+
+
+class ConcurrentMountError(MountCollisionError):
+    """Another task running in this process at the same time holds an environment variable or file that this
+    task would set to a different value (``os.environ`` is one per process)."""
+
+    def __init__(self, reference: str, where: str) -> None:
+        self.other = "a task running at the same time in this process"
+        self.where = where
+        AwsSecretsError.__init__(
+            self,
+            reference,
+            f"{where} is held with another value by a task running at the same time in this process",
+            "give the concurrent tasks different env_var names, or run them in separate processes",
+        )
+
+
+class PluginInactiveError(AwsSecretsError):
+    """A pod whose task was registered with AWS requests for the plugin runs where the plugin is not active
+    (turned off with ``FLYTE_AWS_SECRETS_DISABLE`` or failed to load): user code is not run."""
+
+    def __init__(self, task: str, references: Sequence[str], why: str, fix: str) -> None:
+        self.task = task
+        self.references = list(references)
+        AwsSecretsError.__init__(
+            self,
+            f"task {task!r}",
+            f"its AWS requests ({', '.join(self.references)}) were registered for "
+            f"flytekitplugins-awssecrets to resolve in the pod, but {why}; user code was not run",
+            fix,
+        )

@@ -1,29 +1,35 @@
 """Putting resolved values where flytekit looks for them, and taking them away again.
 
 * ``ENV_VAR``: flytekit's variable (``_FSEC_<GROUP>_<KEY>`` upper-cased) and, when given, ``env_var``.
-* ``FILE``: a file at flytekit's relative path (``<group>/<key>`` lower-cased) under a per-task directory on
-  a memory filesystem (``/dev/shm``; any other directory must be tmpfs/ramfs too, unless the
-  ``allow_disk_mount`` setting accepts disk), mode 0600 in 0700 directories; ``env_var`` (when given) holds its
-  path. flytekit's ``SecretsManager.get_secrets_file`` is taught to answer with that path.
-* ``ANY``: kept in this process's memory and served by ``SecretsManager.get``. Asked for its file
+* ``FILE``: a file at flytekit's relative path (``<group>/<key>`` lower-cased) under this process's 0700
+  directory on a memory filesystem (``/dev/shm``; any other directory must be tmpfs/ramfs too, unless the
+  ``allow_disk_mount`` setting accepts disk), mode 0600; ``env_var`` (when given) holds its path, and
+  ``FLYTE_AWS_SECRETS_FILES_DIR`` the directory, for shell scripts and subprocesses. A local run on a machine
+  without a memory filesystem (macOS) uses a user-private directory instead (:func:`laptop_root`); a pod
+  never does. A FILE request the cluster webhook serves is used at the webhook's path, never copied.
+  flytekit's ``SecretsManager.get_secrets_file`` is taught to answer with the path.
+* ``ANY``: kept in the task's memory and served by ``SecretsManager.get``. Asked for its file
   (``get_secrets_file``) or its variable (``get_secrets_env_var``), as flytekit documents for ``ANY``, it is
-  written there on demand (see :func:`materialize`), and removed with the rest when the task ends.
+  written there on demand (see :func:`materialize`), and removed with the rest when the task ends. An ANY
+  request with ``env_var`` is refused (:func:`any_with_env_var`) rather than silently ignored.
 
 A :class:`MountSession` is all-or-nothing: it checks every request first (collisions, binary into an env
-var, unsafe paths), then mounts; if anything fails, what was done is undone. ``close()`` restores the
-environment and removes the files, on success and failure alike.
+var, unsafe paths, values another running task holds differently), then mounts; if anything fails, what
+was done is undone. ``close()`` removes exactly what the task added: variables and files are counted per
+task, so tasks running side by side in one process (threads, notebooks) share an identical value and the
+last one to end restores what was there before.
 """
 
 from __future__ import annotations
 
-import atexit
+import contextlib
+import contextvars
 import logging
 import os
 import shutil
-import signal
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,15 +37,40 @@ from typing import Any
 from flytekitplugins_awssecrets.errors import (
     AwsSecretsError,
     BinaryToEnvVarError,
+    ConcurrentMountError,
     FileMountOnDiskError,
     InvalidReferenceError,
     MountCollisionError,
     SecretResolutionError,
 )
+from flytekitplugins_awssecrets.mountdirs import (
+    MEMORY_FILESYSTEMS,
+    _sweep_stale,  # noqa: F401 - re-exported for the tests of stale directories
+    filesystem_type,
+    laptop_notice,
+    laptop_root,
+    on_remove_all,
+    process_root,
+    remove_all_mounts,
+    remove_file,
+)
 from flytekitplugins_awssecrets.record import ReadInfo
 from flytekitplugins_awssecrets.refs import SecretRef
 
-__all__ = ["Resolved", "MountSession", "lookup_memory", "lookup_file", "materialize", "flytekit_names"]
+__all__ = [
+    "Resolved",
+    "MountSession",
+    "lookup_memory",
+    "lookup_file",
+    "materialize",
+    "flytekit_names",
+    "laptop_root",
+    "held_env",
+    "FILES_DIR_ENV",
+    "MEMORY_FILESYSTEMS",
+    "filesystem_type",
+    "remove_all_mounts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +92,8 @@ class Resolved:
     source: str = "aws"
     #: how it was read (API, region, version, timing), for the task's record; never the value.
     info: ReadInfo | None = field(default=None, compare=False)
+    #: the file the cluster webhook mounted, for a FILE request it serves as written (used, never copied).
+    path: str | None = None
 
     @property
     def identity(self) -> tuple[str, str | None, str]:
@@ -80,11 +113,59 @@ def flytekit_names(group: str, key: str, group_version: str | None) -> tuple[str
 
 
 # --- process-wide registry that the patched SecretsManager reads --------------------------------------------
+#
+# ``os.environ`` and the files are one per process, tasks may run side by side (threads, notebooks): every
+# variable and file is held with a count of the sessions that asked for it, set by the first, shared by the
+# others when the value is the same (refused for a different one), and restored or removed by the last.
+# Memory values are each session's own. The session running in the current context is found through a
+# context variable, so SecretsManager answers each task from its own mounts.
 
 _lock = threading.RLock()
-_memory: dict[str, list[tuple[str | bytes, MountSession]]] = {}  # env name -> stack (nested tasks)
-_files: dict[str, list[str]] = {}  # lower-cased relative path -> stack of absolute paths
-_process_dir: Path | None = None
+_CURRENT: contextvars.ContextVar[MountSession | None] = contextvars.ContextVar(
+    "awssecrets_mount", default=None
+)
+
+
+@dataclass
+class _EnvHold:
+    value: str = field(repr=False)
+    saved: str | None = field(repr=False)
+    count: int = 1
+
+
+@dataclass
+class _FileHold:
+    path: Path
+    digest: bytes
+    count: int = 1
+
+
+_env: dict[str, _EnvHold] = {}
+_files: dict[str, _FileHold] = {}  # lower-cased relative path -> the one file for it in this process
+_memory: dict[str, list[tuple[str | bytes, MountSession]]] = {}  # env name -> (value, session) of live tasks
+
+#: Set while FILE secrets are mounted: the directory that holds them, for shell scripts and subprocesses
+#: (each file at ``$FLYTE_AWS_SECRETS_FILES_DIR/<group>/<key>``, lower-cased as flytekit names it).
+FILES_DIR_ENV = "FLYTE_AWS_SECRETS_FILES_DIR"
+
+
+on_remove_all(_files.clear)
+
+
+def held_env(name: str) -> bool:
+    """True when ``name`` is an environment variable set by a running task's mount (not by the platform)."""
+    with _lock:
+        return name in _env
+
+
+def _sessions() -> list[MountSession]:
+    """The current context's session and the sessions it runs inside (a task within a task), innermost first."""
+    out: list[MountSession] = []
+    s = _CURRENT.get()
+    while s is not None and len(out) < 64:
+        out.append(s)
+        s = s._parent
+    return out
 
 
 def lookup_memory(group: str | None, key: str | None, group_version: str | None) -> str | bytes | None:
@@ -92,8 +173,13 @@ def lookup_memory(group: str | None, key: str | None, group_version: str | None)
         return None
     name, _ = flytekit_names(group, key or "", group_version)
     with _lock:
+        sessions = _sessions()
+        for s in sessions:
+            if name in s._memory:
+                return s._memory[name]
+        # Code outside any task's context (a thread the task started): the latest live value, if any.
         stack = _memory.get(name)
-        return stack[-1][0] if stack else None
+        return stack[-1][0] if stack and not sessions else None
 
 
 def materialize(group: str | None, key: str | None, group_version: str | None, as_: str) -> str | None:
@@ -103,160 +189,115 @@ def materialize(group: str | None, key: str | None, group_version: str | None, a
         return None
     name, rel = flytekit_names(group, key or "", group_version)
     with _lock:
-        stack = _memory.get(name)
-        if not stack:
-            return None
-        value, session = stack[-1]
+        owner: MountSession | None = None
+        for s in _sessions():
+            if name in s._memory:
+                owner = s
+                break
+        if owner is None:
+            stack = _memory.get(name)
+            if not stack or _sessions():
+                return None
+            owner = stack[-1][1]
+        value = owner._memory[name]
+        ref = f"{group}{key or ''}"
         if as_ == "env":
             if isinstance(value, bytes):
-                raise BinaryToEnvVarError(f"{group}{key or ''}")
-            session._set_env(name, value)
+                raise BinaryToEnvVarError(ref)
+            owner._hold_envs(ref, [(name, value)])
             return name
         joined = "/".join(rel)
-        files = _files.get(joined)
-        if files:
-            return files[-1]
-        if not session._allow_disk:  # the same rule as for FILE requests
-            fstype = filesystem_type(session._root)
-            if fstype not in MEMORY_FILESYSTEMS:
-                raise FileMountOnDiskError(f"{group}{key or ''}", str(session._root), fstype)
-        path = str(session._write_file(rel, value))
-        _files.setdefault(joined, []).append(path)
-        session._file_keys.append(joined)
-        return path
+        if joined in owner._paths:
+            return owner._paths[joined]
+        error = owner._ensure_memory_root(ref)
+        if error is not None:
+            raise error
+        owner._hold_files(ref, [(rel, value)])
+        owner._hold_envs(ref, [(FILES_DIR_ENV, str(process_root(owner._root)))])
+        return owner._paths[joined]
 
 
 def lookup_file(group: str | None, key: str | None, group_version: str | None) -> str | None:
     if not group:
         return None
     _, rel = flytekit_names(group, key or "", group_version)
+    joined = "/".join(rel)
     with _lock:
-        stack = _files.get("/".join(rel))
-        return stack[-1] if stack else None
+        sessions = _sessions()
+        for s in sessions:
+            if joined in s._paths:
+                return s._paths[joined]
+        hold = _files.get(joined)
+        return str(hold.path) if hold is not None and not sessions else None
 
 
-_PREFIX = "flyte-aws-secrets-"
-#: Filesystems that keep files in memory only: nothing written there survives the machine.
-MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+def _digest(value: str | bytes) -> bytes:
+    import hashlib
 
-
-def filesystem_type(path: Path | str, mounts: str = "/proc/mounts") -> str:
-    """The type of the filesystem holding ``path`` (its nearest existing ancestor), from ``/proc/mounts``.
-
-    "" when it cannot be told (no ``/proc``, as on macOS): callers treat that as not in memory.
-    """
-    p = Path(os.path.abspath(path))
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    real = os.path.realpath(p)
-    try:
-        with open(mounts, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return ""
-    best, fstype = "", ""
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        # /proc/mounts writes spaces in mount points as \040.
-        mnt = fields[1].replace("\\040", " ")
-        if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-            best, fstype = mnt, fields[2]
-    return fstype
-
-
-def _process_root(root: Path) -> Path:
-    global _process_dir
-    with _lock:
-        if _process_dir is None or not _process_dir.exists():
-            root.mkdir(parents=True, exist_ok=True)
-            _sweep_stale(root)
-            _process_dir = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=root))
-            os.chmod(_process_dir, 0o700)
-            atexit.register(remove_all_mounts)
-            _install_signal_handlers()
-        return _process_dir
-
-
-def _sweep_stale(root: Path) -> None:
-    """Remove directories left by processes of ours that were killed (SIGKILL skips every handler)."""
-    for d in root.glob(f"{_PREFIX}*"):
-        try:
-            pid = int(d.name[len(_PREFIX) :].split("-", 1)[0])
-            if d.stat().st_uid != os.getuid() or pid == os.getpid():
-                continue
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)
-        except (ValueError, OSError):
-            continue
-
-
-def _install_signal_handlers() -> None:
-    """On SIGTERM/SIGHUP remove the mounts, then do what the previous handler would have done."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        previous = signal.getsignal(sig)
-        if getattr(previous, "__awssecrets__", False):
-            continue
-
-        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-            remove_all_mounts()
-            if callable(previous):
-                previous(signum, frame)
-            elif previous == signal.SIG_DFL:
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-
-        handler.__awssecrets__ = True  # type: ignore[attr-defined]
-        signal.signal(sig, handler)
-
-
-def remove_all_mounts() -> None:
-    """Remove every file this process mounted (atexit and signal handlers call this)."""
-    global _process_dir
-    with _lock:
-        d, _process_dir = _process_dir, None
-    if d is not None:
-        shutil.rmtree(d, ignore_errors=True)
+    return hashlib.sha256(value.encode("utf-8") if isinstance(value, str) else value).digest()
 
 
 class MountSession:
-    """Mounts one task's resolved requests and undoes it on :meth:`close`.
+    """Mounts one task's resolved requests and undoes exactly that on :meth:`close`.
+
+    Environment variables and files are shared with concurrent tasks that mount the same value (the last
+    to close removes them); a different value for a variable or file another running task holds is refused
+    with :class:`~flytekitplugins_awssecrets.errors.ConcurrentMountError`. While :meth:`activated`,
+    ``SecretsManager`` answers from this session's mounts.
 
     Example::
 
         session = MountSession(Path("/dev/shm"))
         session.mount(resolved)          # raises before changing anything if a request cannot be mounted
         try:
-            run_user_code()
+            with session.activated():
+                run_user_code()
         finally:
             session.close()
+
+    ``laptop_fallback`` (local runs with no ``mount_dir`` set): where ``root`` is not a memory filesystem,
+    FILE secrets go to :func:`laptop_root` with a one-line notice instead of failing.
     """
 
-    def __init__(self, root: Path, allow_disk: bool = False) -> None:
+    def __init__(self, root: Path, allow_disk: bool = False, *, laptop_fallback: bool = False) -> None:
         self._root = root
         self._allow_disk = allow_disk
-        self._dir: Path | None = None
-        self._saved_env: dict[str, str | None] = {}
-        self._memory_keys: list[str] = []
+        self._laptop_fallback = laptop_fallback
+        self._env_names: list[str] = []
         self._file_keys: list[str] = []
+        self._paths: dict[str, str] = {}  # relative path -> absolute path of this session's files
+        self._memory: dict[str, str | bytes] = {}
+        self._parent: MountSession | None = None
+        self._dir: Path | None = None  # a private directory for files written directly (the Flyte 2 adapter)
         self.values: list[str | bytes] = []
         self.closed = False
 
     def __repr__(self) -> str:
-        return f"MountSession(dir={self._dir}, env={sorted(self._saved_env)})"
+        return f"MountSession(root={self._root}, env={sorted(self._env_names)})"
 
     # -- checking -------------------------------------------------------------------------------------------
+    def _ensure_memory_root(self, ref: str) -> AwsSecretsError | None:
+        """None when FILE secrets may be written under the root (switching to the laptop directory when
+        allowed), else the error to raise."""
+        if self._allow_disk:
+            return None
+        fstype = filesystem_type(self._root)
+        if fstype in MEMORY_FILESYSTEMS:
+            return None
+        if self._laptop_fallback:
+            private = laptop_root()
+            laptop_notice(self._root, fstype, private)
+            self._root, self._allow_disk = private, True
+            return None
+        return FileMountOnDiskError(ref, str(self._root), fstype)
+
     def _check(self, items: Sequence[Resolved]) -> list[AwsSecretsError]:
         errors: list[AwsSecretsError] = []
-        files = [r for r in items if r.mount == FILE]
-        if files and not self._allow_disk:
-            fstype = filesystem_type(self._root)
-            if fstype not in MEMORY_FILESYSTEMS:
-                errors += [FileMountOnDiskError(str(r.ref), str(self._root), fstype) for r in files]
+        files = [r for r in items if r.mount == FILE and r.path is None]
+        if files:
+            error = self._ensure_memory_root(str(files[0].ref))
+            if isinstance(error, FileMountOnDiskError):
+                errors += [FileMountOnDiskError(str(r.ref), error.directory, error.fstype) for r in files]
         by_env: dict[str, Resolved] = {}
         by_path: dict[str, Resolved] = {}
         by_user_env: dict[str, Resolved] = {}
@@ -278,6 +319,8 @@ class MountSession:
                 if prev is not None and (prev.identity, prev.mount) != (r.identity, r.mount):
                     errors.append(MountCollisionError(str(r.ref), str(prev.ref), f"env_var {r.env_var}"))
                 by_user_env.setdefault(r.env_var, r)
+            if r.mount == ANY and r.env_var:
+                errors.append(any_with_env_var(str(r.ref), r.env_var))
             if r.mount == ENV and isinstance(r.value, bytes):
                 errors.append(BinaryToEnvVarError(str(r.ref)))
             if r.mount == FILE and any(p in ("", ".", "..") for seg in rel for p in seg.split("/")):
@@ -288,54 +331,122 @@ class MountSession:
                 )
         return errors
 
+    def _plan(
+        self, items: Sequence[Resolved]
+    ) -> tuple[list[tuple[str, str, str]], list[tuple[str, list[str], Any]]]:
+        """The variables (ref, name, value) and files (ref, rel, value) the items need, in order."""
+        envs: list[tuple[str, str, str]] = []
+        files: list[tuple[str, list[str], Any]] = []
+        for r in items:
+            env_name, rel = flytekit_names(r.group, r.key, r.group_version)
+            ref = str(r.ref)
+            if r.mount == ENV:
+                assert isinstance(r.value, str)
+                # A value the platform put in the variable stays its own (ours are held and shared).
+                if not (
+                    r.source == "env" and os.environ.get(env_name) is not None and not held_env(env_name)
+                ):
+                    envs.append((ref, env_name, r.value))
+                if r.env_var:
+                    envs.append((ref, r.env_var, r.value))
+            elif r.mount == FILE:
+                if r.path is not None:  # the cluster webhook's own file: used where it is, never copied
+                    if r.env_var:
+                        envs.append((ref, r.env_var, r.path))
+                    continue
+                files.append((ref, rel, r.value))
+                if r.env_var:
+                    envs.append((ref, r.env_var, str(self._file_path(rel))))
+        if files:
+            envs.append((str(items[0].ref), FILES_DIR_ENV, str(process_root(self._root))))
+        return envs, files
+
+    def _conflicts(
+        self, envs: Sequence[tuple[str, str, str]], files: Sequence[tuple[str, list[str], Any]]
+    ) -> list[AwsSecretsError]:
+        errors: list[AwsSecretsError] = []
+        for ref, name, value in envs:
+            hold = _env.get(name)
+            if hold is not None and hold.value != value:
+                errors.append(ConcurrentMountError(ref, f"environment variable {name}"))
+        for ref, rel, value in files:
+            fhold = _files.get("/".join(rel))
+            if fhold is not None and fhold.digest != _digest(value):
+                errors.append(ConcurrentMountError(ref, f"file <secrets dir>/{'/'.join(rel)}"))
+        return errors
+
     # -- mounting -------------------------------------------------------------------------------------------
     def mount(self, items: Sequence[Resolved], task: str | None = None) -> None:
         errors = self._check(items)
         if errors:
             raise SecretResolutionError(errors, task)
-        try:
-            for r in items:
-                self._mount_one(r)
-        except BaseException:
-            self.close()
-            raise
+        with _lock:
+            envs, files = self._plan(items)
+            errors = self._conflicts(envs, files)
+            if errors:
+                raise SecretResolutionError(errors, task)
+            try:
+                for r in items:
+                    self.values.append(r.value)
+                    env_name, rel = flytekit_names(r.group, r.key, r.group_version)
+                    if r.mount == ANY:
+                        self._memory[env_name] = r.value
+                        _memory.setdefault(env_name, []).append((r.value, self))
+                    elif r.mount == FILE and r.path is not None:
+                        self._paths["/".join(rel)] = r.path
+                for ref, rel, value in files:
+                    self._hold_files(ref, [(rel, value)])
+                for ref, name, value in envs:
+                    self._hold_envs(ref, [(name, value)])
+            except BaseException:
+                self.close()
+                raise
 
-    def _set_env(self, name: str, value: str) -> None:
-        if name not in self._saved_env:
-            self._saved_env[name] = os.environ.get(name)
-        os.environ[name] = value
+    def _hold_envs(self, ref: str, pairs: Sequence[tuple[str, str]]) -> None:
+        with _lock:
+            errors = self._conflicts([(ref, n, v) for n, v in pairs], [])
+            if errors:
+                raise errors[0]
+            for name, value in pairs:
+                hold = _env.get(name)
+                if hold is None:
+                    _env[name] = _EnvHold(value, os.environ.get(name))
+                    os.environ[name] = value
+                else:
+                    hold.count += 1
+                self._env_names.append(name)
 
-    def _mount_one(self, r: Resolved) -> None:
-        env_name, rel = flytekit_names(r.group, r.key, r.group_version)
-        self.values.append(r.value)
-        if r.mount == ENV:
-            assert isinstance(r.value, str)
-            if not (r.source == "env" and os.environ.get(env_name) is not None):
-                self._set_env(env_name, r.value)
-            if r.env_var:
-                self._set_env(r.env_var, r.value)
-        elif r.mount == FILE:
-            path = self._write_file(rel, r.value)
-            with _lock:
-                _files.setdefault("/".join(rel), []).append(str(path))
-                self._file_keys.append("/".join(rel))
-            if r.env_var:
-                self._set_env(r.env_var, str(path))
-        else:
-            with _lock:
-                _memory.setdefault(env_name, []).append((r.value, self))
-                self._memory_keys.append(env_name)
+    def _file_path(self, rel: list[str]) -> Path:
+        return process_root(self._root).joinpath(*rel)
+
+    def _hold_files(self, ref: str, items: Sequence[tuple[list[str], str | bytes]]) -> None:
+        with _lock:
+            errors = self._conflicts([], [(ref, rel, v) for rel, v in items])
+            if errors:
+                raise errors[0]
+            for rel, value in items:
+                joined = "/".join(rel)
+                hold = _files.get(joined)
+                if hold is None:
+                    hold = _FileHold(self._write_file(rel, value, process_root(self._root)), _digest(value))
+                    _files[joined] = hold
+                else:
+                    hold.count += 1
+                self._file_keys.append(joined)
+                self._paths[joined] = str(hold.path)
 
     def _session_dir(self) -> Path:
+        """A directory of this session's own under the process's (for callers that write files directly)."""
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="task-", dir=_process_root(self._root)))
+            self._dir = Path(tempfile.mkdtemp(prefix="task-", dir=process_root(self._root)))
             os.chmod(self._dir, 0o700)
         return self._dir
 
-    def _write_file(self, rel: list[str], value: str | bytes) -> Path:
-        base = self._session_dir()
+    def _write_file(self, rel: list[str], value: str | bytes, base: Path | None = None) -> Path:
+        """Write ``value`` at ``rel`` under ``base`` (default: :meth:`_session_dir`), 0600 in 0700 dirs."""
+        base = base if base is not None else self._session_dir()
         path = base.joinpath(*rel)
-        # Reject anything that would leave the session directory, whatever the name looks like.
+        # Reject anything that would leave the secrets directory, whatever the name looks like.
         if os.path.commonpath([base, path.resolve().parent]) != str(base.resolve()):
             raise InvalidReferenceError(
                 "/".join(rel), "the mount path leaves the secrets directory", "a plain name"
@@ -346,16 +457,23 @@ class MountSession:
             if not d.exists():
                 os.mkdir(d, 0o700)
             os.chmod(d, 0o700)
-        data = value.encode("utf-8") if isinstance(value, str) else value
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_private(fd, value)
         finally:
             os.close(fd)
         return path
+
+    # -- while the task runs --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def activated(self) -> Iterator[None]:
+        """``SecretsManager`` answers from this session while the block runs (in this context)."""
+        self._parent = _CURRENT.get()
+        token = _CURRENT.set(self)
+        try:
+            yield
+        finally:
+            _CURRENT.reset(token)
 
     # -- refreshing (see refresh.py) ---------------------------------------------------------------------------
     def replace_value(self, r: Resolved, value: str | bytes) -> None:
@@ -368,14 +486,20 @@ class MountSession:
         """
         env_name, rel = flytekit_names(r.group, r.key, r.group_version)
         with _lock:
+            if env_name in self._memory:
+                self._memory[env_name] = value
             stack = _memory.get(env_name)
             if stack:
                 for i, (_, owner) in enumerate(stack):
                     if owner is self:
                         stack[i] = (value, self)
             joined = "/".join(rel)
-            if joined in self._file_keys and self._dir is not None:
-                self._replace_file(self._dir.joinpath(*rel), value)
+            hold = _files.get(joined)
+            # Our own file (shared with concurrent tasks of the same secret, who want the new value too);
+            # never the cluster webhook's.
+            if joined in self._file_keys and hold is not None:
+                self._replace_file(hold.path, value)
+                hold.digest = _digest(value)
 
     def location(self, r: Resolved) -> str:
         """Where a mounted request can be found, in words for the task's record (never the value)."""
@@ -383,19 +507,16 @@ class MountSession:
         if r.mount == ENV:
             return f"env {r.env_var or env_name}"
         if r.mount == FILE:
-            where = f"file {self._dir.joinpath(*rel)}" if self._dir is not None else "file"
+            path = self._paths.get("/".join(rel))
+            where = f"file {path}" if path is not None else "file"
             return where + (f" (path in env {r.env_var})" if r.env_var else "")
         return "memory (current_context().secrets.get)"
 
     @staticmethod
     def _replace_file(path: Path, value: str | bytes) -> None:
-        data = value.encode("utf-8") if isinstance(value, str) else value
         fd, tmp = tempfile.mkstemp(prefix=".refresh-", dir=path.parent)
         try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_private(fd, value)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -410,26 +531,35 @@ class MountSession:
         if self.closed:
             return
         self.closed = True
-        for name, old in self._saved_env.items():
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
         with _lock:
-            for k in self._memory_keys:
-                stack = _memory.get(k)
-                if stack:
-                    stack.pop()
-                    if not stack:
-                        del _memory[k]
+            for name in reversed(self._env_names):
+                hold = _env.get(name)
+                if hold is None:
+                    continue
+                hold.count -= 1
+                if hold.count <= 0:
+                    del _env[name]
+                    if hold.saved is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = hold.saved
+            for name in self._memory:
+                stack = _memory.get(name, [])
+                stack[:] = [e for e in stack if e[1] is not self]
+                if not stack:
+                    _memory.pop(name, None)
             for k in self._file_keys:
-                fstack = _files.get(k)
-                if fstack:
-                    fstack.pop()
-                    if not fstack:
-                        del _files[k]
+                fhold = _files.get(k)
+                if fhold is None:
+                    continue
+                fhold.count -= 1
+                if fhold.count <= 0:
+                    del _files[k]
+                    remove_file(fhold.path)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        self._env_names, self._file_keys, self._paths, self._memory = [], [], {}, {}
         self.values = []
 
     def __enter__(self) -> MountSession:
@@ -437,3 +567,22 @@ class MountSession:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def any_with_env_var(ref: str, env_var: str) -> AwsSecretsError:
+    """An ``ANY`` request that names an ``env_var``: flytekit's ANY says nothing of where the variable points,
+    so rather than ignore the name, the request is refused (at registration and before a local run)."""
+    return InvalidReferenceError(
+        ref,
+        f"mount_requirement ANY with env_var={env_var!r} (ANY sets no environment variable)",
+        "mount_requirement=ENV_VAR (env_var holds the value) or FILE (env_var holds the file's path), "
+        "or drop env_var",
+    )
+
+
+def _write_private(fd: int, value: str | bytes) -> None:
+    """Make ``fd``'s file 0600 and write all of ``value`` to it (a secret file, new or replacing one)."""
+    os.fchmod(fd, 0o600)
+    view = memoryview(value.encode("utf-8") if isinstance(value, str) else value)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -273,9 +273,11 @@ def _is_local_execution() -> bool:
 
 
 def _present(
-    group: str, key: str, gv: str | None, ref: SecretRef, settings: Settings
-) -> tuple[str | bytes, str] | None:
-    """A value the platform already put in place: (value, source) with the JSON key applied, or None."""
+    group: str, key: str, gv: str | None, ref: SecretRef, settings: Settings, webhook: bool = False
+) -> tuple[str | bytes, str, str | None] | None:
+    """A value the platform already put in place: (value, source, the webhook's file when used as it is)
+    with the JSON key applied, or None. Files are read only for a request the cluster webhook serves
+    (``webhook``): a file left under the webhook directory never wins over AWS elsewhere."""
     from flytekit.configuration import SecretsConfig
 
     cfg = SecretsConfig.auto()
@@ -286,11 +288,13 @@ def _present(
     for name in candidates:
         v = os.environ.get(name)
         if v is not None:
-            return v, "env"
+            return v, "env", None
+    if not webhook:
+        return None
     path = os.path.join(cfg.default_dir.strip(), *rel)
     if os.path.isfile(path):
         with open(path, "rb") as f:
-            return _decode(f.read()), "file"
+            return _decode(f.read()), "file", path
     if ref.service is None:
         return None
     # The cluster's AWS webhook mounts the whole secret under the key without trailing fields.
@@ -301,8 +305,8 @@ def _present(
             with open(path, "rb") as f:
                 raw = _decode(f.read())
             if ref.json_key:
-                return extract_json_key(str(ref), raw, ref.json_key), "webhook"
-            return raw, "webhook"
+                return extract_json_key(str(ref), raw, ref.json_key), "webhook", None
+            return raw, "webhook", path
     return None
 
 
@@ -322,9 +326,16 @@ def _mount_name(secret: Any) -> str:
 
 
 def resolve_requests(
-    secrets: Sequence[Any], task: str | None = None, *, check_present: bool = True
+    secrets: Sequence[Any],
+    task: str | None = None,
+    *,
+    check_present: bool = True,
+    webhook_served: Collection[tuple[str, str, str | None]] = (),
 ) -> list[Resolved]:
     """Resolve the AWS requests among flytekit ``Secret`` objects; others are left to flytekit.
+
+    ``webhook_served`` names the requests (group, key, group_version) whose files the cluster webhook
+    mounted in this pod; only those are read from files.
 
     Raises :class:`SecretResolutionError` naming every request that failed.
     """
@@ -332,7 +343,7 @@ def resolve_requests(
     started = time.time()
     errors: list[AwsSecretsError] = []
     pending: list[tuple[Any, SecretRef]] = []
-    present: list[tuple[Any, SecretRef, tuple[str | bytes, str]]] = []
+    present: list[tuple[Any, SecretRef, tuple[str | bytes, str, str | None]]] = []
     done: list[Resolved] = []
     for s in secrets:
         try:
@@ -345,7 +356,14 @@ def resolve_requests(
             continue
         try:
             found = (
-                _present(s.group, s.key or "", s.group_version, ref, resolver.settings)
+                _present(
+                    s.group,
+                    s.key or "",
+                    s.group_version,
+                    ref,
+                    resolver.settings,
+                    (s.group, s.key or "", s.group_version) in webhook_served,
+                )
                 if check_present
                 else None
             )
@@ -366,9 +384,9 @@ def resolve_requests(
             if err is not None:
                 errors.append(_renamed(err, ref))
             else:
-                done.append(_resolved(s, ref, found[0], found[1]))
+                done.append(_resolved(s, ref, found[0], found[1], path=found[2]))
     else:
-        done += [_resolved(s, ref, found[0], found[1]) for s, ref, found in present]
+        done += [_resolved(s, ref, found[0], found[1], path=found[2]) for s, ref, found in present]
     fetched = resolver.fetch([ref for _, ref in pending]) if pending else {}
     for s, ref in pending:
         f = fetched[ref.fetch_id]
@@ -429,7 +447,12 @@ def resolver_agent_detail() -> str:
 
 
 def _resolved(
-    s: Any, ref: SecretRef, value: str | bytes, source: str, info: ReadInfo | None = None
+    s: Any,
+    ref: SecretRef,
+    value: str | bytes,
+    source: str,
+    info: ReadInfo | None = None,
+    path: str | None = None,
 ) -> Resolved:
     if info is None:
         detail = get_settings().webhook_dir if source == "webhook" else ""
@@ -443,6 +466,7 @@ def _resolved(
         ref=ref,
         value=value,
         source=source,
+        path=path if _mount_name(s) == "FILE" else None,
         info=info,
     )
 

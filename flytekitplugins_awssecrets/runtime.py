@@ -21,7 +21,7 @@ from flytekitplugins_awssecrets.mount import MountSession
 from flytekitplugins_awssecrets.resolver import resolve_requests
 from flytekitplugins_awssecrets.settings import default_mount_root, get_settings
 
-__all__ = ["run_with_secrets", "served_value", "task_session", "mount_problems"]
+__all__ = ["run_with_secrets", "served_value", "task_session", "mount_problems", "webhook_served"]
 
 logger = logging.getLogger("flytekitplugins_awssecrets")
 
@@ -41,25 +41,33 @@ def _for_flyte(err: AwsSecretsError, ctx: Any) -> BaseException:
     return wrapped
 
 
-def task_session(settings: Any) -> MountSession:
-    """The mount session a task gets (where FILE secrets go, whether disk is allowed)."""
-    return MountSession(default_mount_root(settings), allow_disk=settings.allow_disk_mount)
+def task_session(settings: Any, local: bool = True) -> MountSession:
+    """The mount session a task gets (where FILE secrets go, whether disk is allowed). A local run with no
+    ``mount_dir`` set may fall back to a private directory where no memory filesystem exists (a laptop);
+    a pod (``local=False``) stays strict."""
+    return MountSession(
+        default_mount_root(settings),
+        allow_disk=settings.allow_disk_mount,
+        laptop_fallback=local and not settings.mount_dir,
+    )
 
 
 def mount_problems(resolved: Sequence[Any]) -> list[AwsSecretsError]:
     """What mounting ``resolved`` for one task would refuse (collisions, a mount directory on disk, a binary
     value for an env var), without mounting anything: ``check`` asks this, a run mounts through the same
-    session type and checks."""
-    return task_session(get_settings())._check(resolved)
+    session type and checks (as a local run: ``check`` answers for ``pyflyte run``)."""
+    return task_session(get_settings(), local=True)._check(resolved)
 
 
 def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callable[[], Any]) -> Any:
     """Resolve and mount ``requests`` for ``task``, run ``call``, then unmount, whatever happens."""
     name = getattr(task, "name", None)
     settings = get_settings()
+    local = _is_local(ctx)
     try:
-        resolved = resolve_requests(requests, task=name)
-        session = task_session(settings)
+        _refuse_any_with_env_var(requests, name)
+        resolved = resolve_requests(requests, task=name, webhook_served=webhook_served(task, requests, local))
+        session = task_session(settings, local=local)
         session.mount(resolved, task=name)
     except SecretResolutionError as e:
         raise _for_flyte(e, ctx) from None
@@ -109,7 +117,7 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
         scanner = LeakScanner(sensitive, allow_opaque=settings.allow_opaque_outputs)
         token = ACTIVE.set(scanner)
     try:
-        with _redaction(settings, sensitive):
+        with _redaction(settings, sensitive), session.activated():
             stand_in: BaseException | None = None
             try:
                 out = call()
@@ -140,6 +148,51 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
 
             ACTIVE.reset(token)
         session.close()
+
+
+def _refuse_any_with_env_var(requests: Sequence[Any], task: str | None) -> None:
+    """Before any AWS call: an ANY request naming an env_var is refused, never silently ignored."""
+    from flytekitplugins_awssecrets.mount import any_with_env_var
+    from flytekitplugins_awssecrets.refs import reference_from_request
+
+    errors: list[AwsSecretsError] = []
+    for s in requests:
+        mount = getattr(getattr(s, "mount_requirement", None), "name", "ANY")
+        if mount == "ANY" and getattr(s, "env_var", None):
+            ref = reference_from_request(s.group, s.key, s.group_version)
+            errors.append(any_with_env_var(str(ref or s.group), s.env_var))
+    if errors:
+        raise SecretResolutionError(errors, task)
+
+
+def webhook_served(task: Any, requests: Sequence[Any], local: bool) -> set[tuple[str, str, str | None]]:
+    """The requests (group, key, group_version) the cluster webhook serves for this run: none locally (a file
+    left under the webhook directory never wins over AWS there); in a pod, the ones registration handed to
+    the webhook, as recorded in the task template or passed by the pod's entry point (see :mod:`podguard`)."""
+    if local:
+        return set()
+    from flytekitplugins_awssecrets.serialize import plan_requests, served_by_webhook
+
+    template = getattr(task, "task_template", None)
+    recorded = served_by_webhook(template) if template is not None else None
+    if recorded is not None:
+        return recorded
+    from flytekitplugins_awssecrets.podguard import registered_mode
+
+    mode = registered_mode()
+    if mode is None:
+        # Registered before the pod's entry point existed: the image's settings for this project/domain.
+        import os
+
+        mode = get_settings().mode_for(
+            os.environ.get("FLYTE_INTERNAL_EXECUTION_PROJECT"),
+            os.environ.get("FLYTE_INTERNAL_EXECUTION_DOMAIN"),
+        )
+    return {
+        (d.secret.group, d.secret.key or "", d.secret.group_version)
+        for d in plan_requests(list(requests), mode)
+        if d.served_by == "webhook"
+    }
 
 
 def _leak_in(e: BaseException) -> SecretLeakError | None:

@@ -43,6 +43,7 @@ __all__ = [
     "check_settings",
     "check_local_task",
     "webhook_serves",
+    "served_by_webhook",
 ]
 
 logger = logging.getLogger("flytekitplugins_awssecrets")
@@ -193,6 +194,20 @@ def _record(decisions: list[Decision]) -> str:
     )
 
 
+def served_by_webhook(template: Any) -> set[tuple[str, str, str | None]] | None:
+    """The requests (group, key, group_version) a template's record hands to the cluster webhook, or None
+    without a record."""
+    config = getattr(template, "config", None) or {}
+    raw = config.get(RECORD_KEY) if isinstance(config, dict) else None
+    if not raw:
+        return None
+    return {
+        (item["group"], item.get("key") or "", item.get("group_version"))
+        for item in json.loads(raw)
+        if item.get("served_by") == "webhook"
+    }
+
+
 def recorded_requests(template: Any) -> list[Any] | None:
     """The AWS requests recorded in a task template (flytekit ``Secret`` models), or None without a record."""
     config = getattr(template, "config", None) or {}
@@ -276,13 +291,77 @@ def rewrite_task_spec(spec: Any, entity: Any, settings: Any) -> Any:
                 raise _registration_error(
                     UnservableRequestError(f"task {name!r}", str(d.ref), why, _SIDECAR_FIX)
                 )
+    for d in decisions:
+        env_var = getattr(d.secret, "env_var", None)
+        if _mount(d.secret) == "ANY" and env_var:
+            from flytekitplugins_awssecrets.mount import any_with_env_var
+
+            raise _registration_error(any_with_env_var(str(d.ref), env_var))
     kept = [d.secret for d in decisions if d.served_by == "webhook"]
     config = dict(template.config or {})
     config[RECORD_KEY] = _record(decisions)
     config[MODE_KEY] = mode
-    new_template = _rebuilt(template, security_context=_new_security_context(sc, kept), config=config)
-    print(_summary("task", name, mode, decisions), file=sys.stderr)
+    changes: dict[str, Any] = {"security_context": _new_security_context(sc, kept), "config": config}
+    from flytekitplugins_awssecrets.podguard import route_template
+
+    routed = route_template(template, mode)
+    changes.update(routed)
+    new_template = _rebuilt(template, **changes)
+    summary = _summary("task", name, mode, decisions)
+    if routed:
+        from flytekitplugins_awssecrets.podguard import SCRIPT
+
+        summary += (
+            f"; its container command runs through {SCRIPT}, so a pod whose image lacks the plugin (or "
+            "has it turned off) fails before user code, saying why"
+        )
+    print(summary, file=sys.stderr)
+    _warn_image_spec(entity, name)
     return _rebuilt(spec, template=new_template)
+
+
+_PLUGIN_NAMES = ("flytekitplugins-awssecrets", "flytekitplugins_awssecrets")
+
+
+def _installs_plugin(image: Any, depth: int = 0) -> bool | None:
+    """True/False when an ``ImageSpec`` does/does not install the plugin, None when it cannot be told."""
+    if depth > 8:
+        return None
+    packages = [str(p).lower() for p in (getattr(image, "packages", None) or [])]
+    if any(n in p for p in packages for n in _PLUGIN_NAMES):
+        return True
+    requirements = getattr(image, "requirements", None)
+    if requirements:
+        try:
+            with open(requirements, encoding="utf-8") as f:
+                text = f.read().lower()
+        except OSError:
+            return None
+        if any(n in text for n in _PLUGIN_NAMES):
+            return True
+    base = getattr(image, "base_image", None)
+    if base is not None and not isinstance(base, str):
+        return _installs_plugin(base, depth + 1)
+    # A base image given by name may hold the plugin already: say so, since it cannot be checked here.
+    return None if isinstance(base, str) and base else False
+
+
+def _warn_image_spec(entity: Any, name: str) -> None:
+    """Registration's warning when the task's ``ImageSpec`` does not install the plugin (the pod would fail
+    at its first command, see :mod:`podguard`)."""
+    image = getattr(entity, "container_image", None)
+    if image is None or isinstance(image, str):
+        return
+    if _installs_plugin(image) is not False:
+        return  # installed, or a named base image that may hold it (not checked from here)
+    where = getattr(image, "name", None) or "its ImageSpec"
+    print(
+        f"flytekitplugins-awssecrets: WARNING: task {name} uses ImageSpec {where!r}, which does not install "
+        "flytekitplugins-awssecrets (not in its packages or requirements); its pod needs the plugin to "
+        "resolve its AWS requests and will fail before user code: add "
+        "packages=['flytekitplugins-awssecrets'] to the ImageSpec",
+        file=sys.stderr,
+    )
 
 
 def rewrite_launch_plan(lp: Any, entity: Any, settings: Any) -> Any:

@@ -36,6 +36,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+# settings.py imports this module only inside load_settings, so this import is not circular at load time.
+from flytekitplugins_awssecrets.settings import _is_loopback as is_loopback
+
 __all__ = ["PROTECTED", "POD_ENTRYPOINTS", "running_in_pod", "image_config_path", "check_pod_sources"]
 
 #: Settings fields a pod takes only from the image's settings file (or the default).
@@ -54,7 +57,10 @@ PROTECTED = (
     "trusted_endpoints",
 )
 #: Commands that run a task in a container (their file name).
-POD_ENTRYPOINTS = frozenset({"pyflyte-execute", "pyflyte-fast-execute", "pyflyte-map-execute", "a0"})
+#: ``pyflyte-awssecrets-execute`` is what registration puts in front of them (see :mod:`podguard`).
+POD_ENTRYPOINTS = frozenset(
+    {"pyflyte-execute", "pyflyte-fast-execute", "pyflyte-map-execute", "a0", "pyflyte-awssecrets-execute"}
+)
 #: Where an image bakes its settings file, relative to the Python prefix and to the root.
 IMAGE_CONFIG = Path("etc") / "flyte" / "aws-secrets.yaml"
 
@@ -82,17 +88,6 @@ def image_config_path() -> Path | None:
         if path.is_file():
             return path
     return None
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def origin(url: str) -> str:
@@ -135,7 +130,7 @@ def check_pod_sources(
         if var == "AWS_ENDPOINT_URL" or var.startswith("AWS_ENDPOINT_URL_"):
             url = environ[var]
             host = urlsplit(url.strip()).hostname or ""
-            if url.strip() and not _is_loopback(host) and origin(url) not in trusted:
+            if url.strip() and not is_loopback(host) and origin(url) not in trusted:
                 raise UntrustedSettingError("trusted_endpoints", f"env var {var}", where, endpoint=True)
 
 

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 ENV_PREFIX = "FLYTE_AWS_SECRETS_"
 CONFIG_ENV = "FLYTE_AWS_SECRETS_CONFIG"
 #: Variables with the prefix that are not settings fields.
-NON_FIELD_ENV = {CONFIG_ENV, "FLYTE_AWS_SECRETS_DISABLE"}
+NON_FIELD_ENV = {CONFIG_ENV, "FLYTE_AWS_SECRETS_DISABLE", "FLYTE_AWS_SECRETS_FILES_DIR"}
 #: Prefixes that belong to parts with settings of their own (the Aptible connector's client).
 NON_FIELD_PREFIXES = ("FLYTE_AWS_SECRETS_APTIBLE_",)
 

@@ -40,7 +40,9 @@ def token_file(tmp_path: Path) -> Path:
 def agent(tmp_path: Path, token_file: Path, counting_proxy: Any) -> Iterator[ServeProcess]:
     """``serve`` with only its HTTP API, reading AWS through the counting proxy (clean_env copies AWS_*)."""
     srv = ServeProcess(
-        ["--secret-agent", "off", "--http", "127.0.0.1:0", "--token-file", str(token_file)],
+        ["--secret-agent", "off", "--http", "127.0.0.1:0", "--token-file", str(token_file)]
+        # moto's whole account: these tests are about the agent source, not serve's allow-list.
+        + ["--allow", "arn:aws:secretsmanager:us-east-1:123456789012:secret:*"],
         tmp_path / "serve",
         env=clean_env(),
     ).wait_ready()

@@ -326,7 +326,26 @@ def _real_messages() -> list[str]:
         load_settings({"FLYTE_AWS_SECRETS_AGENT_URL": "http://10.0.0.9:2773"}, pod=True)
     except UntrustedSettingError as e:
         out.append("UntrustedSettingError: " + str(e))
+    out += _mount_messages(str(ref))
     return out
+
+
+def _mount_messages(ref: str) -> list[str]:
+    """Messages of the pod guard, the FILE-on-disk check, concurrent tasks and ANY with env_var."""
+    from flytekitplugins_awssecrets.errors import (
+        ConcurrentMountError,
+        FileMountOnDiskError,
+        PluginInactiveError,
+    )
+    from flytekitplugins_awssecrets.mount import any_with_env_var
+
+    off = "the plugin is turned off in this pod (FLYTE_AWS_SECRETS_DISABLE='1')"
+    return [
+        str(PluginInactiveError("t", [ref], off, "unset it")),
+        str(FileMountOnDiskError(ref, "/dev/shm", "ext4")),
+        str(ConcurrentMountError(ref, "environment variable TOKEN")),
+        str(any_with_env_var(ref, "TOKEN")),
+    ]
 
 
 def test_troubleshooting_headings_are_messages_the_code_prints() -> None:

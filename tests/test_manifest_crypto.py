@@ -25,7 +25,8 @@ def psyml_key(aws_env: dict[str, str], unique: str, monkeypatch: pytest.MonkeyPa
     """A fresh file key behind a fresh alias; PSYML_KEY_ALIAS points at it for us and for psyml."""
     alias = f"alias/psyml-{unique}"
     monkeypatch.setenv("PSYML_KEY_ALIAS", alias)
-    monkeypatch.delenv("PSYML_KEY_REGION", raising=False)
+    # psyml's default region, asked for by the environment as a psyml user's would (psyml needs it too).
+    monkeypatch.setenv("PSYML_KEY_REGION", KEY_REGION)
     return PsymlCipher(region=KEY_REGION, alias=alias).key_arn(create=True)
 
 

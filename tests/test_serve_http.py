@@ -145,11 +145,13 @@ def test_open_health_answers_probes_without_the_token(tmp_path: Path, secret: Hi
         ("versionStage=AWSCURRENT", 400, b"missing parameter secretId"),
         ("secretId=Db&bogus=1", 400, b"unknown parameter: bogus"),
         ("secretId=Db&refreshNow=maybe", 400, b"invalid refreshNow value"),
-        ("secretId=NoSuchAlias", 400, b"ResourceNotFoundException"),
+        # Not listed (the file's resources are the allow-list): refused before AWS is asked, so a client
+        # cannot even learn whether they exist.
+        ("secretId=NoSuchAlias", 403, b"not in serve's allow-list"),
         (
             "secretId=arn:aws:secretsmanager:us-east-1:123456789012:secret:absent-AbCdEf",
-            400,
-            b"ResourceNotFoundException",
+            403,
+            b"not in serve's allow-list",
         ),
         ("secretId=arn:aws:secretsmanager:nowhere", 400, b"InvalidParameterException"),
         ("secretId=Db&versionId=abc&versionStage=AWSCURRENT", 400, b"not both"),

@@ -65,13 +65,16 @@ def test_both_front_ends_share_one_cache(
     srv = _start(tmp_path, secret, token)
     try:
         with AgentClient(port=srv.sa_port) as c:
-            assert value_of(c.request({"SecretKey": "password"})) == secret["password"].encode()
+            assert (
+                value_of(c.request({"Resource": "Db", "SecretKey": "password"}))
+                == secret["password"].encode()
+            )
         status, _, body = http_get(srv.http_port, "/v1/Db", token)
         assert status == 200 and json.loads(body)["SecretString"] == secret["value"]
         status, _, body = http_get(srv.http_port, "/secretsmanager/get?secretId=" + secret["arn"], token)
         assert status == 200
         with AgentClient(port=srv.sa_port) as c:
-            assert value_of(c.request({}))
+            assert value_of(c.request({"Resource": "Db"}))
         reads = counting_proxy.calls["GetSecretValue"] + counting_proxy.calls["BatchGetSecretValue"]
         assert reads == 1, (
             f"expected one AWS read for both front ends, proxy saw {dict(counting_proxy.calls)}"
@@ -125,9 +128,10 @@ def test_stale_unix_socket_is_replaced_and_a_live_one_is_not(
     srv = _start(tmp_path, secret, token, "--unix-socket", str(sock))
     try:
         with AgentClient(unix=str(sock)) as c:
-            assert value_of(c.request({"SecretKey": "password"}))
+            assert value_of(c.request({"Resource": "Db", "SecretKey": "password"}))
         second = subprocess.run(
-            [SERVE_BIN, "serve", "--secret-agent", "off", "--http", "off", "--unix-socket", str(sock)],
+            [SERVE_BIN, "serve", "--secret-agent", "off", "--http", "off", "--unix-socket", str(sock)]
+            + ["--allow", "Db"],
             env=clean_env(),
             capture_output=True,
             text=True,
@@ -149,8 +153,20 @@ def test_stale_unix_socket_is_replaced_and_a_live_one_is_not(
         (["--http", "off"], {"PYFLYTE_AWSSECRETS_SERVE_BOGUS": "1"}, "unknown serve setting"),
         (["--http", "off"], {"FLYTE_AWS_SECRETS_CACHE_TTL_SECONDS": "soon"}, "cache_ttl_seconds"),
         (["--secret-agent", "off", "--http", "off"], {}, "nothing to serve"),
+        (["--http", "off"], {}, "serve needs an allow-list of what it may serve: pass --allow"),
+        (["--http", "off", "--allow", "*"], {}, "'*' is not an entry"),
     ],
-    ids=["non-loopback", "no-token", "bad-endpoint", "tls-missing", "unknown-env", "bad-settings", "all-off"],
+    ids=[
+        "non-loopback",
+        "no-token",
+        "bad-endpoint",
+        "tls-missing",
+        "unknown-env",
+        "bad-settings",
+        "all-off",
+        "no-allow-list",
+        "allow-everything",
+    ],
 )
 def test_start_up_errors_exit_2_with_a_clear_message(
     aws_env: dict[str, str], args: list[str], env: dict[str, str], expected: str
@@ -167,7 +183,16 @@ def test_address_in_use_is_a_clear_error(tmp_path: Path, secret: Hidden, token: 
     srv = _start(tmp_path, secret, token)
     try:
         r = subprocess.run(
-            [SERVE_BIN, "serve", "--http", "off", "--secret-agent", f"127.0.0.1:{srv.sa_port}"],
+            [
+                SERVE_BIN,
+                "serve",
+                "--http",
+                "off",
+                "--secret-agent",
+                f"127.0.0.1:{srv.sa_port}",
+                "--allow",
+                "Db",
+            ],
             env=clean_env(),
             capture_output=True,
             text=True,
@@ -186,7 +211,10 @@ def test_tls_on_both_tcp_front_ends(tmp_path: Path, secret: Hidden, token: str) 
         assert srv.bound["tls"] is True
         client = ssl.create_default_context(cafile=str(cert))
         with AgentClient(port=srv.sa_port, tls=client) as c:
-            assert value_of(c.request({"SecretKey": "password"})) == secret["password"].encode()
+            assert (
+                value_of(c.request({"Resource": "Db", "SecretKey": "password"}))
+                == secret["password"].encode()
+            )
         status, _, body = http_get(srv.http_port, "/v1/Db", token, tls=client)
         assert status == 200 and json.loads(body)["SecretString"] == secret["value"]
         # A plain-text client on the TLS port gets nothing useful and does not hurt the server.
@@ -211,11 +239,13 @@ def test_connection_limit_and_slow_clients(tmp_path: Path, secret: Hidden, token
     kept: list[http.client.HTTPConnection] = []
     try:
         # Two connections that have been served (authenticated) and stay open fill max_connections.
-        held = [AgentClient(port=srv.sa_port) for _ in range(2)]
-        for c in held:
-            assert value_of(c.request({"SecretKey": "password"}))
+        # Each is served as soon as it connects: one opened earlier would wait out header_timeout (1 s)
+        # while the first read from AWS is made, on a loaded machine.
+        for _ in range(2):
+            held.append(AgentClient(port=srv.sa_port))
+            assert value_of(held[-1].request({"Resource": "Db", "SecretKey": "password"}))
         with AgentClient(port=srv.sa_port) as extra:
-            assert "connection limit" in extra.request({})["Error"]
+            assert "connection limit" in extra.request({"Resource": "Db"})["Error"]
         # The same for HTTP, whose token holders have a budget of their own.
         for _ in range(2):
             conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=5)
@@ -241,7 +271,7 @@ def test_connection_limit_and_slow_clients(tmp_path: Path, secret: Hidden, token
             assert c.is_closed_by_server() and time.monotonic() - started < 5
         # Once served, the same holds with read_timeout (1 s).
         with AgentClient(port=srv.sa_port) as c:
-            assert value_of(c.request({}))
+            assert value_of(c.request({"Resource": "Db"}))
             c.send_raw(b"\x51\xde\xc1\xcc\x00\x00\x00\x10{")
             started = time.monotonic()
             assert "not received within" in c.read_frame()["Error"]
@@ -252,7 +282,7 @@ def test_connection_limit_and_slow_clients(tmp_path: Path, secret: Hidden, token
             started = time.monotonic()
             assert s.recv(1024) == b"" and time.monotonic() - started < 5
         with AgentClient(port=srv.sa_port) as c:
-            assert value_of(c.request({}))
+            assert value_of(c.request({"Resource": "Db"}))
     finally:
         for c in held:
             c.close()
@@ -293,13 +323,16 @@ def test_unauthenticated_connections_cannot_starve_authenticated_ones(
         status, _, body = http_get(srv.http_port, "/v1/Db", token, timeout=5)
         assert status == 200 and json.loads(body)["SecretString"] == secret["value"]
         with AgentClient(port=srv.sa_port, timeout=5) as c:
-            assert value_of(c.request({"SecretKey": "password"})) == secret["password"].encode()
+            assert (
+                value_of(c.request({"Resource": "Db", "SecretKey": "password"}))
+                == secret["password"].encode()
+            )
         assert time.monotonic() - started < 2, "the authenticated clients waited"
         # Five authenticated connections are still allowed while the idle ones are open.
         served = [AgentClient(port=srv.sa_port, timeout=5) for _ in range(5)]
         try:
             for c in served:
-                assert value_of(c.request({}))
+                assert value_of(c.request({"Resource": "Db"}))
         finally:
             for c in served:
                 c.close()
@@ -330,7 +363,7 @@ def test_many_concurrent_clients_one_aws_read(
 
     def agent(_: int) -> bytes:
         with AgentClient(port=srv.sa_port) as c:
-            return value_of(c.request({"SecretKey": "password"}))
+            return value_of(c.request({"Resource": "Db", "SecretKey": "password"}))
 
     def http(_: int) -> bytes:
         return http_get(srv.http_port, "/v1/Db", token)[2]

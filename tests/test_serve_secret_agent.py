@@ -78,7 +78,7 @@ def test_resource_is_required_when_several_are_configured(server: ServeProcess) 
     assert "Resource is required" in err and "'Api'" in err and "'Db'" in err
 
 
-def test_single_resource_is_the_default_and_unix_socket(
+def test_resource_is_required_even_when_one_is_configured_and_unix_socket(
     tmp_path: Path, secrets_factory: SecretFactory, unique: str
 ) -> None:
     value = new_value()
@@ -90,7 +90,10 @@ def test_single_resource_is_the_default_and_unix_socket(
         assert srv.bound["unix_socket"] == str(sock)
         assert sock.stat().st_mode & 0o777 == 0o600, "only the server's user may connect"
         with AgentClient(unix=str(sock)) as c:
-            assert value_of(c.request({"SecretKey": "password"})) == value.encode()
+            # As Aerospike's agent (and its client's test): no Resource is an error, however many exist.
+            err = c.request({"SecretKey": "password"})["Error"]
+            assert "Resource is required" in err and "'Only'" in err
+            assert value_of(c.request({"Resource": "Only", "SecretKey": "password"})) == value.encode()
         with AgentClient(port=srv.sa_port) as c:
             assert value_of(c.request({"Resource": "Only", "SecretKey": "password"})) == value.encode()
     finally:
@@ -123,8 +126,8 @@ def test_binary_secret_is_served_as_its_bytes(
     srv = ServeProcess(["--config", str(cfg), "--http", "off"], tmp_path).wait_ready()
     try:
         with AgentClient(port=srv.sa_port) as c:
-            assert value_of(c.request({})) == blob
-            err = c.request({"SecretKey": "k"})["Error"]
+            assert value_of(c.request({"Resource": "Blob"})) == blob
+            err = c.request({"Resource": "Blob", "SecretKey": "k"})["Error"]
             assert "binary" in err
     finally:
         assert srv.stop() == 0
@@ -273,7 +276,7 @@ def test_convert_to_base64_true_encodes_the_stored_value(
     try:
         with AgentClient(port=srv.sa_port) as c:
             # The client strips trailing whitespace of SecretValue, never of the decoded value.
-            assert value_of(c.request({})) == text.encode()
+            assert value_of(c.request({"Resource": "Text"})) == text.encode()
     finally:
         assert srv.stop() == 0
     srv.assert_log_clean(CREATED_VALUES)
@@ -290,7 +293,7 @@ def test_uds_only_file_listens_on_the_socket_only(
     try:
         assert set(srv.bound) == {"unix_socket", "pid", "tls"}
         with AgentClient(unix=str(sock)) as c:
-            assert value_of(c.request({"SecretKey": "k"})) == value.encode()
+            assert value_of(c.request({"Resource": "Only", "SecretKey": "k"})) == value.encode()
     finally:
         assert srv.stop() == 0
 
@@ -321,10 +324,10 @@ def test_tls_and_mutual_tls_from_the_file(
             if mutual:
                 with pytest.raises((ssl.SSLError, ConnectionError, EOFError)):
                     with AgentClient(port=srv.sa_port, tls=client) as c:
-                        c.request({"SecretKey": "k"})
+                        c.request({"Resource": "Db", "SecretKey": "k"})
                 client.load_cert_chain(str(client_cert), str(client_key))
             with AgentClient(port=srv.sa_port, tls=client) as c:
-                assert value_of(c.request({"SecretKey": "k"})) == value.encode()
+                assert value_of(c.request({"Resource": "Db", "SecretKey": "k"})) == value.encode()
             # Plain text on the TLS port gets nothing.
             with socket.create_connection(("127.0.0.1", srv.sa_port), timeout=5) as s:
                 s.sendall(frame(b'{"SecretKey": "k"}'))

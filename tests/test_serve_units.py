@@ -146,3 +146,38 @@ def test_token_sources(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(SettingsError, match="is empty"):
         read_token(ServeConfig(token_file=str(tmp_path / "empty")), {})
+
+
+# --- the allow-list and Aerospike's base64 (issue 20 item 2, issue 21 item 12) ----------------------------------
+
+
+def test_allow_list_entries_and_matching() -> None:
+    from flytekitplugins_awssecrets.errors import SettingsError
+    from flytekitplugins_awssecrets.refs import parse_reference
+    from flytekitplugins_awssecrets.serve.allow import AllowList
+
+    base = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
+    allow = AllowList.from_entries(["db", "team/*", base + "exact", base + "pre/*"], "option --allow")
+    home = lambda: parse_reference(base + "x")  # noqa: E731
+    ok = [base + "db-AbCdEf", base + "team/a", base + "exact-AbCdEf", base + "exact", base + "pre/x-AbCdEf"]
+    for arn in ok:
+        assert allow.check_arn(arn, parse_reference(arn), home) is None, arn
+    no = [base + "dbx", base + "teamx", base + "exactly", base + "pre", base.replace("1234", "9999") + "db"]
+    for arn in no:
+        assert allow.check_arn(arn, parse_reference(arn), home) is not None, arn
+    # What AWS answered decides in the end: a partial ARN that resolved to "db-AbCdEf" is not "db".
+    ref = parse_reference(base + "db-AbCdEf")
+    assert allow.check_served(base + "db-AbCdEf", ref, base + "db-AbCdEf-QwErTy", "db-AbCdEf", home)
+    for bad in ("*", "", "a*b", "**", "arn:aws:secretsmanager:*", "arn:nonsense"):
+        with pytest.raises(SettingsError) as e:
+            AllowList.from_entries([bad], "option --allow")
+        assert "allow" in str(e.value)
+
+
+def test_strict_base64_is_aerospikes() -> None:
+    from flytekitplugins_awssecrets.serve.agent_protocol import is_strict_base64
+
+    good = [b"QUJD", b"QUI=", b"QQ==", b"QUJD\n", b"QUJDQUJD"]
+    bad = [b"QUJD====", b"QUJD=", b"QU=I", b"QUJ", b"Q===", b"", b"QU JD", b"QUJD\nQUJD", b"QUJ-"]
+    assert [is_strict_base64(v) for v in good] == [True] * len(good)
+    assert [is_strict_base64(v) for v in bad] == [False] * len(bad)

@@ -114,6 +114,8 @@ def test_pod_is_told_by_the_command_line_not_the_environment() -> None:
     assert running_in_pod(["/usr/local/bin/pyflyte-execute", "--inputs", "x"])
     assert running_in_pod(["pyflyte-fast-execute"]) and running_in_pod(["/opt/venv/bin/pyflyte-map-execute"])
     assert running_in_pod(["/opt/venv/bin/a0", "--inputs", "x"])  # Flyte 2's container entry point
+    # What registration puts in front of flytekit's entry point (podguard): a pod before argv is handed on.
+    assert running_in_pod(["/opt/venv/bin/pyflyte-awssecrets-execute", "--cluster-mode", "plugin"])
     assert running_in_pod(["/site-packages/flytekit/bin/entrypoint.py", "pyflyte-execute"])
     assert not running_in_pod(["/usr/local/bin/pyflyte", "run", "wf.py", "wf"])
     assert not running_in_pod(["/usr/bin/python", "-c", "pyflyte-execute"]) and not running_in_pod([])

@@ -100,8 +100,22 @@ def _edited_text(file: str, old: Manifest, new: Manifest) -> str:
         return _yaml_text(new)
 
 
+def _check_in_place_target(path: str) -> str:
+    """The file ``-i`` replaces: ``path``, or the target of the symlink ``path`` (written through, so the
+    link stays a link). A link whose target does not exist is refused, naming the link."""
+    real = os.path.realpath(path)
+    if os.path.islink(path) and not os.path.isfile(real):
+        from flytekitplugins_awssecrets.manifest.model import ManifestError
+
+        raise ManifestError(path, [f"is a symbolic link to {real}, which is not a regular file; not writing"])
+    return real
+
+
 def _write_file(path: str, text: str, private: bool = False) -> None:
-    """Replace ``path`` atomically (write a temporary file, then rename), keeping its mode."""
+    """Replace ``path`` atomically (write a temporary file, then rename), keeping its mode. A symlink is
+    written through: its target is replaced, in the target's directory, and the link is kept."""
+    if os.path.islink(path):
+        path = _check_in_place_target(path)
     directory = os.path.dirname(os.path.abspath(path))
     try:
         mode = os.stat(path).st_mode & 0o777
@@ -171,16 +185,45 @@ def manifest() -> None:
 @FILE
 @_output_options
 @click.option("--create-key", is_flag=True, help="Create the file key and its alias if they do not exist.")
+@click.option(
+    "--key",
+    "key_opt",
+    metavar="ALIAS|ARN",
+    help="The file key for new values [PSYML_KEY_ALIAS, else alias/psyml].",
+)
+@click.option(
+    "--use-file-key",
+    is_flag=True,
+    help="Encrypt new values under the file's own encrypted_with key although it is not the file key.",
+)
 @click.option("--dry-run", is_flag=True, help="List the values that would be encrypted; call no KMS Encrypt.")
 @_handle_errors
-def encrypt(file: str, output: str | None, in_place: bool, create_key: bool, dry_run: bool) -> None:
+def encrypt(
+    file: str,
+    output: str | None,
+    in_place: bool,
+    create_key: bool,
+    key_opt: str | None,
+    use_file_key: bool,
+    dry_run: bool,
+) -> None:
     """Encrypt every plain SecureString value (and secret) of FILE with the file key.
+
+    The file key is the operator's (--key, else PSYML_KEY_ALIAS, else alias/psyml), in PSYML_KEY_REGION,
+    else the region of the file's encrypted_with key, else the manifest's region. A file whose
+    encrypted_with names another key is refused (both named) unless --use-file-key.
 
     Only the encrypted values change (an encrypted parameter's type becomes `securestring`, as psyml
     writes it); comments, order, quoting and layout of the rest of FILE are kept byte for byte. Prints the
     result on stdout unless -i/-o is given.
     """
-    from flytekitplugins_awssecrets.manifest.crypto import PsymlCipher, encrypt_manifest
+    from flytekitplugins_awssecrets.manifest.crypto import (
+        PsymlCipher,
+        _region_of,
+        encrypt_manifest,
+        file_key_region,
+        key_alias,
+    )
 
     m = _load(file)
     todo = [f"parameter {p.name}" for p in m.parameters if p.type == "SecureString"]
@@ -190,25 +233,24 @@ def encrypt(file: str, output: str | None, in_place: bool, create_key: bool, dry
             _err(f"would encrypt {t}")
         _err(f"encrypt: {len(todo)} value(s) would be encrypted (dry run)")
         return
-    from flytekitplugins_awssecrets.manifest.awsclient import AwsCallError
-
-    cipher = PsymlCipher()
-    key = None if m.encrypted_with else cipher.key_arn(create=create_key)
-    try:
-        encrypted = encrypt_manifest(m, cipher, key)
-    except AwsCallError as e:
-        if m.encrypted_with:
-            # New values go under the file's own key: say where that key came from.
-            raise AwsCallError(
-                e.reference,
-                e.reason,
-                e.code,
-                f"the key is the file's encrypted_with ({m.encrypted_with}); if that is a placeholder or an "
-                "old key, delete the encrypted_with line to encrypt under the file key (PSYML_KEY_ALIAS)",
-            ) from None
-        raise
+    if in_place:
+        _check_in_place_target(file)
+    source = "--key" if key_opt else ("PSYML_KEY_ALIAS" if os.environ.get("PSYML_KEY_ALIAS") else "default")
+    alias = key_opt or key_alias()
+    region, why = file_key_region(m)
+    if _region_of(alias):
+        region, why = str(_region_of(alias)), "the region in the --key ARN"
+    cipher = PsymlCipher(region=region, alias=alias)
+    key = None
+    if not (use_file_key and m.encrypted_with):
+        key, created = cipher.find_or_create_key(create_key)
+        if created:
+            _err(f"created KMS key {key} with alias {alias} in {region} ({why})")
+    encrypted = encrypt_manifest(
+        m, cipher, key, use_file_key=use_file_key, file=file, key_source=f"{source} {alias} in {region}"
+    )
     _emit(_edited_text(file, m, encrypted), output, in_place, file)
-    _err(f"encrypt: {len(todo)} value(s) encrypted")
+    _err(f"encrypt: {len(todo)} value(s) encrypted under {encrypted.encrypted_with}")
 
 
 @manifest.command()
@@ -230,10 +272,12 @@ def decrypt(file: str, output: str | None) -> None:
 @_handle_errors
 def refresh(file: str, output: str | None, in_place: bool, force: bool, dry_run: bool) -> None:
     """Re-encrypt FILE under the key the alias points at now (after a key change or rotation)."""
-    from flytekitplugins_awssecrets.manifest.crypto import PsymlCipher, refresh_manifest
+    from flytekitplugins_awssecrets.manifest.crypto import PsymlCipher, file_key_region, refresh_manifest
 
     m = _load(file)
-    cipher = PsymlCipher()
+    if in_place:
+        _check_in_place_target(file)
+    cipher = PsymlCipher(region=file_key_region(m)[0])
     current = cipher.key_arn()
     needed = force or m.encrypted_with != current
     if dry_run:
@@ -463,18 +507,27 @@ def sync(
     help="shell: export NAME='value' lines to eval; dotenv: NAME='value' lines to source; json: one object.",
 )
 @click.option("--prefix", default="", help="Put this before every variable name (e.g. APP_).")
+@click.option(
+    "--allow-name",
+    "allow_names",
+    multiple=True,
+    metavar="NAME",
+    help="Export this variable although it changes how shells or interpreters run (PATH, LD_PRELOAD, ...); "
+    "repeatable.",
+)
 @_handle_errors
-def export_(file: str, fmt: str, prefix: str) -> None:
+def export_(file: str, fmt: str, prefix: str, allow_names: tuple[str, ...]) -> None:
     """Print FILE's values as environment variables (decrypted: handle the output as a secret).
 
     Names: the entry name without leading/trailing '/', other characters than letters, digits and '_'
-    replaced by '_', upper-cased; two entries with the same variable name are an error.
-    Use: eval "$(pyflyte-awssecrets manifest export FILE)".
+    replaced by '_', upper-cased; two entries with the same variable name are an error, and so are names
+    that change how shells, loaders or interpreters run (PATH, BASH_ENV, LD_*, PYTHON*, ...) unless
+    --allow-name NAME is given. Use: eval "$(pyflyte-awssecrets manifest export FILE)".
     """
     from flytekitplugins_awssecrets.manifest import export as ex
 
     m = _plain(_load(file))
-    click.echo(ex.render(ex.variables(m, prefix), fmt), nl=False)  # type: ignore[arg-type]
+    click.echo(ex.render(ex.variables(m, prefix, allow_names), fmt), nl=False)  # type: ignore[arg-type]
 
 
 __all__ = ["manifest"]

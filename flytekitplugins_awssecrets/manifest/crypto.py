@@ -7,7 +7,16 @@ ciphertext to its entry: a value pasted under another name does not decrypt.
 Settings (environment variables, read when used, defaults as in psyml):
 
 * ``PSYML_KEY_ALIAS`` -- the file key, default ``alias/psyml``;
-* ``PSYML_KEY_REGION`` -- its region, default ``ap-southeast-2`` (psyml's authors are in Sydney).
+* ``PSYML_KEY_REGION`` -- its region. psyml's default, ``ap-southeast-2`` (its authors are in Sydney),
+  applies only where something asks for it: for ``encrypt`` and ``refresh`` the region is
+  ``PSYML_KEY_REGION`` when set, else the region of the file's ``encrypted_with`` key, else the manifest's
+  own ``region`` (:func:`file_key_region`), so ``--create-key`` never makes a key on another continent
+  unasked.
+
+New values are encrypted under the *operator's* key (``--key``, else ``PSYML_KEY_ALIAS``), never under
+whatever key the file's ``encrypted_with`` names: a pull request could point it at a key its author can
+decrypt. A file whose ``encrypted_with`` differs is refused (:class:`FileKeyMismatchError`) unless the
+caller explicitly says to use the file's key.
 
 The file key is *not* the key SSM uses for the parameters (``kmskey`` in the file). psyml's README says it
 creates the alias when missing; psyml 0.2.2 does not. We create it only when asked (``--create-key``).
@@ -44,6 +53,8 @@ __all__ = [
     "DEFAULT_KEY_ALIAS",
     "DEFAULT_KEY_REGION",
     "DecryptError",
+    "FileKeyMismatchError",
+    "file_key_region",
     "PsymlCipher",
     "key_alias",
     "key_region",
@@ -79,6 +90,41 @@ class DecryptError(AwsSecretsError, ValueError):
         except DecryptError as e:
             print(e.reference, e.reason)  # renamed_entry the ciphertext does not decrypt for this entry name
     """
+
+
+class FileKeyMismatchError(AwsSecretsError, ValueError):
+    """The file's ``encrypted_with`` is not the operator's key: new values would go under a key the file
+    chose. Names both keys.
+
+    Example::
+
+        >>> str(FileKeyMismatchError("app.yml", "arn:aws:kms:us-east-1:1:key/theirs", "arn:aws:kms:us-east-1:1:key/ours", "PSYML_KEY_ALIAS"))  # doctest: +ELLIPSIS
+        "app.yml: its encrypted_with is arn:aws:kms:us-east-1:1:key/theirs, not the file key arn:aws:kms:us-east-1:1:key/ours (from PSYML_KEY_ALIAS) ..."
+    """
+
+    def __init__(self, file: str, file_key: str, operator_key: str, source: str) -> None:
+        self.file_key = file_key
+        self.operator_key = operator_key
+        super().__init__(
+            file,
+            f"its encrypted_with is {file_key}, not the file key {operator_key} (from {source}); new values "
+            "are encrypted under the operator's key only",
+            "if the file's key is the right one, pass --key with it (or set PSYML_KEY_ALIAS), or "
+            "--use-file-key to encrypt under it on purpose; to move the file to your key, run "
+            "`manifest refresh`",
+        )
+
+
+def file_key_region(m: Manifest) -> tuple[str, str]:
+    """The region of the file key for ``m`` and why: ``PSYML_KEY_REGION`` when set, else the region of the
+    file's ``encrypted_with`` key, else the manifest's ``region``."""
+    env = os.environ.get("PSYML_KEY_REGION")
+    if env:
+        return env, "PSYML_KEY_REGION"
+    of_file = _region_of(m.encrypted_with)
+    if of_file:
+        return of_file, "the region of the file's encrypted_with key"
+    return m.region, "the manifest's region (PSYML_KEY_REGION is not set)"
 
 
 def _context(name: str) -> dict[str, str]:
@@ -118,8 +164,12 @@ class PsymlCipher:
 
     def key_arn(self, create: bool = False) -> str:
         """The ARN of the key the alias points at; with ``create``, make key and alias when missing."""
+        return self.find_or_create_key(create)[0]
+
+    def find_or_create_key(self, create: bool = False) -> tuple[str, bool]:
+        """``(ARN, created)``: the key the alias points at, or (with ``create``) a new key and alias."""
         try:
-            return str(self._kms().describe_key(KeyId=self.alias)["KeyMetadata"]["Arn"])
+            return str(self._kms().describe_key(KeyId=self.alias)["KeyMetadata"]["Arn"]), False
         except Exception as e:  # noqa: BLE001 - every boto failure becomes one typed error
             if error_code(e) != "NotFoundException":
                 raise self._aws_error(self.alias, e) from None
@@ -135,7 +185,7 @@ class PsymlCipher:
             kms = self._kms()
             meta = kms.create_key(Description="psyml / pyflyte-awssecrets manifest file key")["KeyMetadata"]
             kms.create_alias(AliasName=self.alias, TargetKeyId=meta["KeyId"])
-            return str(meta["Arn"])
+            return str(meta["Arn"]), True
         except Exception as e:  # noqa: BLE001
             raise self._aws_error(
                 self.alias, e, "creating the key needs kms:CreateKey and kms:CreateAlias"
@@ -206,14 +256,28 @@ def _secret_with(s: SecretEntry, value: str, encrypted: bool) -> SecretEntry:
     return s.model_copy(update={"value": type(s.value)(value), "encrypted": encrypted})
 
 
-def encrypt_manifest(m: Manifest, cipher: PsymlCipher, key_id: str | None = None) -> Manifest:
+def encrypt_manifest(
+    m: Manifest,
+    cipher: PsymlCipher,
+    key_id: str | None = None,
+    *,
+    use_file_key: bool = False,
+    file: str = "manifest",
+    key_source: str = "PSYML_KEY_ALIAS",
+) -> Manifest:
     """Encrypt every plain secure value (``SecureString`` params, unencrypted secrets); others are kept.
 
     Like psyml, types are written lowercase afterwards and ``encrypted_with`` records the key. New values go
-    under the key already named in ``encrypted_with`` (so one file has one key), else under ``key_id`` or
-    the alias's current key.
+    under the operator's key (``key_id``, else the alias's current key); a file whose ``encrypted_with``
+    names another key raises :class:`FileKeyMismatchError` before anything is encrypted, unless
+    ``use_file_key`` (then the file's key is used, on purpose).
     """
-    key = m.encrypted_with or key_id or cipher.key_arn()
+    if use_file_key and m.encrypted_with:
+        key = m.encrypted_with
+    else:
+        key = key_id or cipher.key_arn()
+        if m.encrypted_with and m.encrypted_with != key:
+            raise FileKeyMismatchError(file, m.encrypted_with, key, key_source)
 
     def one_param(p: Parameter) -> Parameter:
         if p.type == "SecureString":

@@ -3,7 +3,7 @@
 PyYAML's ``safe_load`` follows YAML 1.1 and silently re-types plain scalars: ``0123`` becomes ``83``, ``yes``
 becomes ``True``, ``~`` becomes ``None`` and ``1.50`` becomes ``1.5``. For a file of parameter values that is
 data loss (psyml's defect), so :class:`TextLoader` drops every implicit resolver: a plain scalar is a ``str``,
-exactly as written. Duplicate keys are refused instead of the last one silently winning, and so are anchors
+exactly as written. Complex mapping keys (``? [a, b]``) and duplicate keys are refused instead of the last one silently winning, and so are anchors
 and aliases (``&a`` / ``*a``), with which a small file expands to megabytes.
 
 Writing goes the other way: :func:`dump` uses PyYAML's standard resolvers, so a string that a YAML 1.1 reader
@@ -59,7 +59,17 @@ class TextLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no stub
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                # A complex key (``? [a, b]``, ``? {a: 1}``) is no name a manifest could mean.
+                mark = key_node.start_mark
+                kind = "sequence" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+                raise YamlError(f"line {mark.line + 1}: a mapping key must be a plain name, not a {kind}")
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                hash(key)
+            except TypeError:
+                mark = key_node.start_mark
+                raise YamlError(f"line {mark.line + 1}: a mapping key must be a plain name") from None
             if key in seen:
                 mark = key_node.start_mark
                 raise YamlError(f"line {mark.line + 1}: duplicate key {key!r} in one mapping")

@@ -23,8 +23,8 @@ connection stays usable.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import re
 import struct
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -46,6 +46,7 @@ __all__ = [
     "error_frame",
     "NotBase64Error",
     "TRAILING_WHITESPACE",
+    "is_strict_base64",
 ]
 
 MAGIC = 0x51DEC1CC
@@ -177,15 +178,22 @@ def value_frame(value: str | bytes) -> bytes:
     return encode_frame(AgentResponse(SecretValue=base64.b64encode(raw).decode("ascii")).to_body())
 
 
-def _is_base64(raw: bytes) -> bool:
+#: What Aerospike's C client decodes: whole 4-character groups of the standard alphabet, ``=`` only as the
+#: final padding of the last group (one or two), nothing after it. Python's decoder also takes excess
+#: padding (``QUJD====``), which that client refuses, so the rule is written out here.
+_STRICT_BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def is_strict_base64(raw: bytes) -> bool:
+    """Whether Aerospike's client can decode ``raw`` (after the trailing whitespace it strips).
+
+    Example::
+
+        >>> is_strict_base64(b"QUJD"), is_strict_base64(b"QUI=\n"), is_strict_base64(b"QUJD===="), is_strict_base64(b"QU=I")
+        (True, True, False, False)
+    """
     text = raw.rstrip(TRAILING_WHITESPACE.encode())
-    if not text:
-        return False
-    try:
-        base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return True
+    return bool(text) and _STRICT_BASE64.fullmatch(text) is not None
 
 
 def secret_value_frame(value: str | bytes, *, convert_to_base64: bool, reference: str) -> bytes:
@@ -199,7 +207,7 @@ def secret_value_frame(value: str | bytes, *, convert_to_base64: bool, reference
     if convert_to_base64:
         return value_frame(value)
     raw = value.encode("utf-8") if isinstance(value, str) else value
-    if not _is_base64(raw):
+    if not is_strict_base64(raw):
         raise NotBase64Error(reference)
     return encode_frame(AgentResponse(SecretValue=raw.decode("ascii")).to_body())
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from flytekitplugins_awssecrets.errors import SettingsError
 
 __all__ = ["serve"]
+
+if TYPE_CHECKING:
+    from flytekitplugins_awssecrets.serve.allow import AllowList
+    from flytekitplugins_awssecrets.serve.config import ServeConfig
 
 _CONFIG_ENV = "FLYTE_AWS_SECRETS_CONFIG"
 
@@ -31,6 +35,31 @@ def _setup_logging(level: str) -> None:
     from flytekitplugins_awssecrets.quiet import quiet_aws_loggers
 
     quiet_aws_loggers(extra=("asyncio",))
+
+
+def _allow_list(cfg: ServeConfig) -> AllowList:
+    """The Secret Agent file's resources, or ``--allow``; neither is a start-up error naming the option."""
+    from flytekitplugins_awssecrets.serve.allow import ALLOW_OPTION, AllowList
+
+    if cfg.agent_file is not None:
+        if cfg.allow:
+            raise SettingsError(
+                *cfg.where("allow"),
+                f"with a Secret Agent file, its secret-manager.aws.resources are what serve serves; list the "
+                f"secrets there ({cfg.agent_file}) instead of {ALLOW_OPTION}",
+            )
+        from flytekitplugins_awssecrets.serve.source import SecretSource
+
+        return AllowList.from_resources(SecretSource().resources, cfg.agent_file)
+    if not cfg.allow:
+        raise SettingsError(
+            "allow",
+            "serve options",
+            f"serve needs an allow-list of what it may serve: pass {ALLOW_OPTION} with secret names, ARNs "
+            "or prefixes ending in '*' (repeatable), or --config with a Secret Agent file whose resources "
+            "list them",
+        )
+    return AllowList.from_entries(cfg.allow, cfg.where("allow")[1])
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -49,6 +78,13 @@ def _setup_logging(level: str) -> None:
     "--unix-socket", metavar="PATH", help="Also serve the Secret Agent protocol on this Unix socket."
 )
 @click.option("--http", metavar="HOST:PORT|off", help="AWS Secrets Manager Agent HTTP API [127.0.0.1:2773].")
+@click.option(
+    "--allow",
+    metavar="NAME|ARN|PREFIX*",
+    multiple=True,
+    help="What is served without a Secret Agent file (repeatable): a secret name, an ARN, an alias, or a "
+    "prefix ending in '*' (team/*). Required then; a Secret Agent file's resources are its list.",
+)
 @click.option(
     "--token-file",
     metavar="PATH",
@@ -117,6 +153,7 @@ def serve(config_file: str | None, **options: Any) -> None:
 
     if config_file:
         os.environ[_CONFIG_ENV] = os.path.abspath(config_file)
+    options["allow"] = options.get("allow") or None  # click gives () when the option is not used
     try:
         cfg = load_serve_config(options, config_path=os.environ.get(_CONFIG_ENV))
         _setup_logging(cfg.log_level)
@@ -138,9 +175,11 @@ def serve(config_file: str | None, **options: Any) -> None:
             len(settings.aliases),
             settings.cache_ttl_seconds,
         )
+        allow = _allow_list(cfg)
+        log.info("serving only: %s", allow.describe())
         from flytekitplugins_awssecrets.serve.server import run
 
-        run(cfg, token)
+        run(cfg, token, allow)
     except SettingsError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(2)

@@ -108,6 +108,10 @@ class ServeConfig(BaseModel):
         sent as it is (a value that is not is answered with an error naming the resource).
 
     Access:
+      allow (none): what is served without a Secret Agent file: names, ARNs (full or partial), alias names,
+        and prefixes ending in ``*`` (a list, or comma-separated in an env var). serve refuses to start
+        without it; with a Secret Agent file its ``resources`` are the list and this must be empty. Every
+        front end refuses (and logs) a secret that is not listed; see :mod:`.allow`.
       token (None): the SSRF token every HTTP request must carry in one of ``ssrf_headers``. A value, or
         ``file://PATH`` to read it from a file, as AWS's ``AWS_TOKEN``.
       token_file (None): a file holding the token. When neither is set, the first of ``ssrf_env_variables``
@@ -166,6 +170,7 @@ class ServeConfig(BaseModel):
     path_prefix: str = Field(default="/v1/", pattern=r"^/.*")
     convert_to_base64: bool = True
 
+    allow: tuple[str, ...] = ()
     token: SecretStr | None = None
     token_file: str | None = None
     allow_non_loopback: bool = False
@@ -189,6 +194,12 @@ class ServeConfig(BaseModel):
 
     # Where each field came from ("file F key service.tcp.endpoint", "option --http"), for error messages.
     _origin: dict[str, str] = PrivateAttr(default_factory=dict)
+    # The Secret Agent file the settings came from, if any: its resources are then the allow-list.
+    _agent_file: str | None = PrivateAttr(default=None)
+
+    @property
+    def agent_file(self) -> str | None:
+        return self._agent_file
 
     def where(self, name: str) -> tuple[str, str]:
         """The key and the source that set field ``name``: what an error message should point at."""
@@ -211,7 +222,7 @@ class ServeConfig(BaseModel):
     def _level(cls, v: Any) -> Any:
         return v.lower() if isinstance(v, str) else v
 
-    @field_validator("ssrf_headers", "ssrf_env_variables", mode="before")
+    @field_validator("ssrf_headers", "ssrf_env_variables", "allow", mode="before")
     @classmethod
     def _names(cls, v: Any) -> Any:
         if isinstance(v, str):
@@ -338,6 +349,7 @@ def load_serve_config(
         # The input is not shown: it could be the token.
         raise SettingsError(field, where, problem) from None
     cfg._origin = origin
+    cfg._agent_file = config_path if file_fields else None
     return cfg
 
 

@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from flytekitplugins_awssecrets.refs import SecretRef
+from flytekitplugins_awssecrets.serve.allow import AllowList
 from flytekitplugins_awssecrets.serve.config import ServeConfig
 from flytekitplugins_awssecrets.serve.source import SecretSource
 
@@ -46,6 +48,8 @@ class Context:
     config: ServeConfig
     source: SecretSource
     token: str | None = field(default=None, repr=False)
+    #: What may be served; the default lists nothing, so a server built without one serves nothing.
+    allow: AllowList = field(default_factory=lambda: AllowList("no allow-list configured"))
     pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(32, thread_name_prefix="serve"), repr=False
     )
@@ -55,6 +59,11 @@ class Context:
     _pending: OrderedDict[asyncio.StreamWriter, None] = field(default_factory=OrderedDict, repr=False)
     _proven: dict[asyncio.StreamWriter, str] = field(default_factory=dict, repr=False)
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def home(self) -> SecretRef:
+        """A reference in the server's own account and region: where plain names (and name entries of the
+        allow-list) live. Blocking (STS, once per process)."""
+        return self.source.ref_for_name("-")
 
     # -- the two budgets -------------------------------------------------------------------------------------
     def admit(self, writer: asyncio.StreamWriter) -> None:

@@ -21,6 +21,7 @@ status when                                         body
 ====== ============================================ ===================================
 400    ``X-Forwarded-For`` present                  ``Forwarded``
 403    token missing or wrong                       ``Bad Token``
+403    secret not in the allow-list                 ``{"__type": "AccessDeniedException", ...}``
 429    too many authenticated connections           ``Connection limit exceeded``
 405    not GET                                      ``Not allowed``
 404    unknown path                                 ``Not found``
@@ -42,7 +43,6 @@ import base64
 import dataclasses
 import hmac
 import json
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 
@@ -60,16 +60,17 @@ from flytekitplugins_awssecrets.errors import (
     UnknownAliasError,
 )
 from flytekitplugins_awssecrets.refs import SecretRef, parse_reference
-from flytekitplugins_awssecrets.serve.context import Context, logger
+from flytekitplugins_awssecrets.serve.allow import NotAllowedError, refused
+from flytekitplugins_awssecrets.serve.context import Context
 from flytekitplugins_awssecrets.serve.source import Served
 
-__all__ = ["handle_connection", "GetSecretValueOutput", "TOKEN_HEADERS"]
+__all__ = ["route", "Response", "GetSecretValueOutput", "TOKEN_HEADERS", "REASONS", "MAX_HEADERS"]
 
 #: Header names that may carry the token by default (AWS's agent's ``ssrf_headers``), lower case.
 TOKEN_HEADERS = ("x-aws-parameters-secrets-token", "x-vault-token")
 _PARAMS = {"secretId", "versionStage", "versionId", "refreshNow"}
-_MAX_HEADERS = 100
-_REASONS = {
+MAX_HEADERS = 100
+REASONS = {
     200: "OK",
     400: "Bad Request",
     403: "Forbidden",
@@ -217,13 +218,15 @@ def parse_query(secret_id: str | None, query: str) -> Query | Response:
     )
 
 
-def reference_for(ctx: Context, q: Query) -> SecretRef | Response:
-    """The reference a ``secretId`` names: a Secrets Manager ARN, a configured alias or a secret name."""
+def reference_for(ctx: Context, q: Query) -> tuple[SecretRef, bool] | Response:
+    """The reference a ``secretId`` names (a Secrets Manager ARN, a configured alias or a secret name), and
+    whether it was an alias; a secret the allow-list does not list is a 403 before anything is read."""
     if q.version_stage and q.version_id:
         return _aws_error(
             400, "InvalidParameterException", "give versionStage or versionId, not both (this agent's rule)"
         )
     try:
+        by_alias = False
         if q.secret_id.startswith("arn:"):
             ref = parse_reference(q.secret_id)
             if ref.service != "secretsmanager":
@@ -237,7 +240,10 @@ def reference_for(ctx: Context, q: Query) -> SecretRef | Response:
                     f"{q.secret_id}: secretId takes no ':json-key:stage:id' fields; "
                     "use the versionStage or versionId parameter",
                 )
+            refusal = ctx.allow.check_arn(q.secret_id, ref, home=ctx.home)
         elif q.secret_id in (resources := ctx.source.resources()):
+            by_alias = True
+            refusal = ctx.allow.check_alias(q.secret_id, resources[q.secret_id])
             ref = parse_reference(resources[q.secret_id])
         elif ":" in q.secret_id:
             # Not a valid secret name, and would be read as ECS-style ':json-key' fields.
@@ -247,23 +253,41 @@ def reference_for(ctx: Context, q: Query) -> SecretRef | Response:
         else:
             # A plain name, as AWS's agent accepts: the caller's account, the configured region.
             ref = ctx.source.ref_for_name(q.secret_id)
+            refusal = ctx.allow.check_arn(q.secret_id, ref, home=ctx.home)
     except AwsSecretsError as e:
         return error_response(e)
+    if refusal is not None:
+        return not_allowed(refusal, q.secret_id)
     if q.version_stage or q.version_id:
         ref = dataclasses.replace(ref, version_stage=q.version_stage, version_id=q.version_id)
     # The API answers whole secrets: an alias's JSON key does not apply here.
-    return dataclasses.replace(ref, json_key=None)
+    return dataclasses.replace(ref, json_key=None), by_alias
+
+
+def not_allowed(err: NotAllowedError, asked: str) -> Response:
+    """403, as AWS answers a secret the caller may not read; logged (what was asked, never a value)."""
+    refused("http", asked, err)
+    resp = _aws_error(403, "AccessDeniedException", str(err))
+    resp.outcome = "refused: not in the allow-list"
+    return resp
 
 
 def get_secret(ctx: Context, q: Query) -> Response:
     """Answer one GetSecretValue request. Blocking."""
-    ref = reference_for(ctx, q)
-    if isinstance(ref, Response):
-        return ref
+    found = reference_for(ctx, q)
+    if isinstance(found, Response):
+        return found
+    ref, by_alias = found
     try:
         served = ctx.source.get(ref, refresh=q.refresh_now)
+        # What AWS returned, by its real ARN and name: a partial ARN may resolve to another secret.
+        refusal = (
+            None if by_alias else ctx.allow.check_served(q.secret_id, ref, served.arn, served.name, ctx.home)
+        )
     except AwsSecretsError as e:
         return error_response(e)
+    if refusal is not None:
+        return not_allowed(refusal, q.secret_id)
     body = GetSecretValueOutput.from_served(served).model_dump_json(exclude_none=True).encode("utf-8")
     return Response(
         200,
@@ -346,107 +370,3 @@ async def route(
     if isinstance(q, Response):
         return q
     return await ctx.blocking(lambda: get_secret(ctx, q))
-
-
-# --- HTTP/1.1 on a stream ----------------------------------------------------------------------------------
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, text: str) -> None:
-        self.status = status
-        self.text = text
-        super().__init__(text)
-
-
-def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise _BadRequest(400, "malformed request line")
-    method, target, version = parts
-    if not target.startswith("/"):
-        raise _BadRequest(400, "request target must be a path")
-    if any(c <= " " or c == "\x7f" for c in target):
-        # HTTP allows no control characters there; a bare LF would start a forged line in the server log.
-        raise _BadRequest(400, "control characters in the request target")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise _BadRequest(400, "malformed header line")
-        headers[name.lower()] = value.strip()
-    if len(headers) > _MAX_HEADERS:
-        raise _BadRequest(431, "Request header fields too large")
-    return method, target, version, headers
-
-
-async def handle_connection(ctx: Context, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Serve HTTP/1.1 requests on one connection (keep-alive) until the client closes it or an error.
-
-    Until a request carries the token, each request head must arrive within ``header_timeout``."""
-    while True:
-        timeout = ctx.timeout_for(writer)
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-        except asyncio.IncompleteReadError:
-            return  # closed between requests (or mid-head: nothing sensible to answer)
-        except asyncio.LimitOverrunError:
-            await _write(writer, _text(431, "Request header fields too large", close=True), "HTTP/1.1")
-            return
-        except TimeoutError:
-            return
-        started = time.monotonic()
-        try:
-            method, target, version, headers = _parse_head(head)
-        except _BadRequest as e:
-            await _write(writer, _text(e.status, e.text, close=True), "HTTP/1.1")
-            return
-        # GET carries no body; one we would have to skip is refused so the next request is found reliably.
-        if "transfer-encoding" in headers or headers.get("content-length", "0").strip() not in ("", "0"):
-            resp = _text(400, "request bodies are not accepted", close=True)
-        else:
-            try:
-                resp = await route(ctx, method, target, headers, writer)
-            except Exception as e:  # noqa: BLE001 - one bad request must not take the server down
-                logger.error(
-                    "http: internal error %s on %s", type(e).__name__, target.partition("?")[0][:200]
-                )
-                resp = _aws_error(500, "InternalFailure", "internal error; see the server log")
-        logger.info(
-            "http %s %s -> %d %s (%.1f ms)",
-            method[:10],
-            target.partition("?")[0][:200],
-            resp.status,
-            resp.outcome[:300],
-            (time.monotonic() - started) * 1000,
-        )
-        conn = headers.get("connection", "").lower()
-        keep = not resp.close and (
-            (version == "HTTP/1.1" and conn != "close") or (version == "HTTP/1.0" and conn == "keep-alive")
-        )
-        resp.close = not keep
-        if not await _write(writer, resp, version, head_only=method == "HEAD") or not keep:
-            return
-
-
-async def _write(
-    writer: asyncio.StreamWriter, resp: Response, version: str, *, head_only: bool = False
-) -> bool:
-    lines = [
-        f"{version if version in ('HTTP/1.0', 'HTTP/1.1') else 'HTTP/1.1'} {resp.status} "
-        f"{_REASONS.get(resp.status, 'Unknown')}",
-        f"Content-Type: {resp.content_type}",
-        f"Content-Length: {len(resp.body)}",
-        f"Connection: {'close' if resp.close else 'keep-alive'}",
-        *(f"{k}: {v}" for k, v in resp.headers.items()),
-    ]
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else resp.body)
-    try:
-        writer.write(data)
-        await writer.drain()
-    except (ConnectionError, OSError) as e:
-        logger.debug("http client went away: %s", type(e).__name__)
-        return False
-    return True

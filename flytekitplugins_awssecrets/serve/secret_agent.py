@@ -3,9 +3,10 @@
 Behaviour, decided where Secret Agent's description leaves room:
 
 * ``Resource`` names one of the configured resources (the ``resources`` of a Secret Agent file, the
-  plugin's ``aliases``). When it is absent or empty and exactly one resource is configured, that one is
-  served; with several, the request is an error listing them. Only configured resources are served: a
-  client cannot name an arbitrary ARN.
+  plugin's ``aliases``), and is required, as Aerospike's agent requires it: a request without it is an
+  error listing them, however many are configured. Only configured resources are served (a client cannot
+  name an arbitrary ARN), and without a Secret Agent file only those serve's allow-list lists
+  (:mod:`.allow`).
 * ``SecretKey`` is a top-level key of the JSON secret (tried literally first, so ``tls.crt`` works), or a
   dotted path into it (``db.password``). When it is absent or empty, the whole secret is served (its
   text, or its bytes for a binary secret); a resource whose ARN carries an ECS-style JSON key
@@ -35,6 +36,7 @@ from flytekitplugins_awssecrets.serve.agent_protocol import (
     parse_header,
     secret_value_frame,
 )
+from flytekitplugins_awssecrets.serve.allow import refused
 from flytekitplugins_awssecrets.serve.context import Context, logger
 from flytekitplugins_awssecrets.serve.source import pick_key
 
@@ -62,16 +64,18 @@ def _answer(ctx: Context, req: AgentRequest) -> tuple[bytes, str]:
     resources = ctx.source.resources()
     name = req.Resource or None
     if name is None:
-        if len(resources) == 1:
-            name = next(iter(resources))
-        elif not resources:
+        # As Aerospike's agent: a request must name its resource, however many are configured.
+        if not resources:
             msg = "no resources are configured (secret-manager.aws.resources, or aliases in the settings)"
             return error_frame(msg), "no resources"
-        else:
-            msg = f"Resource is required: {len(resources)} resources are configured ({_names(resources)})"
-            return error_frame(msg), "resource missing"
+        msg = f"Resource is required ({len(resources)} configured: {_names(resources)})"
+        return error_frame(msg), "resource missing"
     if name not in resources:
         return error_frame(f"unknown resource {name!r}; configured: {_names(resources)}"), "unknown resource"
+    refusal = ctx.allow.check_alias(name, resources[name])
+    if refusal is not None:
+        refused("secret-agent", name, refusal)
+        return error_frame(str(refusal)), "refused: not in the allow-list"
     ref = ctx.source.resource_ref(name)
     try:
         served = ctx.source.get(ref)

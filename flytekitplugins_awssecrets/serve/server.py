@@ -21,7 +21,8 @@ import stat
 from collections.abc import Awaitable, Callable
 
 from flytekitplugins_awssecrets.errors import SettingsError
-from flytekitplugins_awssecrets.serve import http_api, secret_agent
+from flytekitplugins_awssecrets.serve import http1, secret_agent
+from flytekitplugins_awssecrets.serve.allow import AllowList
 from flytekitplugins_awssecrets.serve.config import Endpoint, ServeConfig
 from flytekitplugins_awssecrets.serve.context import Context, logger
 from flytekitplugins_awssecrets.serve.source import SecretSource
@@ -44,8 +45,16 @@ class Server:
         asyncio.run(server.run())  # until SIGTERM
     """
 
-    def __init__(self, config: ServeConfig, token: str | None, source: SecretSource | None = None) -> None:
+    def __init__(
+        self,
+        config: ServeConfig,
+        token: str | None,
+        source: SecretSource | None = None,
+        allow: AllowList | None = None,
+    ) -> None:
         self.ctx = Context(config, source or SecretSource(), token=token)
+        if allow is not None:
+            self.ctx.allow = allow
         self._servers: list[asyncio.base_events.Server] = []
         self._handlers: set[asyncio.Task[None]] = set()
         self._conns: dict[asyncio.StreamWriter, asyncio.StreamReader] = {}
@@ -149,7 +158,7 @@ class Server:
             if c.unix_socket is not None:
                 self.bound["unix_socket"] = await self._unix(c.unix_socket)
             if (ep := c.http_endpoint) is not None:
-                self.bound["http"] = await self._tcp(ep, http_api.handle_connection, "http", tls)
+                self.bound["http"] = await self._tcp(ep, http1.handle_connection, "http", tls)
         except BaseException:
             await self._close_listeners()
             raise
@@ -251,6 +260,6 @@ def _write_atomically(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def run(config: ServeConfig, token: str | None) -> None:
+def run(config: ServeConfig, token: str | None, allow: AllowList) -> None:
     """Serve until a signal; returns normally after a clean shutdown."""
-    asyncio.run(Server(config, token).run())
+    asyncio.run(Server(config, token, allow=allow).run())

@@ -49,9 +49,19 @@ def serialize_tasks(package: str, folder: Path, env: dict[str, str], *patterns: 
 
 
 def run_pod(
-    spec: Any, work: Path, env: dict[str, str], inputs_pb: Any = None, python: Path | None = None
+    spec: Any,
+    work: Path,
+    env: dict[str, str],
+    inputs_pb: Any = None,
+    bin_dir: Path = BIN,
+    wrap: tuple[str, ...] = (),
+    python: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the spec's container command on local paths under ``work``; outputs land in work/out.
+
+    The command is looked up in ``bin_dir`` (the image's PATH): a command it lacks raises
+    ``FileNotFoundError``, as a container runtime reports "executable file not found". ``wrap`` is put
+    before the command (e.g. ``unshare`` to give the pod a mount namespace of its own).
 
     ``inputs_pb`` is a ``LiteralMap`` proto (default: no inputs). The task template is written where
     ``{{.taskTemplatePath}}`` points, as propeller does for shim tasks loaded from their template.
@@ -73,9 +83,11 @@ def run_pod(
         "{{.prevCheckpointPrefix}}": "",
     }
     args = [subs.get(a, a) for a in spec.template.container.args]
-    if args[0] not in ("pyflyte-execute", "pyflyte-map-execute"):
+    if args[0] not in ("pyflyte-execute", "pyflyte-map-execute", "pyflyte-awssecrets-execute"):
         raise ValueError(f"the container command is {args[0]!r}, not pyflyte-execute")
-    args[0] = str(BIN / args[0])
+    args[0] = str(bin_dir / args[0])
+    if not Path(args[0]).exists():
+        raise FileNotFoundError(2, "executable file not found in $PATH", args[0])
     if python is not None:
         args.insert(0, str(python))
-    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*wrap, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

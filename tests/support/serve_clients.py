@@ -305,6 +305,13 @@ class HiddenStr(str):
         return f"HiddenStr(len={len(self)})"
 
 
+class HiddenBytes(bytes):
+    """Raw request bytes holding a token: pytest shows a failing call's arguments by repr()."""
+
+    def __repr__(self) -> str:
+        return f"HiddenBytes(len={len(self)})"
+
+
 def self_signed(tmp: Path, name: str = "localhost") -> tuple[Path, Path]:
     """A self-signed certificate (its own CA) for localhost and 127.0.0.1, and its key, written as
     ``<name>-cert.pem`` and ``<name>-key.pem`` in ``tmp`` (cryptography comes with moto)."""
