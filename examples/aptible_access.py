@@ -2,14 +2,17 @@
 
 The workflow names a strategy; everything else -- the organization, the bot's credentials, the roles, the
 longest grant, who must approve -- is in the connector's operator file (``examples/aptible-operator.yaml``
-is one to start from). Run it locally (the connector runs in-process, with the same file and checks)::
+is one to start from). On a cluster, the connector grants; requesters need no AWS rights. A local run
+(the connector in-process, with the same file and checks) reads the bot's credentials with your AWS
+credentials, so it is for operators who may read them, and only where their copy of the operator file says
+``local_runs: true`` for the strategy::
 
     export FLYTE_AWS_SECRETS_APTIBLE_OPERATOR_FILE=$PWD/examples/aptible-operator.yaml
     pyflyte run examples/aptible_access.py aptible_access_flow \\
         --email ada@example.com --target main-aptible-admin-role --duration 30m --reason "INC-42"
 
 With a strategy that requires approval, the run prints the request id and waits; an approver (someone
-else, allowed ``kms:Sign`` on the strategy's key) runs ``pyflyte-awssecrets aptible approve <id>``. With
+else, allowed ``kms:Sign`` on the strategy's key) runs the printed ``pyflyte-awssecrets aptible approve <id> --operator-file <file>``. With
 ``approval: {required: false}`` a local run asks ``[y/N]`` at the terminal instead (No unless you type y).
 To try it without a real Aptible, use the test fake (``tests/support/fake_aptible.py``, see docs/aptible.md).
 

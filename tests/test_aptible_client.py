@@ -82,8 +82,9 @@ def test_every_page_of_a_hal_collection_is_read(fake: FakeAptible, bot_password:
             return [u.email for u in await c.list_org_users(ORG)]
 
     emails = run(go())
-    # 6 users of the organization + 5 fillers, with pages of 2: six GETs chained by _links.next.
-    assert len(emails) == 11 and "Ada.Lovelace@Example.com" in emails
+    # 7 users of the organization (the approver among them) + 5 fillers, with pages of 2: six GETs chained
+    # by _links.next.
+    assert len(emails) == 12 and "Ada.Lovelace@Example.com" in emails
     assert count(fake, "GET", f"/organizations/{ORG}/users") == 6
 
 

@@ -8,6 +8,7 @@ the bot password.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -127,6 +128,13 @@ def start_connector(
 
 @pytest.fixture
 def connector(aws_env: dict[str, str], tmp_path: Path, operator_file: Path) -> Iterator[Connector]:
+    with running_connector(tmp_path, aws_env, operator_file) as c:
+        yield c
+
+
+@contextlib.contextmanager
+def running_connector(tmp_path: Path, aws_env: dict[str, str], operator_file: Path) -> Iterator[Connector]:
+    """A started connector, ready for gRPC; stopped on exit."""
     proc, port, log = start_connector(tmp_path, aws_env, operator_file)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     ready = grpc.channel_ready_future(channel)
@@ -447,6 +455,19 @@ def test_an_approved_request_is_granted_then_removed(
     # A lost SUCCEEDED answer makes Propeller poll again: the grant record says it is over; no second grant.
     again = get(connector, meta)
     assert again.phase == SUCCEEDED and not tls_fake.holds(ADMIN_ROLE, ADA)
+    # The request is over: its records are gone but the outcome, which the sweep deletes after retention.
+    import yaml
+
+    from flytekitplugins_awssecrets.aptible.records import StateStoreClient
+
+    prefix = yaml.safe_load(operator_file.read_text())["state"]["ssm_prefix"]
+    ssm = secrets_factory.client("ssm")
+    left = ssm.get_parameters_by_path(Path=f"{prefix}/{rid}", Recursive=True)["Parameters"]
+    assert [p["Name"].rsplit("/", 1)[-1] for p in left] == ["grant"]
+    assert StateStoreClient(prefix, "us-east-1").sweep(timedelta(0)) == [rid]
+    assert ssm.get_parameters_by_path(Path=prefix, Recursive=True)["Parameters"] == []
+    assert get(connector, meta).phase == RUNNING  # a poll after the sweep: no approval, nothing granted
+    assert not tls_fake.holds(ADMIN_ROLE, ADA)
 
     events = audit_events(connector)
     kinds = [e["event"] for e in events]
@@ -475,6 +496,7 @@ def _signed_record(
         strategy=m.strategy,
         target=m.target,
         duration_seconds=m.duration_seconds,
+        reason=m.reason,
         expires_at=expires,
         approver_arn=approver_arn,
     )
@@ -488,6 +510,7 @@ def _signed_record(
         strategy=m.strategy,
         target=m.target,
         duration_seconds=m.duration_seconds,
+        reason=m.reason,
         expires_at=expires,
         approver_arn=approver_arn,
         approved_at="2026-01-01T00:00:00+00:00",
@@ -546,13 +569,19 @@ def test_forged_other_key_replayed_expired_and_self_approvals_are_refused(
     # Expired.
     put(rid, _signed_record(secrets_factory, rid, meta, kms_key, approver_arn, int(time.time()) - 1))
     refused(meta, "expired")
-    # Self-approval: the requester holds kms:Sign too, but an approver must be somebody else.
+    # Self-approval: the requester holds kms:Sign too, but an approver must be somebody else. `approve`
+    # refuses to sign; a record signed by hand is refused by the connector.
     ada = aws_user_env(secrets_factory, aws_env, ADA_EMAIL)
     done = approve(ada, operator_file, rid)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 1 and "self-approval" in done.stderr, done.stderr[-2000:]
+    ada_arn = f"arn:aws:iam::123456789012:user/{ADA_EMAIL}"
+    put(rid, _signed_record(secrets_factory, rid, meta, kms_key, ada_arn, soon))
     refused(meta, "self-approval")
+    refused(meta, "self-approval")  # polled again: the same approval is not audited again
     events = [e for e in audit_events(connector) if e["event"] == "approval-refused"]
-    assert len(events) >= 5 and tls_fake.memberships() == before
+    # One record per refused approval (forged, other key, replayed, expired, self), not one per poll.
+    assert len(events) == 5, [e["error"] for e in events]
+    assert tls_fake.memberships() == before
     assert not any(r["method"] == "POST" and "/memberships" in r["path"] for r in tls_fake.requests())
 
 
@@ -584,9 +613,10 @@ def test_a_refused_request_fails_create_and_changes_nothing(
     connector: Connector, tls_fake: FakeAptible, bot_password: str
 ) -> None:
     before = tls_fake.memberships()
+    shown: dict[str, str] = {}
     for email, target, error in [
-        ("twin@example.com", "main-aptible-admin-role", "AmbiguousIdentityError"),
-        ("nobody@example.com", "main-aptible-admin-role", "IdentityNotFoundError"),
+        ("twin@example.com", "main-aptible-admin-role", "AccessRequestRefusedError"),
+        ("nobody@example.com", "main-aptible-admin-role", "AccessRequestRefusedError"),
         (ADA_EMAIL, "main-aptible-ro-role", "BotNotRoleAdminError"),
         (ADA_EMAIL, "no-such-target", "UnknownTargetError"),
     ]:
@@ -595,6 +625,17 @@ def test_a_refused_request_fails_create_and_changes_nothing(
             create(connector, template, inputs)
         assert error in info.value.details(), info.value.details()
         assert bot_password not in info.value.details()
+        shown[email] = info.value.details()
+    # Whether an email is at Aptible once, twice or not at all: the requester reads the same words (but the
+    # request id); the operator's audit log has the reason.
+    assert (
+        shown["twin@example.com"].split("request r")[0] == shown["nobody@example.com"].split("request r")[0]
+    )
+    assert not any(w in shown["nobody@example.com"] for w in ("Identity", "Ambiguous", "no Aptible user"))
+    failed = [e for e in audit_events(connector) if e["event"] == "failed" and e.get("step") == "prepare"]
+    kinds = {e["email"]: e["error"]["type"] for e in failed}
+    assert kinds["twin@example.com"] == "AmbiguousIdentityError"
+    assert kinds["nobody@example.com"] == "IdentityNotFoundError"
     template, inputs = template_and_inputs(
         ADA_EMAIL, "main-aptible-admin-role", timedelta(minutes=5), {"version": 2, "strategy": "nope"}
     )

@@ -24,6 +24,7 @@ from flytekitplugins_awssecrets.aptible import lifecycle
 from flytekitplugins_awssecrets.aptible.audit import AUDIT_LOGGER
 from flytekitplugins_awssecrets.aptible.client import clear_token_cache
 from flytekitplugins_awssecrets.aptible.errors import (
+    AccessRequestRefusedError,
     AmbiguousIdentityError,
     AptiblePreconditionError,
     BotCredentialsError,
@@ -31,6 +32,7 @@ from flytekitplugins_awssecrets.aptible.errors import (
     DurationTooLongError,
     IdentityNotFoundError,
     LocalApprovalDeniedError,
+    LocalRunNotAllowedError,
     RoleNotFoundError,
     RoleOrganizationMismatchError,
     SsoEnforcedError,
@@ -79,6 +81,7 @@ def make_config(tmp_path: Path, tls_fake: FakeAptible, creds_arn: str, kms_key: 
     def make(extra: str = "", fake: FakeAptible | None = None, **kwargs: Any) -> OperatorConfig:
         path = tmp_path / f"operator-{time.monotonic_ns()}.yaml"
         kwargs.setdefault("approval_required", False)
+        kwargs.setdefault("local_runs", True)
         path.write_text(
             operator_yaml(
                 fake or tls_fake,
@@ -192,15 +195,18 @@ def test_each_refusal_is_a_typed_error_before_anything_changes_or_is_asked(
 ) -> None:
     config = make_config(approval_required=True)
     before = tls_fake.memberships()
-    with pytest.raises(error) as info:
+    # Whether an email is at Aptible is the organization's to know: the requester sees one refusal.
+    shown = AccessRequestRefusedError if error in (IdentityNotFoundError, AmbiguousIdentityError) else error
+    with pytest.raises(shown) as info:
         prepare(config, request_)
     assert isinstance(info.value, AptiblePreconditionError)
     assert tls_fake.memberships() == before and changes(tls_fake) == []
     # No approval was asked for: no request record was published.
     ssm = secrets_factory.client("ssm")
     assert ssm.get_parameters_by_path(Path=f"/flyte/lc-{unique}", Recursive=True)["Parameters"] == []
-    assert [r["event"] for r in audit_log] == ["requested", "failed"]
-    assert audit_log[1]["error"]["type"] == error.__name__
+    # One audit record per refused request, with the reason and the field.
+    assert [r["event"] for r in audit_log] == ["failed"]
+    assert audit_log[0]["error"]["type"] == error.__name__
 
 
 def test_an_unknown_strategy_is_refused(make_config: Any) -> None:
@@ -343,3 +349,38 @@ def test_a_grant_record_that_cannot_be_written_leaves_no_membership(
     with pytest.raises(StateStoreError):
         advance(config, state)
     assert not tls_fake.holds(ADMIN_ROLE, ADA)
+
+
+def test_an_abort_that_ssm_refuses_to_record_still_removes_the_grant(
+    make_config: Any, tls_fake: FakeAptible, monkeypatch: pytest.MonkeyPatch, audit_log: list[dict[str, Any]]
+) -> None:
+    """SSM refuses every write once the grant is held (ParameterLimitExceeded: the standard-parameter quota
+    is used up): the abort removes the membership first, and the failed records leave no access."""
+    from flytekitplugins_awssecrets.aptible.records import StateStoreClient, StateStoreError
+
+    config = make_config()
+    state = prepare(config, req(seconds=600))
+    assert "held until" in advance(config, state).message and tls_fake.holds(ADMIN_ROLE, ADA)
+
+    def refusing(self: StateStoreClient, name: str, value: str, overwrite: bool) -> bool:
+        raise StateStoreError(f"SSM {name}", "PutParameter failed: ParameterLimitExceeded", retryable=False)
+
+    monkeypatch.setattr(StateStoreClient, "_put", refusing)
+    assert asyncio.run(lifecycle.abort(config, state)) is True
+    assert not tls_fake.holds(ADMIN_ROLE, ADA)
+    steps = [e.get("step") for e in audit_log if e["event"] == "failed"]
+    assert "abort-mark" in steps and "end-records" in steps
+    assert [e for e in audit_log if e["event"] == "aborted"][-1]["removed"] is True
+
+
+def test_the_cluster_file_refuses_local_runs_before_reading_the_bot_secret(
+    make_config: Any, tls_fake: FakeAptible, audit_log: list[dict[str, Any]]
+) -> None:
+    config = make_config(local_runs=False)
+    with pytest.raises(LocalRunNotAllowedError, match=r"strategies\[0\]\.local_runs"):
+        prepare(config, req(), execution="local")
+    assert [r for r in tls_fake.requests() if r["path"] == "/tokens"] == []
+    (failed,) = [e for e in audit_log if e["event"] == "failed"]
+    assert failed["fields"] == "strategies[0].local_runs" and "requested" not in [
+        e["event"] for e in audit_log
+    ]

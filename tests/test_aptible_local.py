@@ -34,10 +34,21 @@ def run_env(aws_env: dict[str, str], operator: Path) -> dict[str, str]:
 
 @pytest.fixture
 def no_approval_file(tmp_path: Path, tls_fake: FakeAptible, creds_arn: str, unique: str) -> Path:
+    """An operator's own file: local runs allowed (whoever runs it may read the bot's credentials)."""
     path = tmp_path / "no-approval.yaml"
     path.write_text(
-        operator_yaml(tls_fake, creds_arn, None, f"/flyte/local-{unique}", approval_required=False)
+        operator_yaml(
+            tls_fake, creds_arn, None, f"/flyte/local-{unique}", approval_required=False, local_runs=True
+        )
     )
+    return path
+
+
+@pytest.fixture
+def local_file(tmp_path: Path, tls_fake: FakeAptible, creds_arn: str, kms_key: str, unique: str) -> Path:
+    """The approval strategy, with local runs allowed."""
+    path = tmp_path / "local-approval.yaml"
+    path.write_text(operator_yaml(tls_fake, creds_arn, kms_key, f"/flyte/local-{unique}", local_runs=True))
     return path
 
 
@@ -80,15 +91,15 @@ def until(cond: Any, run: Run, timeout: float = 120) -> None:
 
 def test_an_approved_local_request_is_granted_then_removed(
     aws_env: dict[str, str],
-    operator_file: Path,
+    local_file: Path,
     tls_fake: FakeAptible,
     secrets_factory: Any,
     bot_password: str,
     tmp_path: Path,
-    unique: str,
+    approver_email: str,
 ) -> None:
     run = Run(
-        run_env(aws_env, operator_file),
+        run_env(aws_env, local_file),
         tmp_path,
         "--email",
         ADA_EMAIL,
@@ -99,11 +110,12 @@ def test_an_approved_local_request_is_granted_then_removed(
     )
     run.answer("")
     until(lambda: "pyflyte-awssecrets aptible approve r" in run.err(), run)
-    rid = run.err().split("pyflyte-awssecrets aptible approve ")[1].split()[0]
+    # The printed command is complete: the approver runs it as it is.
+    command = run.err().split("pyflyte-awssecrets aptible approve ")[1].splitlines()[0].split()
+    rid = command[0]
+    assert command[1:] == ["--operator-file", str(local_file)], command
     assert not tls_fake.holds(ADMIN_ROLE, ADA)
-    done = approve(
-        aws_user_env(secrets_factory, aws_env, f"approver-{unique}@example.com"), operator_file, rid
-    )
+    done = approve(aws_user_env(secrets_factory, aws_env, approver_email), local_file, rid)
     assert done.returncode == 0, done.stderr[-2000:]
     until(lambda: tls_fake.holds(ADMIN_ROLE, ADA), run)
     out, err = run.wait()
@@ -161,7 +173,9 @@ def test_a_missing_bot_secret_is_one_typed_paragraph(
 ) -> None:
     path = tmp_path / "missing.yaml"
     missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sym/absent-AbCdEf"
-    path.write_text(operator_yaml(tls_fake, missing, None, f"/flyte/m-{unique}", approval_required=False))
+    path.write_text(
+        operator_yaml(tls_fake, missing, None, f"/flyte/m-{unique}", approval_required=False, local_runs=True)
+    )
     run = Run(run_env(aws_env, path), tmp_path, "--email", ADA_EMAIL, "--duration", "5m")
     run.answer("")
     out, err = run.wait()
@@ -170,3 +184,17 @@ def test_a_missing_bot_secret_is_one_typed_paragraph(
     assert "BotCredentialsError" in text and "secretsmanager:GetSecretValue" in text, text[-3000:]
     assert "sym/absent-AbCdEf" in text and "not found" in text
     assert "asyncio" not in text and "run_until_complete" not in text and "base_connector" not in text
+
+
+def test_a_local_run_needs_the_operator_file_to_allow_it(
+    aws_env: dict[str, str], operator_file: Path, tls_fake: FakeAptible, tmp_path: Path
+) -> None:
+    """The cluster's operator file (local_runs not set): a requester's pyflyte run is refused before the
+    bot's credentials are read, so a requester never holds them."""
+    run = Run(run_env(aws_env, operator_file), tmp_path, "--email", ADA_EMAIL, "--duration", "5m")
+    run.answer("y\n")
+    out, err = run.wait()
+    assert run.proc.returncode != 0
+    assert "LocalRunNotAllowedError" in err and "strategies[0].local_runs" in err, err[-3000:]
+    assert [r for r in tls_fake.requests() if r["path"] == "/tokens"] == []  # the bot never logged in
+    assert not tls_fake.holds(ADMIN_ROLE, ADA)

@@ -230,3 +230,40 @@ def test_an_identity_hook_that_does_not_import_stops_the_load(tmp_path: Path) ->
     with pytest.raises(OperatorConfigError) as info:
         load_operator(str(path))
     assert info.value.field == "identity.function" and str(path) in str(info.value)
+
+
+def test_a_template_refusal_names_every_offending_field() -> None:
+    with pytest.raises(TemplateFieldError) as info:
+        from_template(
+            {"version": 2, "strategy": "s", "auth_url": "https://evil.example"},
+            {
+                "email": "not an email",
+                "target": "t",
+                "duration": timedelta(minutes=1),
+                "password_secret": "x",
+            },
+        )
+    fields = [f for f, _ in info.value.problems]
+    assert fields == ["custom.auth_url", "inputs.password_secret", "inputs.email"]
+    assert all(f in str(info.value) for f in fields)
+
+
+@pytest.mark.parametrize(
+    "value", ["../roles/24463ef7-1d6e-402e-a365-69cb6db80c6e", "", "abc", None, 42, "24463ef7-1d6e-402e-a365"]
+)
+def test_a_membership_id_that_is_not_a_uuid_builds_no_url(value: object) -> None:
+    from flytekitplugins_awssecrets.aptible.client import membership_uuid
+    from flytekitplugins_awssecrets.aptible.errors import MembershipIdError
+
+    with pytest.raises(MembershipIdError):
+        membership_uuid(value)
+    assert membership_uuid("24463EF7-1D6E-402E-A365-69CB6DB80C6E") == "24463ef7-1d6e-402e-a365-69cb6db80c6e"
+
+
+def test_identity_keys_tell_the_same_aptible_user_without_asking_aptible() -> None:
+    from flytekitplugins_awssecrets.aptible.identity import identity_key
+    from flytekitplugins_awssecrets.aptible.models import IdentitySpec
+
+    spec = IdentitySpec(mapping={"ada@corp.example": "Ada.Lovelace@Example.com"})
+    assert identity_key("ADA@corp.example", spec) == identity_key("ada.lovelace@example.com", spec)
+    assert identity_key("bob@example.com", spec) != identity_key("ada.lovelace@example.com", spec)

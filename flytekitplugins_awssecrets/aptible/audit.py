@@ -9,7 +9,9 @@ logger nor any of its ancestors has a handler, one is added that writes the JSON
 connector pod's logs are collected), and the logger's level is set to INFO if it was unset.
 
 Events: ``requested``, ``approval-requested``, ``approval-refused``, ``escalated``, ``already-held``,
-``expired``, ``de-escalated``, ``aborted``, ``failed``. Fields: ``event``, ``at``, ``request_id``,
+``expired``, ``de-escalated``, ``aborted``, ``kept`` (a membership that is not this request's grant was
+left alone: ``note`` says why), ``swept`` (an ended request's records deleted after ``state.retention``),
+``failed``. Fields: ``event``, ``at``, ``request_id``,
 ``execution_id``, ``email``, ``target``, ``strategy``, ``organization_id``, ``role_id``, ``user_id``,
 ``membership_id``, ``pre_existing``, ``reason``, ``duration_seconds``, ``granted_at``, ``expires_at``,
 ``revoked_at``, ``approved_by`` (the approver's AWS principal ARN) and ``approver_email``, ``error``, and any
@@ -38,6 +40,8 @@ Event = Literal[
     "expired",
     "de-escalated",
     "aborted",
+    "kept",
+    "swept",
     "failed",
 ]
 

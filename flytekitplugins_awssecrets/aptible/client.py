@@ -9,7 +9,7 @@ What it speaks, as Aptible does (sources in ``docs/aptible.md``):
   ``otp_token_required`` becomes :class:`MfaRequiredError`.
 * ``GET /organizations/{id}/users``, ``GET /organizations/{id}/roles``, ``GET /roles/{id}``,
   ``GET /users/{id}/roles``, ``GET /roles/{id}/memberships``, ``POST /roles/{id}/memberships`` with
-  ``{"user_url": ...}``, ``DELETE /memberships/{id}``.
+  ``{"user_url": ...}``, ``GET /memberships/{id}``, ``DELETE /memberships/{id}`` (ids validated as UUIDs).
 * HAL: ``Accept: application/hal+json, application/json``; collections under ``_embedded.<name>``, links
   under ``_links``, pages chained by ``_links.next``; when ``total_count``/``per_page`` are present, a
   collection that comes up short is a :class:`ShortReadError`, never a partial answer.
@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +50,7 @@ from flytekitplugins_awssecrets.aptible.errors import (
     AptibleAuthError,
     AptibleUnavailableError,
     LoginRateLimitedError,
+    MembershipIdError,
     MfaRequiredError,
     ShortReadError,
 )
@@ -60,6 +63,7 @@ __all__ = [
     "AptibleMembership",
     "clear_token_cache",
     "link_id",
+    "membership_uuid",
     "parse_time",
 ]
 
@@ -100,6 +104,17 @@ def link_id(link: Any) -> str:
     if not isinstance(href, str) or not href:
         return ""
     return href.rstrip("/").rsplit("/", 1)[-1]
+
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def membership_uuid(value: object) -> str:
+    """``value`` as a canonical lower-case UUID, or :class:`MembershipIdError`: the only text a membership
+    URL is ever built from (a record's ``../roles/<id>`` must never become a path)."""
+    if not isinstance(value, str) or not _UUID.match(value):
+        raise MembershipIdError(value)
+    return str(uuid.UUID(value))
 
 
 def _href(link: Any) -> str:
@@ -545,9 +560,21 @@ class AptibleClient:
             raise self._api_error("POST", url, resp)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def get_membership(self, membership_id: str) -> AptibleMembership | None:
+        """``GET /memberships/{id}`` (``Aptible::Auth::Membership.find``); ``None`` when it is gone."""
+        body = await self._get(f"/memberships/{membership_uuid(membership_id)}")
+        if body is None:
+            return None
+        m = AptibleMembership.from_api(body)
+        if m.id != membership_uuid(membership_id):
+            raise AptibleApiError(
+                "GET", "/memberships/{id}", 200, "bad_body", "the answer is another membership"
+            )
+        return m
+
     async def delete_membership(self, membership_id: str) -> bool:
         """Remove a membership; ``False`` when it was already gone (a ``404``), which is not an error."""
-        url = f"/memberships/{membership_id}"
+        url = f"/memberships/{membership_uuid(membership_id)}"
         resp = await self._send("DELETE", url)
         if resp.status_code == 404:
             return False

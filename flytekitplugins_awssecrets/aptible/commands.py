@@ -1,9 +1,10 @@
 """``pyflyte-awssecrets aptible list`` and ``approve``: the approver's side of an Aptible access request.
 
 Both find the request records in SSM (``--operator-file``, or ``--prefix`` and ``--region`` as the operator
-file's ``state`` says). ``approve`` shows the request, asks (default No, ``--yes`` to skip), and signs it
-with the KMS key the request names, as the caller's AWS identity: only principals allowed ``kms:Sign`` on
-that key can approve, and the connector refuses an approval by the requester.
+file's ``state`` says). ``approve`` needs the operator file: it shows the request, checks everything the
+connector will check about the approver (:mod:`~flytekitplugins_awssecrets.aptible.approver`), asks (default
+No, ``--yes`` to skip), and signs with the KMS key the operator file names for the strategy, as the
+caller's AWS identity: only principals allowed ``kms:Sign`` on that key can approve.
 Exit codes: 0 done, 1 refused or nothing to approve, 2 bad usage, 3 an AWS error.
 """
 
@@ -113,7 +114,12 @@ def list_pending(operator_file: str | None, prefix: str | None, region: str | No
 @aptible.command()
 @click.argument("request_id")
 @_with_where
-@click.option("--valid-for", default=900, show_default=True, help="Seconds the approval stays valid.")
+@click.option(
+    "--valid-for",
+    default=900,
+    show_default=True,
+    help="Seconds the approval stays valid (at most the strategy's approval.max_validity).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def approve(
     request_id: str,
@@ -123,14 +129,29 @@ def approve(
     valid_for: int,
     yes: bool,
 ) -> None:
-    """Approve REQUEST_ID as your AWS identity (kms:Sign on the strategy's key)."""
-    from flytekitplugins_awssecrets.aptible.approval import StateStoreError, sign_approval
+    """Approve REQUEST_ID as your AWS identity (kms:Sign on the strategy's key).
 
+    Needs the operator file (--operator-file, or FLYTE_AWS_SECRETS_APTIBLE_OPERATOR_FILE): the key is the
+    operator file's, never the request record's. Before signing it checks what the connector will check
+    about you (who your AWS identity is, that you are not the requester under the operator's identity
+    mapping, the key, the validity window, the request's wait) and refuses with the reason.
+    """
+    from datetime import UTC, datetime
+
+    from flytekitplugins_awssecrets.aptible.approval import StateStoreError, caller_arn, sign_approval
+    from flytekitplugins_awssecrets.aptible.approver import approver_problems, when
+
+    config = _operator(operator_file)
+    if config is None:
+        raise click.UsageError(
+            "give --operator-file (or set FLYTE_AWS_SECRETS_APTIBLE_OPERATOR_FILE): approve signs only with "
+            "the key the operator file names for the request's strategy"
+        )
     store = _store(operator_file, prefix, region)
     try:
         pending = store.get_pending(request_id)  # type: ignore[attr-defined]
         if pending is None:
-            click.echo(f"error: no request {request_id} waiting for approval", err=True)
+            click.echo(f"error: no request {_show(request_id)} waiting for approval", err=True)
             sys.exit(1)
         click.echo(
             _show(
@@ -139,29 +160,33 @@ def approve(
                 f"(execution {pending.execution_id})"
             )
         )
-        config = _operator(operator_file)
-        if config is not None:
-            # Sign with the key the operator file names for the strategy, not whatever the record says.
-            from flytekitplugins_awssecrets.aptible.errors import AptibleError
-
-            try:
-                key = config.strategy(pending.strategy).approval.kms_key_arn
-            except AptibleError as e:
-                click.echo(f"error: {e}", err=True)
-                sys.exit(1)
-            if key != pending.kms_key_arn:
-                click.echo(
-                    f"error: the request names key {_show(pending.kms_key_arn)}, the operator file's strategy "
-                    f"{key}: not signing",
-                    err=True,
-                )
-                sys.exit(1)
-        if not yes and not click.confirm("Approve?", default=False):
+        known = {s.name: s for s in config.strategies}
+        # An unknown strategy is one of approver_problems' refusals below.
+        policy = known[pending.strategy].approval if pending.strategy in known else None
+        region_of_key = (policy.key_region if policy is not None else "") or config.state.region
+        arn = caller_arn(region_of_key)
+        now = datetime.now(UTC)
+        problems, notes = approver_problems(config, pending, arn, timedelta(seconds=valid_for), now)
+        if problems or policy is None or not policy.kms_key_arn:
+            for p in problems:
+                click.echo(_show(f"refused: {p}"), err=True)
+            click.echo("not signed: the connector would refuse this approval", err=True)
+            sys.exit(1)
+        for n in notes:
+            click.echo(_show(f"note: {n}"), err=True)
+        if not yes and not click.confirm(f"Approve as {arn}?", default=False):
             click.echo("not approved")
             sys.exit(1)
-        record = sign_approval(pending, timedelta(seconds=valid_for))
+        expires = now + timedelta(seconds=valid_for)
+        record = sign_approval(
+            pending,
+            approver_arn=arn,
+            kms_key_arn=policy.kms_key_arn,
+            signing_algorithm=policy.signing_algorithm,
+            expires_at=expires,
+        )
         store.put_approval(record)  # type: ignore[attr-defined]
     except StateStoreError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(3)
-    click.echo(f"approved {request_id} as {record.approver_arn}, valid until {record.expires_at}")
+    click.echo(_show(f"approved {request_id} as {arn}, valid until {when(expires)}"))

@@ -153,16 +153,25 @@ class AptibleAccessConnector(AsyncConnectorBase):  # type: ignore[misc]
         **kwargs: Any,
     ) -> AptibleGrantMeta:
         from flytekitplugins_awssecrets.aptible import lifecycle
+        from flytekitplugins_awssecrets.aptible.audit import audit, describe_error
+        from flytekitplugins_awssecrets.aptible.errors import DurationTooLongError, TemplateFieldError
         from flytekitplugins_awssecrets.aptible.operator import load_operator
         from flytekitplugins_awssecrets.aptible.request import from_template
 
         # The template is user input: only the strategy's name and the four inputs are read from it; the
         # rest (hosts, credentials, targets, limits, hooks, approval) comes from the operator file.
-        request = from_template(
-            getattr(task_template, "custom", None), inputs, getattr(task_template, "config", None)
-        )
+        try:
+            request = from_template(
+                getattr(task_template, "custom", None), inputs, getattr(task_template, "config", None)
+            )
+            execution_id = _execution_id(task_execution_metadata)
+        except (TemplateFieldError, DurationTooLongError) as e:
+            # One audit record per refused CreateTask, naming every offending field.
+            fields = ",".join(f for f, _ in getattr(e, "problems", [("inputs.duration", "")]))
+            audit("failed", step="template", fields=fields, error=describe_error(e))
+            raise
         config = load_operator()
-        state = await lifecycle.prepare(config, request, _execution_id(task_execution_metadata))
+        state = await lifecycle.prepare(config, request, execution_id)
         return AptibleGrantMeta(**state.to_dict())
 
     async def get(self, resource_meta: AptibleGrantMeta, **kwargs: Any) -> Resource:

@@ -44,6 +44,9 @@ __all__ = [
     "LocalApprovalDeniedError",
     "BotCredentialsError",
     "AptibleStateError",
+    "AccessRequestRefusedError",
+    "LocalRunNotAllowedError",
+    "MembershipIdError",
 ]
 
 
@@ -248,11 +251,20 @@ class TemplateFieldError(AptiblePreconditionError, ValueError):
     """A task template or its inputs carry a field a requester may not set (only strategy, target, email,
     duration and reason are allowed); nothing in it was used."""
 
-    def __init__(self, field: str, problem: str = "is not allowed in an aptible_access task") -> None:
+    def __init__(
+        self,
+        field: str,
+        problem: str = "is not allowed in an aptible_access task",
+        more: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self.field = field
+        #: Every offending field and its problem, the first included (a template may have several).
+        self.problems = [(field, problem), *more]
+        names = ", ".join(repr(clean_aws_message(f)) for f, _ in self.problems)
+        reason = problem if not more else "; ".join(f"{clean_aws_message(f)} {p}" for f, p in self.problems)
         super().__init__(
-            f"task template field {clean_aws_message(field)!r}",
-            problem,
+            f"task template field{'s' if more else ''} {names}",
+            reason,
             "a template carries only strategy, target, email, duration and reason; integrations, targets, "
             "secrets, hosts, identity hooks and approval policy live in the connector's operator file",
         )
@@ -361,4 +373,45 @@ class AptibleStateError(AptibleError):
             f"request {request_id}",
             f"refused: {clean_aws_message(problem)}; nothing was granted",
             "a GetTask/DeleteTask must carry the resource meta this connector's CreateTask returned",
+        )
+
+
+class AccessRequestRefusedError(AptiblePreconditionError, PermissionError):
+    """What a requester sees when a request is refused on something only the organization may know (whether
+    an email is an Aptible user, and which one): the same words whatever the reason. The operator's audit
+    log (``failed`` record of the request id) has the detail."""
+
+    def __init__(self, request_id: str, fields: Sequence[str]) -> None:
+        self.request_id = request_id
+        self.fields = list(fields)
+        super().__init__(
+            f"request {request_id}",
+            f"refused: {', '.join(self.fields)} cannot be granted this target; nothing was changed",
+            "check the email you asked for; the connector's operator finds the reason in the audit log "
+            f"under request id {request_id}",
+        )
+
+
+class LocalRunNotAllowedError(AptiblePreconditionError, PermissionError):
+    """A local ``pyflyte run`` of a strategy whose operator file does not allow local runs."""
+
+    def __init__(self, strategy: str, field: str) -> None:
+        self.field = field
+        super().__init__(
+            f"strategy {clean_aws_message(strategy)!r}",
+            f"cannot run locally: the operator file's {field} is not true (a local run uses the bot's "
+            "credentials, so whoever runs it could grant without approval)",
+            "run the workflow on a cluster, where the connector grants; operators who may read the bot's "
+            f"credentials set {field}: true in their own operator file ({doc_link('aptible', 'running-locally')})",
+        )
+
+
+class MembershipIdError(AptibleError, ValueError):
+    """A membership id (from a record, or an answer) that is not a UUID: no URL is built from it."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__(
+            f"membership id {clean_aws_message(str(value))[:80]!r}",
+            "is not a UUID; nothing was sent to Aptible",
+            "membership ids come from Aptible; a record naming anything else was not written by the connector",
         )

@@ -20,7 +20,7 @@ from flytekitplugins_awssecrets.aptible.errors import (
 )
 from flytekitplugins_awssecrets.aptible.models import IdentitySpec
 
-__all__ = ["load_identity_function", "resolve_identity"]
+__all__ = ["load_identity_function", "resolve_identity", "identity_key"]
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -43,11 +43,8 @@ def load_identity_function(spec: str) -> Callable[[str], str | None]:
     return cast(Callable[[str], str | None], obj)
 
 
-def resolve_identity(
-    email: str, organization_id: str, users: Sequence[AptibleUser], spec: IdentitySpec
-) -> AptibleUser:
-    """The one user of ``users`` (the organization's) that ``email`` designates."""
-    wanted = email.strip()
+def _mapped(wanted: str, spec: IdentitySpec) -> str | None:
+    """What the operator's mapping (then function) answers for ``wanted``: an Aptible user id or email."""
     mapped: str | None = spec.mapping.get(wanted.casefold())
     if mapped is None and spec.function:
         answer = load_identity_function(spec.function)(wanted)
@@ -56,6 +53,26 @@ def resolve_identity(
                 f"identity {spec.function!r}", f"returned {type(answer).__name__}, not str"
             )
         mapped = answer.strip() if answer else None
+    return mapped
+
+
+def identity_key(email: str, spec: IdentitySpec) -> str:
+    """Who ``email`` is after the operator's mapping, without asking Aptible: the mapped user id, else the
+    mapped (or given) email, case-folded. Two emails with the same key are the same Aptible user; ``aptible
+    approve`` uses this where it cannot list the organization's users."""
+    wanted = email.strip()
+    mapped = _mapped(wanted, spec)
+    if mapped and _UUID.match(mapped.lower()):
+        return mapped.lower()
+    return (mapped or wanted).casefold()
+
+
+def resolve_identity(
+    email: str, organization_id: str, users: Sequence[AptibleUser], spec: IdentitySpec
+) -> AptibleUser:
+    """The one user of ``users`` (the organization's) that ``email`` designates."""
+    wanted = email.strip()
+    mapped = _mapped(wanted, spec)
     if mapped and _UUID.match(mapped.lower()):
         for u in users:
             if u.id == mapped.lower():

@@ -10,311 +10,53 @@
   once ``duration`` has passed.
 * :func:`abort` (``DeleteTask``) removes the membership at once, or makes sure it is never added.
 
-Whether a membership Aptible lists is this request's grant is derived from the grant record and Aptible's
-``created_at``, never from one process's memory. The state between calls is a :class:`GrantState` (ids,
+What is removed is only what this request created, checked at Aptible (:mod:`.revoke`); the membership is
+removed before any record is written, and a request's records end with it (:mod:`.records`).
+:func:`prepare` is in :mod:`.prepare`, the state and what every step shares in :mod:`.state`. The state between calls is a :class:`GrantState` (ids,
 names and times; never a credential, a host or a reference), which Propeller keeps.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
-import uuid
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
-
-from pydantic import SecretStr
+from datetime import datetime, timedelta
+from typing import Any
 
 from flytekitplugins_awssecrets.aptible.approval import (
-    PendingRequest,
     StateStoreClient,
     check_record,
 )
 from flytekitplugins_awssecrets.aptible.audit import audit, describe_error
-from flytekitplugins_awssecrets.aptible.client import AptibleClient, AptibleClientSettings, AptibleMembership
+from flytekitplugins_awssecrets.aptible.client import AptibleClient
 from flytekitplugins_awssecrets.aptible.errors import (
+    AmbiguousIdentityError,
     ApprovalRefusedError,
     ApprovalTimeoutError,
-    AptibleApiError,
     AptibleStateError,
-    BotCredentialsError,
-    BotNotRoleAdminError,
-    DurationTooLongError,
-    LocalApprovalDeniedError,
-    RoleNotFoundError,
-    RoleOrganizationMismatchError,
-    SsoEnforcedError,
+    IdentityNotFoundError,
 )
 from flytekitplugins_awssecrets.aptible.identity import resolve_identity
-from flytekitplugins_awssecrets.aptible.models import AccessGrant
-from flytekitplugins_awssecrets.aptible.operator import OperatorConfig, OperatorIntegration, OperatorStrategy
-from flytekitplugins_awssecrets.aptible.request import AccessRequest, from_template, request_id
+from flytekitplugins_awssecrets.aptible.operator import (
+    OperatorConfig,
+    OperatorStrategy,
+)
+from flytekitplugins_awssecrets.aptible.prepare import prepare
+from flytekitplugins_awssecrets.aptible.request import from_template, request_id
+from flytekitplugins_awssecrets.aptible.revoke import not_ours, remove_grant
+from flytekitplugins_awssecrets.aptible.state import (
+    CLOCK_SKEW,
+    GrantState,
+    Progress,
+    _end,
+    _now,
+    _refuse_once,
+    _store,
+    approve_command,
+    client_for,
+    is_local,
+)
 
 __all__ = ["GrantState", "Progress", "prepare", "advance", "abort", "client_for", "is_local"]
-
-#: A membership created this long before the request is standing access, not this request's grant
-#: (allows for clock skew between Aptible and the connector).
-CLOCK_SKEW = timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class GrantState:
-    """What must survive between ``create``, ``get`` and ``delete``: names, ids and times only."""
-
-    request_id: str
-    execution_id: str
-    strategy: str
-    target: str
-    email: str
-    reason: str
-    duration_seconds: int
-    organization_id: str
-    role_id: str
-    user_id: str
-    pre_existing: bool
-    requested_at: str
-    approval_required: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def duration(self) -> timedelta:
-        return timedelta(seconds=self.duration_seconds)
-
-    @property
-    def requested(self) -> datetime:
-        return datetime.fromisoformat(self.requested_at)
-
-    def audit_fields(self) -> dict[str, Any]:
-        return {
-            "request_id": self.request_id,
-            "execution_id": self.execution_id,
-            "email": self.email,
-            "target": self.target,
-            "strategy": self.strategy,
-            "organization_id": self.organization_id,
-            "role_id": self.role_id,
-            "user_id": self.user_id,
-            "pre_existing": self.pre_existing,
-            "reason": self.reason,
-            "duration_seconds": self.duration_seconds,
-        }
-
-    def grant(self, membership_id: str, granted_at: datetime, revoked_at: datetime | None) -> AccessGrant:
-        return AccessGrant(
-            email=self.email,
-            target=self.target,
-            user_id=self.user_id,
-            role_id=self.role_id,
-            membership_id=membership_id,
-            pre_existing=self.pre_existing,
-            granted_at=granted_at,
-            expires_at=granted_at + self.duration,
-            revoked_at=revoked_at,
-        )
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What ``advance`` found: ``grant`` is set once the access has ended; ``message`` is for the console."""
-
-    message: str
-    grant: AccessGrant | None = None
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def is_local(execution_id: str) -> bool:
-    """``local`` or ``local/<id>`` (an in-process run); a cluster's ``project/domain/name/node/retry`` never
-    is, even in a project called ``local``."""
-    parts = execution_id.split("/")
-    return parts[0] == "local" and len(parts) <= 2
-
-
-async def _bot_credentials(integration: OperatorIntegration) -> tuple[str, SecretStr]:
-    from flytekitplugins_awssecrets import get_secret_values
-    from flytekitplugins_awssecrets.errors import AwsSecretsError
-
-    refs = [integration.settings.username_secret.reference, integration.settings.password_secret.reference]
-    try:
-        # botocore is synchronous: keep the connector's event loop free while Secrets Manager answers.
-        username, password = await asyncio.to_thread(get_secret_values, refs)
-    except AwsSecretsError as e:
-        # The resolver's own summary speaks of "this task" and "user code"; name the first cause instead.
-        first = next(iter(getattr(e, "errors", None) or [e]))
-        raise BotCredentialsError(integration.name, f"{first.reference}: {first.reason}") from None
-    if isinstance(username, bytes):
-        username = username.decode("utf-8")
-    if isinstance(password, bytes):
-        password = password.decode("utf-8")
-    return username.strip(), SecretStr(password)
-
-
-async def client_for(
-    integration: OperatorIntegration, settings: AptibleClientSettings | None = None
-) -> AptibleClient:
-    """A client for the integration's bot on the integration's (https) auth host; not yet entered."""
-    settings = settings or AptibleClientSettings()
-    username, password = await _bot_credentials(integration)
-    return AptibleClient(
-        integration.auth_url, username, password, settings=settings, verify=integration.ca_bundle or True
-    )
-
-
-def _store(config: OperatorConfig) -> StateStoreClient:
-    return StateStoreClient(config.state.ssm_prefix, config.state.region)
-
-
-async def _check_bot(
-    client: AptibleClient, target: str, role_id: str, org: str, ms: list[AptibleMembership]
-) -> None:
-    bot = await client.bot_user_id()
-    if any(m.user_id == bot and m.privileged for m in ms):
-        return
-    role = await client.get_role(role_id)
-    roles = await client.list_user_roles(bot)
-    for r in roles:
-        if r.organization_id != org:
-            continue
-        # An Account Owner manages every role; a Deploy Owner is implicitly Role Admin of every custom
-        # (platform_user) role, as Aptible's dashboard shows it.
-        if r.type == "owner":
-            return
-        if r.type == "platform_owner" and role is not None and role.type not in ("owner", "platform_owner"):
-            return
-    raise BotNotRoleAdminError(target, role_id, bot or "unknown")
-
-
-async def _sso_guard(client: AptibleClient, org: str, e: AptibleApiError) -> None:
-    if e.status in (401, 403):
-        body = await client.get_organization(org)
-        if body is not None and body.get("sso_enforced"):
-            raise SsoEnforcedError(org) from None
-
-
-async def _checks(
-    client: AptibleClient, config: OperatorConfig, strategy: OperatorStrategy, req: AccessRequest
-) -> tuple[str, str, AptibleMembership | None]:
-    """``(user_id, role_id, held membership)`` after every precondition; nothing changes."""
-    integration = config.integration_of(strategy)
-    org = integration.organization_id
-    target = config.target_of(strategy, req.target)
-    try:
-        role = await client.get_role(target.role_id)
-        if role is None:
-            org_body = await client.get_organization(org)
-            if org_body is not None and org_body.get("sso_enforced"):
-                raise SsoEnforcedError(org)
-            raise RoleNotFoundError(target.name, target.role_id)
-        if role.organization_id != org:
-            raise RoleOrganizationMismatchError(target.name, target.role_id, org, role.organization_id)
-        memberships = await client.list_role_memberships(target.role_id)
-        await _check_bot(client, target.name, target.role_id, org, memberships)
-        users = await client.list_org_users(org)
-    except AptibleApiError as e:
-        await _sso_guard(client, org, e)
-        raise
-    user = resolve_identity(req.email, org, users, config.identity)
-    held = next((m for m in memberships if m.user_id == user.id), None)
-    return user.id, target.role_id, held
-
-
-def _confirm_locally(state: GrantState) -> bool:
-    """Ask the person at the terminal; anything but y/yes (an empty line, end of input) is No."""
-    sys.stderr.write(
-        f"[Aptible access] grant {state.target} to {state.email} for {state.duration} "
-        f"({state.reason or 'no reason given'})? [y/N] "
-    )
-    sys.stderr.flush()
-    try:
-        line = sys.stdin.readline()
-    except (OSError, ValueError):
-        return False
-    return line.strip().lower() in ("y", "yes")
-
-
-async def prepare(config: OperatorConfig, req: AccessRequest, execution_id: str) -> GrantState:
-    """Resolve and check the request (``CreateTask``); nothing changes at Aptible. Refusals raise."""
-    if is_local(execution_id) and execution_id == "local":
-        execution_id = f"local/{uuid.uuid4().hex[:12]}"
-    rid = request_id(execution_id, req)
-    base = {
-        "request_id": rid,
-        "execution_id": execution_id,
-        "email": req.email,
-        "target": req.target,
-        "strategy": req.strategy,
-        "reason": req.reason,
-        "duration_seconds": req.duration.total_seconds(),
-    }
-    audit("requested", **base)
-    try:
-        strategy = config.strategy(req.strategy)
-        config.target_of(strategy, req.target)
-        if req.duration > strategy.max_duration:
-            raise DurationTooLongError(strategy.name, req.duration, strategy.max_duration)
-        integration = config.integration_of(strategy)
-        async with await client_for(integration) as c:
-            user_id, role_id, held = await _checks(c, config, strategy, req)
-        store = _store(config)
-        pre_existing = held is not None
-        if held is not None:
-            # A repeated CreateTask of a request already granted finds its own membership: the grant record
-            # (not this process's memory) says so.
-            record = await asyncio.to_thread(store.get_grant, rid)
-            if record is not None and record.get("membership_id") == held.id:
-                pre_existing = False
-        state = GrantState(
-            request_id=rid,
-            execution_id=execution_id,
-            strategy=strategy.name,
-            target=req.target,
-            email=req.email,
-            reason=req.reason,
-            duration_seconds=int(req.duration.total_seconds()),
-            organization_id=integration.organization_id,
-            role_id=role_id,
-            user_id=user_id,
-            pre_existing=pre_existing,
-            requested_at=_now().isoformat(),
-            approval_required=strategy.approval.required and not pre_existing,
-        )
-        if state.pre_existing:
-            audit("already-held", **state.audit_fields())
-            return state
-        if state.approval_required:
-            policy = strategy.approval
-            pending = PendingRequest(
-                request_id=rid,
-                execution_id=execution_id,
-                strategy=strategy.name,
-                target=req.target,
-                email=req.email,
-                duration_seconds=state.duration_seconds,
-                reason=req.reason,
-                requested_at=state.requested_at,
-                kms_key_arn=policy.kms_key_arn or "",
-                signing_algorithm=policy.signing_algorithm,
-                max_validity_seconds=int(policy.max_validity.total_seconds()),
-            )
-            await asyncio.to_thread(store.put_pending, pending)
-            audit("approval-requested", **state.audit_fields())
-            if is_local(execution_id):
-                sys.stderr.write(
-                    f"[Aptible access] request {rid} waits for approval; an approver runs:\n"
-                    f"  pyflyte-awssecrets aptible approve {rid}\n"
-                )
-                sys.stderr.flush()
-        elif is_local(execution_id) and not _confirm_locally(state):
-            raise LocalApprovalDeniedError(rid)
-        return state
-    except Exception as e:
-        audit("failed", **base, step="prepare", error=describe_error(e))
-        raise
 
 
 def _checked(config: OperatorConfig, state: GrantState) -> OperatorStrategy:
@@ -364,6 +106,9 @@ def _checked(config: OperatorConfig, state: GrantState) -> OperatorStrategy:
         raise refuse("the approval requirement is not the strategy's")
     if requested.tzinfo is None or requested > _now() + CLOCK_SKEW:
         raise refuse("the request time is not a past, timezone-aware time")
+    if is_local(state.execution_id) and not strategy.local_runs:
+        # A connector never makes a local state: one handed to it over gRPC is forged.
+        raise refuse("a local run's state, for a strategy whose operator file allows no local runs")
     return strategy
 
 
@@ -376,24 +121,6 @@ async def _same_user(client: AptibleClient, config: OperatorConfig, state: Grant
         audit("failed", **state.audit_fields(), step="state", error=describe_error(err))
         raise err
     return list(users)
-
-
-async def _record_revoked(
-    store: StateStoreClient,
-    state: GrantState,
-    record: dict[str, Any],
-    event: Literal["de-escalated", "aborted"],
-    **fields: Any,
-) -> datetime:
-    """Mark the grant record revoked and audit ``event``: the one ending of de-escalation and abort."""
-    revoked_at = _now()
-    await asyncio.to_thread(
-        store.set_grant,
-        state.request_id,
-        {**record, "state": "revoked", "revoked_at": revoked_at.isoformat()},
-    )
-    audit(event, **state.audit_fields(), revoked_at=revoked_at, **fields)
-    return revoked_at
 
 
 def _at(record: dict[str, Any], key: str) -> datetime | None:
@@ -411,9 +138,7 @@ async def _approved(
     """``(approver ARN, email)`` of a valid approval, or a message saying why there is none yet."""
     record = await asyncio.to_thread(store.get_approval, state.request_id)
     if record is None:
-        return (
-            f"waiting for approval: an approver runs 'pyflyte-awssecrets aptible approve {state.request_id}'"
-        )
+        return f"waiting for approval: an approver runs '{approve_command(state.request_id)}'"
     policy = strategy.approval
     try:
         if isinstance(record, str):
@@ -427,15 +152,18 @@ async def _approved(
             strategy=state.strategy,
             target=state.target,
             duration_seconds=state.duration_seconds,
+            reason=state.reason,
             kms_key_arn=policy.kms_key_arn or "",
             signing_algorithm=policy.signing_algorithm,
             max_validity=policy.max_validity,
             approvers=policy.approvers,
             now=at,
+            allow_self_approval=policy.allow_self_approval,
         )
     except ValueError as problem:
         refused = ApprovalRefusedError(state.request_id, str(problem))
-        audit("approval-refused", **state.audit_fields(), error=describe_error(refused))
+        key = record if isinstance(record, str) else record.signature
+        _refuse_once(state, f"{key}:{problem}", refused)
         return f"{refused}; still waiting for a valid approval"
 
 
@@ -450,14 +178,22 @@ async def _grant(
     integration = config.integration_of(strategy)
     async with await client_for(integration) as c:
         users = await _same_user(c, config, state)
-        if approver is not None:
-            # The approver may not be the grantee under another email (an identity mapping, an alias).
-            same = [u for u in users if u.email.strip().casefold() == approver[1]]
-            if any(u.id == state.user_id for u in same):
-                refused = ApprovalRefusedError(
-                    state.request_id, f"self-approval: {approver[0]} is the grantee"
+        if approver is not None and not strategy.approval.allow_self_approval:
+            # The approver may not be the grantee under another email: both go through the operator's
+            # identity mapping to Aptible users. One who maps to no user could be the grantee unseen.
+            problem = ""
+            try:
+                approver_user = resolve_identity(approver[1], state.organization_id, users, config.identity)
+                if approver_user.id == state.user_id:
+                    problem = f"self-approval: {approver[0]} is the grantee's Aptible user"
+            except (IdentityNotFoundError, AmbiguousIdentityError) as e:
+                problem = (
+                    f"{approver[0]} ({approver[1]}) maps to no single Aptible user of the organization "
+                    f"({type(e).__name__}), so it cannot be told from the grantee"
                 )
-                audit("approval-refused", **state.audit_fields(), error=describe_error(refused))
+            if problem:
+                refused = ApprovalRefusedError(state.request_id, problem)
+                _refuse_once(state, f"{approver[0]}:{problem}", refused)
                 return Progress(f"{refused}; still waiting for a valid approval")
         now = _now()
         if claim is None:
@@ -468,7 +204,8 @@ async def _grant(
                 return Progress("another connector call is granting; checking again at the next poll")
         membership = await c.create_membership(state.role_id, state.user_id)
         claimed_at = _at(claim, "at") or now
-        standing = membership.created_at is not None and membership.created_at < claimed_at - CLOCK_SKEW
+        # Aptible's answer, judged as at removal: a membership older than the request is standing access.
+        standing = bool(not_ours(membership, state, await c.bot_user_id()))
         granted_at = claimed_at
         record = {**claim, "state": "granted", "membership_id": membership.id, "standing": standing}
         try:
@@ -486,7 +223,7 @@ async def _grant(
         if await asyncio.to_thread(store.is_aborted, state.request_id):
             removed = not standing and await c.delete_membership(membership.id)
             revoked = {**record, "state": "revoked", "revoked_at": _now().isoformat()}
-            await asyncio.to_thread(store.set_grant, state.request_id, revoked)
+            await asyncio.to_thread(_end, store, state, revoked)
             audit("aborted", **state.audit_fields(), membership_id=membership.id, removed=removed)
             raise ApprovalRefusedError(state.request_id, "the execution was aborted while granting")
     await asyncio.to_thread(store.delete_pending, state.request_id)
@@ -516,13 +253,15 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
     record = await asyncio.to_thread(store.get_grant, state.request_id)
     if record is None:
         approver: tuple[str, str] | None = None
+        if now > state.requested + strategy.approval.wait:
+            # Nothing is granted this late (a strategy without approval grants at the first poll): an ended
+            # request whose records were swept after state.retention is never granted again.
+            if await asyncio.to_thread(store.claim_grant, state.request_id, {"state": "timed-out"}):
+                await asyncio.to_thread(_end, store, state, {"state": "timed-out"})
+            err = ApprovalTimeoutError(state.request_id, strategy.approval.wait)
+            audit("failed", **state.audit_fields(), step="approval", error=describe_error(err))
+            raise err
         if state.approval_required:
-            if now > state.requested + strategy.approval.wait:
-                await asyncio.to_thread(store.claim_grant, state.request_id, {"state": "timed-out"})
-                await asyncio.to_thread(store.delete_pending, state.request_id)
-                err = ApprovalTimeoutError(state.request_id, strategy.approval.wait)
-                audit("failed", **state.audit_fields(), step="approval", error=describe_error(err))
-                raise err
             found = await _approved(config, strategy, state, store)
             if isinstance(found, str):
                 return Progress(found)
@@ -567,71 +306,87 @@ async def advance(config: OperatorConfig, state: GrantState) -> Progress:
     if now < expires:
         return Progress(f"access held until {expires.isoformat()}")
     audit("expired", **state.audit_fields(), membership_id=membership_id)
-    removed = False
     integration = config.integration_of(strategy)
     try:
         async with await client_for(integration) as c:
-            # What is removed is the grantee's own membership of the target's role, as Aptible lists it (not
-            # an id from the record); it is kept only when Aptible dates it before the grant (standing).
-            m = await c.find_membership(state.role_id, state.user_id)
-            standing = (
-                m is not None
-                and bool(record.get("standing"))
-                and m.created_at is not None
-                and m.created_at < granted_at - CLOCK_SKEW
-            )
-            if m is not None and not standing:
-                if m.id != membership_id:
-                    # The record does not vouch for this user's membership: the email must designate them.
-                    # (When it does, an identity changed since the grant does not keep the access.)
-                    await _same_user(c, config, state)
-                membership_id = m.id
-                removed = await c.delete_membership(m.id)
+            # The email must designate the state's user before anything of theirs is removed; what is
+            # removed is checked at Aptible (GET /memberships/:id), never taken from the record.
+            await _same_user(c, config, state)
+            membership_id, removed = await remove_grant(c, state, record)
     except Exception as e:
         audit("failed", **state.audit_fields(), step="de-escalate", error=describe_error(e))
         raise
-    revoked_at = await _record_revoked(
-        store, state, record, "de-escalated", membership_id=membership_id, already_gone=not removed
+    revoked_at = _now()
+    # Removed first, recorded after: a record that cannot be written leaves no access (the next poll finds
+    # the membership gone and tries the record again).
+    outcome = {
+        **record,
+        "state": "revoked",
+        "revoked_at": revoked_at.isoformat(),
+        "membership_id": membership_id,
+    }
+    await asyncio.to_thread(store.set_grant, state.request_id, outcome)
+    await asyncio.to_thread(_end, store, state, outcome)
+    audit(
+        "de-escalated",
+        **state.audit_fields(),
+        revoked_at=revoked_at,
+        membership_id=membership_id,
+        already_gone=not removed,
     )
     return Progress("access ended: membership removed", state.grant(membership_id, granted_at, revoked_at))
 
 
 async def abort(config: OperatorConfig, state: GrantState) -> bool:
-    """Remove the grant now, or make sure it is never made (execution aborted). ``True`` if removed."""
+    """Remove the grant now, or make sure it is never made (execution aborted). ``True`` if removed.
+
+    The membership is removed first and the records are written after: SSM refusing a write (its quota,
+    its throttling) never leaves the access in place.
+    """
     strategy = _checked(config, state)
     if state.pre_existing:
         audit("aborted", **state.audit_fields(), removed=False, note="standing access kept")
         return False
     store = _store(config)
-    # Before looking: a grant being made right now checks this mark once its membership exists (_grant).
-    await asyncio.to_thread(store.mark_aborted, state.request_id)
     record = await asyncio.to_thread(store.get_grant, state.request_id)
     if record is None:
+        # Nothing granted: claiming the record makes sure nothing ever is (a grant claims it first).
         if await asyncio.to_thread(store.claim_grant, state.request_id, {"state": "aborted"}):
-            await asyncio.to_thread(store.delete_pending, state.request_id)
+            await asyncio.to_thread(_end, store, state, {"state": "aborted"})
             audit("aborted", **state.audit_fields(), removed=False, note="aborted before the grant")
             return False
         record = await asyncio.to_thread(store.get_grant, state.request_id) or {}
-    if record.get("state") in ("aborted", "timed-out", "revoked") or record.get("standing"):
-        audit("aborted", **state.audit_fields(), removed=False, already_gone=True)
-        return False
-    membership_id = str(record.get("membership_id", ""))
+    # Whatever the record says (it is SSM data: "revoked", "aborted" or garbage may have been written over
+    # a live grant), the grantee's membership is looked for; remove_grant removes only this request's.
     integration = config.integration_of(strategy)
     try:
         async with await client_for(integration) as c:
-            if not membership_id:  # "granting": the membership may have landed
-                await _same_user(c, config, state)
-                m = await c.find_membership(state.role_id, state.user_id)
-                membership_id = m.id if m is not None else ""
-            removed = bool(membership_id) and await c.delete_membership(membership_id)
+            await _same_user(c, config, state)
+            membership_id, removed = await remove_grant(c, state, record)
+            # A grant being made right now (a poll that read "granting") checks this mark after it has
+            # written its record; looking once more after the mark catches one that landed in between.
+            try:
+                await asyncio.to_thread(store.mark_aborted, state.request_id)
+            except Exception as e:  # noqa: BLE001 - the removal below still runs
+                audit("failed", **state.audit_fields(), step="abort-mark", error=describe_error(e))
+            again_id, again = await remove_grant(c, state, {})
+            if again:
+                membership_id, removed = again_id, True
     except Exception as e:
         audit("failed", **state.audit_fields(), step="abort", error=describe_error(e))
         raise
-    await _record_revoked(
-        store,
-        state,
-        record,
+    revoked_at = _now()
+    outcome = {
+        **record,
+        "state": "revoked",
+        "revoked_at": revoked_at.isoformat(),
+        "membership_id": membership_id,
+    }
+    await asyncio.to_thread(_end, store, state, outcome)
+    audit(
         "aborted",
+        **state.audit_fields(),
+        revoked_at=revoked_at,
         membership_id=membership_id,
         removed=removed,
         already_gone=not removed,

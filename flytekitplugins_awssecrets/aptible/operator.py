@@ -184,7 +184,11 @@ class ApprovalPolicy(BaseModel):
     * ``max_validity`` (1 hour): the longest an approval may be valid for.
     * ``wait`` (4 hours): how long a request waits for an approval before it fails.
     * ``approvers``: principal ARN -> email, for approvers whose AWS identity does not end in their email
-      (an SSO role session usually does: ``.../AWSReservedSSO_Approver_x/ada@example.com``).
+      (an SSO role session usually does: ``.../AWSReservedSSO_Approver_x/ada@example.com``). The email then
+      goes through the operator file's ``identity`` mapping to an Aptible user, as the requester's does.
+    * ``allow_self_approval`` (false): when false, an approver who is the grantee (the same Aptible user,
+      whatever the email) is refused, and so is an approver who maps to no Aptible user of the
+      organization (nobody could tell them apart from the grantee).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -197,6 +201,7 @@ class ApprovalPolicy(BaseModel):
     max_validity: timedelta = timedelta(hours=1)
     wait: timedelta = timedelta(hours=4)
     approvers: dict[str, str] = Field(default_factory=dict)
+    allow_self_approval: bool = False
 
     @field_validator("kms_key_arn")
     @classmethod
@@ -240,6 +245,8 @@ class OperatorStrategy(BaseModel):
     targets: list[str] = Field(min_length=1)
     max_duration: timedelta = timedelta(days=1)
     approval: ApprovalPolicy = Field(default_factory=lambda: ApprovalPolicy.model_validate({}))
+    #: A local ``pyflyte run`` reads the bot's credentials in the requester's process: refused unless true.
+    local_runs: bool = False
 
     _n = field_validator("name")(lambda v: _name("strategy", v))
 
@@ -255,14 +262,18 @@ class OperatorStrategy(BaseModel):
 class StateStore(BaseModel):
     """Where pending requests, approvals and grant records live: SSM parameters under ``ssm_prefix``.
 
-    The connector reads and writes ``<prefix>/<request>/request`` and ``.../grant``; approvers write
-    ``.../approval`` (what they write is verified, so write access is no authority).
+    The connector reads and writes ``<prefix>/<request>/request``, ``.../grant`` and ``.../abort``; approvers
+    write ``.../approval`` (what they write is verified, so write access is no authority). When a request
+    ends (access removed, aborted, timed out) every record but the grant record is deleted; the grant record
+    (the request's outcome, which stops a repeated poll from granting again) is kept for ``retention``
+    (7 days; at least every strategy's ``approval.wait``), then deleted by the connector's sweep.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ssm_prefix: str = "/flyte/aptible-access"
     region: str
+    retention: timedelta = timedelta(days=7)
 
     @field_validator("ssm_prefix")
     @classmethod
@@ -292,6 +303,12 @@ class OperatorConfig(BaseModel):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{kind} names must be unique: {', '.join(dupes)}")
+        for n, s in enumerate(self.strategies):
+            if self.state.retention < s.approval.wait:
+                raise ValueError(
+                    f"state.retention: {self.state.retention} is shorter than strategies[{n}].approval.wait "
+                    f"{s.approval.wait} (a request's records must outlive its wait)"
+                )
         ints = {i.name for i in self.integrations}
         tgts = {t.name for t in self.targets}
         for n, s in enumerate(self.strategies):
@@ -360,7 +377,7 @@ def parse_operator(text: str, path: str) -> OperatorConfig:
         err = e.errors()[0]
         field = _loc(tuple(err.get("loc", ())))
         msg = str(err.get("msg", "invalid"))
-        m = re.match(r"^Value error, (strategies\[\d+\]\.\w+): (.*)$", msg)
+        m = re.match(r"^Value error, (strategies\[\d+\]\.\w+|state\.retention): (.*)$", msg)
         if m:  # a cross-reference problem names its own field
             field, msg = m.group(1), m.group(2)
         else:
@@ -454,6 +471,17 @@ def connector_statements(strategy_names: list[str], path: str | None = None) -> 
             "Resource": [
                 f"arn:aws:ssm:{config.state.region}:{a}:parameter{config.state.ssm_prefix}/*"
                 for a in accounts
+            ],
+        }
+    )
+    statements.append(
+        {
+            # The sweep of ended requests' records (state.retention) lists the prefix itself.
+            "Sid": "AptibleConnectorSweep",
+            "Effect": "Allow",
+            "Action": ["ssm:GetParametersByPath"],
+            "Resource": [
+                f"arn:aws:ssm:{config.state.region}:{a}:parameter{config.state.ssm_prefix}" for a in accounts
             ],
         }
     )

@@ -92,50 +92,66 @@ def from_template(custom: Any, inputs: Any, config: Any = None) -> AccessRequest
 
     ``inputs`` is a flyteidl ``LiteralMap`` (or a plain mapping of values, as tests and local runs use).
     """
+    problems: list[tuple[str, str]] = []
+
+    def bad(field: str, problem: str = "is not allowed in an aptible_access task") -> None:
+        problems.append((field, problem))
+
+    def checked(field: str, value: Any, pattern: re.Pattern[str] | None, limit: int = 256) -> str:
+        try:
+            return _string(field, value, pattern, limit)
+        except TemplateFieldError as e:
+            bad(field, e.reason)
+            return ""
+
     if custom is None:
         custom = {}
     if not isinstance(custom, Mapping):
         raise TemplateFieldError("custom", "must be a mapping")
     for key in custom:
         if key not in CUSTOM_FIELDS:
-            raise TemplateFieldError(f"custom.{key}")
+            bad(f"custom.{key}")
     if custom.get("version") != TEMPLATE_VERSION:
-        raise TemplateFieldError(
+        bad(
             "custom.version",
             f"is {custom.get('version')!r}, this connector reads {TEMPLATE_VERSION}: re-register the workflow "
             "with this plugin version (strategies now live in the operator file)",
         )
     for key in dict(config or {}):
-        raise TemplateFieldError(f"config.{key}")
-    strategy = _string("custom.strategy", custom.get("strategy"), _NAME)
+        bad(f"config.{key}")
+    strategy = checked("custom.strategy", custom.get("strategy"), _NAME)
 
     literals = getattr(inputs, "literals", None)
     values: dict[str, Any] = {}
+    items: list[tuple[str, Any]] = []
     if literals is not None:
-        for name in literals:
-            if name not in INPUT_FIELDS:
-                raise TemplateFieldError(f"inputs.{name}")
-            values[name] = _literal_value(name, literals[name])
+        items = [(name, literals[name]) for name in literals]
     elif isinstance(inputs, Mapping):
-        for name, value in inputs.items():
-            if name not in INPUT_FIELDS:
-                raise TemplateFieldError(f"inputs.{name}")
-            values[name] = value
+        items = list(inputs.items())
+    for name, value in items:
+        if name not in INPUT_FIELDS:
+            bad(f"inputs.{name}")
+            continue
+        try:
+            values[name] = _literal_value(name, value) if literals is not None else value
+        except TemplateFieldError as e:
+            bad(e.field, e.reason)
     for name in ("email", "target", "duration"):
-        if values.get(name) is None:
-            raise TemplateFieldError(f"inputs.{name}", "is required")
-    duration = values["duration"]
-    if not isinstance(duration, timedelta):
-        raise TemplateFieldError("inputs.duration", "must be a duration")
+        if values.get(name) is None and not any(f == f"inputs.{name}" for f, _ in problems):
+            bad(f"inputs.{name}", "is required")
+    duration = values.get("duration")
+    if duration is not None and not isinstance(duration, timedelta):
+        bad("inputs.duration", "must be a duration")
+    target = checked("inputs.target", values["target"], _NAME) if values.get("target") is not None else ""
+    email = checked("inputs.email", values["email"], _EMAIL) if values.get("email") is not None else ""
+    reason = checked("inputs.reason", values.get("reason") or "", None, 2000)
+    if problems:
+        # Every offending field at once: one refusal, one audit record, one round trip to fix.
+        raise TemplateFieldError(problems[0][0], problems[0][1], problems[1:])
+    assert isinstance(duration, timedelta)
     if duration <= timedelta(0):
         raise DurationTooLongError(strategy, duration, duration)
-    return AccessRequest(
-        strategy=strategy,
-        target=_string("inputs.target", values["target"], _NAME),
-        email=_string("inputs.email", values["email"], _EMAIL),
-        duration=duration,
-        reason=_string("inputs.reason", values.get("reason") or "", None, 2000),
-    )
+    return AccessRequest(strategy=strategy, target=target, email=email, duration=duration, reason=reason)
 
 
 def request_id(execution_id: str, request: AccessRequest) -> str:
@@ -147,6 +163,8 @@ def request_id(execution_id: str, request: AccessRequest) -> str:
             "target": request.target,
             "email": request.email.casefold(),
             "duration_seconds": int(request.duration.total_seconds()),
+            # What approvers read: a second CreateTask with another reason is another request.
+            "reason": request.reason,
         },
         sort_keys=True,
         separators=(",", ":"),

@@ -45,8 +45,17 @@ def bot_email(unique: str) -> str:
 
 
 @pytest.fixture
-def fake(tmp_path: Path, bot_password: str, bot_email: str) -> Iterator[FakeAptible]:
-    server = start_fake_aptible(standard_seed(bot_password, bot_email=bot_email), str(tmp_path / "seed.json"))
+def approver_email(unique: str) -> str:
+    """The approver of the stories: an IAM user of that name in moto, and an Aptible user of the fake."""
+    return f"approver-{unique}@example.com"
+
+
+@pytest.fixture
+def fake(tmp_path: Path, bot_password: str, bot_email: str, approver_email: str) -> Iterator[FakeAptible]:
+    server = start_fake_aptible(
+        standard_seed(bot_password, bot_email=bot_email, approver_email=approver_email),
+        str(tmp_path / "seed.json"),
+    )
     yield server
     server.stop()
 
@@ -55,12 +64,14 @@ def fake(tmp_path: Path, bot_password: str, bot_email: str) -> Iterator[FakeApti
 
 
 @pytest.fixture
-def tls_fake(tmp_path: Path, bot_password: str, bot_email: str) -> Iterator[FakeAptible]:
+def tls_fake(tmp_path: Path, bot_password: str, bot_email: str, approver_email: str) -> Iterator[FakeAptible]:
     """The fake Aptible on https (the operator file accepts https auth hosts only)."""
     d = tmp_path / "tls-fake"
     d.mkdir()
     server = start_fake_aptible(
-        standard_seed(bot_password, bot_email=bot_email), str(d / "seed.json"), tls=True
+        standard_seed(bot_password, bot_email=bot_email, approver_email=approver_email),
+        str(d / "seed.json"),
+        tls=True,
     )
     yield server
     server.stop()
@@ -94,11 +105,13 @@ def operator_yaml(
     max_duration: str = "PT1H",
     targets: dict[str, str] | None = None,
     extra: str = "",
+    local_runs: bool = False,
+    approval_extra: str = "",
 ) -> str:
     """An operator file as an operator writes one, for the fake Aptible, the bot secret and the KMS key."""
     targets = targets or DEFAULT_TARGETS
     approval = (
-        f'{{required: true, kms_key_arn: "{kms_key}", max_validity: PT1H, wait: PT10M}}'
+        f'{{required: true, kms_key_arn: "{kms_key}", max_validity: PT1H, wait: PT10M{approval_extra}}}'
         if approval_required
         else "{required: false}"
     )
@@ -125,13 +138,16 @@ targets:
     targets: [{", ".join(targets)}]
     max_duration: {max_duration}
     approval: {approval}
+    local_runs: {str(local_runs).lower()}
 {extra}"""
 
 
 @pytest.fixture
 def operator_file(tmp_path: Path, tls_fake: FakeAptible, creds_arn: str, kms_key: str, unique: str) -> Path:
     path = tmp_path / "aptible-operator.yaml"
-    path.write_text(operator_yaml(tls_fake, creds_arn, kms_key, f"/flyte/aptible-{unique}"))
+    # The operator maps company handles to Aptible users: ada@corp.example is Ada.
+    identity = 'identity: {mapping: {"ada@corp.example": "Ada.Lovelace@Example.com"}}\n'
+    path.write_text(operator_yaml(tls_fake, creds_arn, kms_key, f"/flyte/aptible-{unique}", extra=identity))
     return path
 
 

@@ -12,7 +12,7 @@ It prints ``listening <port>`` once ready. The seed is JSON::
 The API part follows Aptible's shapes (see docs/aptible.md): ``POST /tokens`` (password grant),
 ``GET /organizations/{id}/users`` (the users holding a role of the organization), ``.../roles``,
 ``GET /roles/{id}``, ``GET /users/{id}/roles``, ``GET|POST /roles/{id}/memberships``,
-``DELETE /memberships/{id}``; HAL ``_embedded``/``_links`` with ``_links.next`` pages of ``--page-size``;
+``GET|DELETE /memberships/{id}``; HAL ``_embedded``/``_links`` with ``_links.next`` pages of ``--page-size``;
 errors ``{"code", "error", "message"}``; ``401 invalid_token``/``expired_token``; ``otp_token_required`` for
 a user with ``"otp": true``. Creating or deleting a membership needs a privileged ("Role Admin") membership
 of the caller in the role, a membership in an ``owner`` role of the organization, or one in a
@@ -22,7 +22,9 @@ in its ``"sso_allowlist"``. ``--tls-cert``/``--tls-key`` serve https.
 
 Test-only endpoints, under ``/_fake``:
 
-* ``GET /_fake/memberships``: every membership ``{id, role_id, user_id, privileged}``.
+* ``GET /_fake/memberships``: every membership ``{id, role_id, user_id, privileged, created_at}``.
+* ``POST /_fake/memberships``: add one ``{role_id, user_id, privileged, created_at?, id?}``; answers ``{id}``.
+* ``POST /_fake/memberships/remove``: ``{id}``, as an admin removes one in the dashboard.
 * ``GET /_fake/requests``: every request seen, ``{method, path, status, accept}`` (never a body or any
   other header).
 * ``POST /_fake/faults``: ``{"rules": [{"method": "DELETE", "path_prefix": "/memberships/", "action":
@@ -84,7 +86,7 @@ def _load_seed(seed: dict[str, Any]) -> None:
             "role_id": m["role_id"].lower(),
             "user_id": m["user_id"].lower(),
             "privileged": bool(m.get("privileged", False)),
-            "created_at": _now_iso(),
+            "created_at": m.get("created_at") or _now_iso(),
         }
 
 
@@ -299,7 +301,7 @@ class Handler(BaseHTTPRequestHandler):
         with STATE.lock:
             if method == "GET" and path == "/_fake/memberships":
                 ms = [
-                    {k: m[k] for k in ("id", "role_id", "user_id", "privileged")}
+                    {k: m[k] for k in ("id", "role_id", "user_id", "privileged", "created_at")}
                     for m in STATE.memberships.values()
                 ]
                 return 200, {"memberships": ms}
@@ -314,9 +316,15 @@ class Handler(BaseHTTPRequestHandler):
                 for t in STATE.tokens.values():
                     t["expires_at"] = 0.0
                 return 200, {"expired": len(STATE.tokens)}
+            if method == "POST" and path == "/_fake/memberships/remove":
+                # An admin removes a membership in the dashboard (not through the bot).
+                return 200, {
+                    "removed": STATE.memberships.pop(str(body.get("id", "")).lower(), None) is not None
+                }
             if method == "POST" and path == "/_fake/memberships":
-                _load_seed({"memberships": [body]})
-                return 201, {}
+                mid = str(body.get("id") or uuid.uuid4()).lower()
+                _load_seed({"memberships": [{**body, "id": mid}]})
+                return 201, {"id": mid}
         raise _error(404, "not_found", "no such test endpoint")
 
     # -- the API ----------------------------------------------------------------------------------------
@@ -433,6 +441,12 @@ class Handler(BaseHTTPRequestHandler):
                 }
                 STATE.memberships[mid] = m
                 return 201, _membership_json(m)
+        if method == "GET" and len(seg) == 2 and seg[0] == "memberships":
+            # Aptible::Auth::Membership.find(id): the membership as its role's collection lists it.
+            m = STATE.memberships.get(seg[1].lower())
+            if m is None or _sso_blocked(caller, STATE.roles[m["role_id"]]["organization_id"]):
+                raise _error(404, "not_found", "Membership not found")
+            return 200, _membership_json(m)
         if method == "DELETE" and len(seg) == 2 and seg[0] == "memberships":
             m = STATE.memberships.get(seg[1].lower())
             if m is None:
@@ -500,10 +514,17 @@ BOB = "a0a0a0a0-0000-4000-8000-000000000021"  # holds ADMIN_ROLE already (standi
 TWIN1 = "a0a0a0a0-0000-4000-8000-000000000022"
 TWIN2 = "a0a0a0a0-0000-4000-8000-000000000023"
 OUTSIDER = "a0a0a0a0-0000-4000-8000-000000000024"  # a user of the other organization only
+APPROVER = "a0a0a0a0-0000-4000-8000-000000000025"  # an approver who is an Aptible user (not of the role)
 BOT_EMAIL = "bot@example.com"
 
 
-def standard_seed(bot_password: str, *, users_extra: int = 0, bot_email: str = BOT_EMAIL) -> dict[str, Any]:
+def standard_seed(
+    bot_password: str,
+    *,
+    users_extra: int = 0,
+    bot_email: str = BOT_EMAIL,
+    approver_email: str = "approver@example.com",
+) -> dict[str, Any]:
     """An organization with a bot (Role Admin of ADMIN_ROLE only), Ada, Bob (already admin) and two users
     whose emails differ only by case; ``users_extra`` adds filler users to exercise pagination.
 
@@ -524,6 +545,7 @@ def standard_seed(bot_password: str, *, users_extra: int = 0, bot_email: str = B
         {"id": TWIN1, "email": "Twin@example.com", "name": "Twin 1"},
         {"id": TWIN2, "email": "twin@example.com", "name": "Twin 2"},
         {"id": OUTSIDER, "email": "outsider@example.com", "name": "Outsider"},
+        {"id": APPROVER, "email": approver_email, "name": "Approver"},
     ]
     users += [
         {"id": f"e0e0e0e0-0000-4000-8000-{i:012d}", "email": f"filler{i}@example.com", "name": f"F{i}"}
@@ -600,10 +622,18 @@ class FakeAptible:
     def expire_tokens(self) -> None:
         self._call("POST", "/_fake/tokens/expire", {})
 
-    def add_membership(self, role_id: str, user_id: str, privileged: bool = False) -> None:
-        self._call(
-            "POST", "/_fake/memberships", {"role_id": role_id, "user_id": user_id, "privileged": privileged}
-        )
+    def add_membership(
+        self, role_id: str, user_id: str, privileged: bool = False, created_at: str | None = None
+    ) -> str:
+        """Add a membership as someone else did (``created_at`` back-dates it); its id."""
+        body: dict[str, Any] = {"role_id": role_id, "user_id": user_id, "privileged": privileged}
+        if created_at:
+            body["created_at"] = created_at
+        return str(self._call("POST", "/_fake/memberships", body)["id"])
+
+    def remove_membership(self, membership_id: str) -> None:
+        """Remove a membership as an admin does in the dashboard (not through the bot)."""
+        self._call("POST", "/_fake/memberships/remove", {"id": membership_id})
 
     def stop(self) -> None:
         self.process.terminate()
