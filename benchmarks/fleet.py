@@ -201,8 +201,10 @@ def _through_agent(
     token_file = work / "token"
     token_file.write_text(secrets.token_urlsafe(24))
     token_file.chmod(0o600)
+    # serve serves only what it is told it may: the fleet's own secrets, by ARN.
+    allow = [a for arn in dict.fromkeys(arn_file.read_text().split()) for a in ("--allow", arn)]
     srv = ServeProcess(
-        ["--secret-agent", "off", "--http", "127.0.0.1:0", "--token-file", str(token_file)],
+        ["--secret-agent", "off", "--http", "127.0.0.1:0", "--token-file", str(token_file), *allow],
         work / "serve",
         env=env,
     ).wait_ready()
