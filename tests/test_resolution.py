@@ -208,16 +208,18 @@ def test_value_already_present_wins_without_a_call(
     assert os.environ[name] == preset  # left as it was
 
 
-def test_webhook_mounted_file_with_json_key(
+def test_local_run_never_reads_a_webhook_file_and_applies_the_json_key_to_aws(
     secrets_factory: Any, counting_proxy: Any, unique: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """A cluster whose webhook is the AWS type mounted the whole secret; the plugin applies the JSON key."""
-    db_arn = f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{unique}/web-AbCdEf"
+    """Locally no webhook serves anything: a file left under the webhook directory never wins over AWS (issue
+    21, item 8; the pod's webhook mode, where the JSON key is applied to the webhook's file, is in
+    tests/test_webhook_files.py and tests/test_flyte_commands.py)."""
     pw = new_value()
+    db_arn, _ = secrets_factory.secret(f"{unique}/web", {"password": pw})
     group, key = split_arn(db_arn)
     d = tmp_path / "flyte-secrets" / group.lower()
     (d / unique.lower()).mkdir(parents=True)
-    (d / key.lower()).write_text(json.dumps({"password": pw}))
+    (d / key.lower()).write_text(json.dumps({"password": new_value("stale")}))
     monkeypatch.setenv("FLYTE_AWS_SECRETS_WEBHOOK_DIR", str(tmp_path / "flyte-secrets"))
     req = aws_secret(db_arn, json_key="password")
 
@@ -227,7 +229,7 @@ def test_webhook_mounted_file_with_json_key(
 
     counting_proxy.reset_counts()
     assert t()
-    assert counting_proxy.total() == 0
+    assert counting_proxy.calls == {"GetSecretValue": 1}, counting_proxy.calls
 
 
 def test_non_aws_groups_behave_as_without_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
