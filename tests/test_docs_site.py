@@ -348,11 +348,40 @@ def _mount_messages(ref: str) -> list[str]:
     ]
 
 
+def _command_messages() -> list[str]:
+    """What ``serve`` and ``manifest`` say for the failures troubleshooting.md names under a command."""
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from flytekitplugins_awssecrets.cli import main
+    from flytekitplugins_awssecrets.manifest import yamlio
+    from flytekitplugins_awssecrets.manifest.crypto import FileKeyMismatchError
+    from flytekitplugins_awssecrets.manifest.export import UnsafeVariableNameError
+    from flytekitplugins_awssecrets.serve.secret_agent import _answer
+
+    token = {"PYFLYTE_AWSSECRETS_SERVE_TOKEN": "t0k3n-for-the-docs-test-0123456789"}
+    args = ["serve", "--http", "127.0.0.1:0", "--secret-agent", "off"]
+    out = [CliRunner().invoke(main, args, env=token).output]
+    ctx = SimpleNamespace(source=SimpleNamespace(resources=lambda: {"Db": "arn:...:secret:db"}))
+    frame, _ = _answer(ctx, SimpleNamespace(Resource=None))  # type: ignore[arg-type]
+    out.append(frame.decode("utf-8", "replace"))
+    out.append(str(UnsafeVariableNameError({"PATH": "parameters[2] 'path'"})))
+    key = "arn:aws:kms:us-east-1:123456789012:key/"
+    out.append(str(FileKeyMismatchError("app.yml", key + "A", key + "B", "PSYML_KEY_ALIAS")))
+    try:
+        yamlio.load("region: us-east-1\nparameters: {}\nx: 1\n? [a, b]\n: 2\n")
+    except yamlio.YamlError as e:
+        out.append(str(e))
+    return out
+
+
 def test_troubleshooting_headings_are_messages_the_code_prints() -> None:
     text = (ROOT / "docs" / "troubleshooting.md").read_text()
-    headings = re.findall(r"^### `(.+)`$", text, re.M)
+    # "### `message`", or "### `command`: `message`" for what one command prints.
+    headings = [m[1] for m in re.findall(r"^### (`[^`]+`: )?`(.+)`$", text, re.M)]
     assert len(headings) >= 7
-    messages = _real_messages()
+    messages = _real_messages() + _command_messages()
     for h in headings:
         pattern = ".*".join(re.escape(part) for part in re.split(r"\s*\.\.\.\s*|<ARN>", h))
         assert any(re.search(pattern, m) for m in messages), f"no real message matches `{h}`"
