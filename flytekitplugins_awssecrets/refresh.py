@@ -142,8 +142,10 @@ class Refresher:
         if not self._intervals:
             return
         by = dict(self._items)
-        sm = sum(1 for i in self._intervals if by[i].ref.service == "secretsmanager")
-        ssm = sum(1 for i in self._intervals if by[i].ref.service == "ssm")
+        # One read per secret per round, however many requests (mounts, JSON keys) share it.
+        reads = {_current_version(by[i].ref).fetch_id: by[i].ref.service for i in self._intervals}
+        sm = sum(1 for service in reads.values() if service == "secretsmanager")
+        ssm = sum(1 for service in reads.values() if service == "ssm")
         minimum, arithmetic = minimum_interval(sm, ssm, settings.refresh_fleet_pods)
         shortest = min(self._intervals.values())
         if shortest < minimum:

@@ -55,6 +55,8 @@ PROTECTED = (
     "leak_guard_json_leaves",
     "descriptive_json_keys",
     "trusted_endpoints",
+    # The quota guard of refreshes: a launcher could otherwise claim a fleet of one and refresh every second.
+    "refresh_fleet_pods",
 )
 #: Commands that run a task in a container (their file name).
 #: ``pyflyte-awssecrets-execute`` is what registration puts in front of them (see :mod:`podguard`).

@@ -62,8 +62,9 @@ def test_pod_follows_rotation_in_file_and_any_keeps_env_and_writes_deck_and_reco
         aws_env,
         ROTATING_ARN=arn,
         ROTATED_VALUE=new,
+        # 1 s is what the quota allows for one secret at the default fleet of 1,000 pods (refresh_fleet_pods
+        # is the image's to set in a pod, see test_settings).
         FLYTE_AWS_SECRETS_REFRESH_INTERVAL_SECONDS="1",
-        FLYTE_AWS_SECRETS_REFRESH_FLEET_PODS="1",
         FLYTE_SDK_LOGGING_LEVEL="20",
         FLYTE_SDK_RICH_TRACEBACKS="0",  # a pod's log: one JSON object per record
     )

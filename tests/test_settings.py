@@ -184,6 +184,11 @@ def test_pod_reads_the_image_file_and_ignores_the_named_one(image: Path, tmp_pat
             "FLYTE_AWS_SECRETS_TRUSTED_ENDPOINTS",
         ),
         ({"FLYTE_AWS_SECRETS_CONFIG": "/tmp/mine.yaml"}, "config", "FLYTE_AWS_SECRETS_CONFIG"),
+        (
+            {"FLYTE_AWS_SECRETS_REFRESH_FLEET_PODS": "98761"},
+            "refresh_fleet_pods",
+            "FLYTE_AWS_SECRETS_REFRESH_FLEET_PODS",
+        ),
         ({"AWS_ENDPOINT_URL": "https://collector.example"}, "trusted_endpoints", "AWS_ENDPOINT_URL"),
         ({"AWS_ENDPOINT_URL_STS": "http://169.254.0.9"}, "trusted_endpoints", "AWS_ENDPOINT_URL_STS"),
     ],
