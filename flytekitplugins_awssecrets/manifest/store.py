@@ -187,9 +187,14 @@ def _chunks(items: Sequence[Any], n: int) -> list[Sequence[Any]]:
 
 def _aws(where: str, e: BaseException) -> AwsCallError:
     code, message = describe_error(e)
+    from flytekitplugins_awssecrets.errors import CREDENTIAL_CODES
+
     hint = ""
-    if code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException"):
-        hint = "check the credentials in use and their IAM permissions"
+    if code in CREDENTIAL_CODES:
+        # Invalid, unknown or expired keys: not a missing permission (the same split as task resolution).
+        hint = "AWS did not accept the credentials themselves: refresh or replace them (`aws sts get-caller-identity`)"
+    elif code in ("AccessDeniedException", "AccessDenied"):
+        hint = "the credentials in use lack an IAM permission for this call"
     return AwsCallError(where, message, code, hint)
 
 
