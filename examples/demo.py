@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,19 +50,19 @@ def create_demo_secrets(prefix: str) -> dict[str, str]:
     return values
 
 
-def main() -> int:
+def start_embedded_moto(prefix: str) -> tuple[Any, dict[str, str]]:
+    """A moto server on loopback, and this process's AWS environment pointed at it (and away from any real
+    AWS configuration); returns the server and those variables (for child processes)."""
     import logging
 
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
-
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    home = tempfile.mkdtemp(prefix="awssecrets-demo-")
-    env = {
-        **os.environ,
+    home = tempfile.mkdtemp(prefix=prefix)
+    aws = {
         "AWS_ENDPOINT_URL": f"http://{host}:{port}",
         "AWS_ACCESS_KEY_ID": "demo",
         "AWS_SECRET_ACCESS_KEY": "demo",
@@ -70,7 +71,13 @@ def main() -> int:
         "AWS_SHARED_CREDENTIALS_FILE": os.path.join(home, "none"),
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    os.environ.update(aws)
+    return server, aws
+
+
+def main() -> int:
+    server, aws = start_embedded_moto("awssecrets-demo-")
+    env = {**os.environ, **aws}
     values = create_demo_secrets("demo")
     print("Created in the embedded moto server (fingerprints only):")
     for name, v in values.items():

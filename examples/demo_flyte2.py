@@ -13,7 +13,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import flyte
@@ -59,28 +58,10 @@ async def call_api() -> str:
 
 
 def main() -> int:
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
     sys.path.insert(0, str(HERE))
-    from demo import create_demo_secrets  # the flytekit demo's secrets, created the same way
+    from demo import create_demo_secrets, start_embedded_moto  # the flytekit demo's, the same way
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    home = tempfile.mkdtemp(prefix="awssecrets-demo2-")
-    aws = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "demo",
-        "AWS_SECRET_ACCESS_KEY": "demo",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": os.path.join(home, "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": os.path.join(home, "none"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    os.environ.update(aws)
+    server, aws = start_embedded_moto("awssecrets-demo2-")
     values = create_demo_secrets(PREFIX)
     print("Created in the embedded moto server (fingerprints only):")
     for name, v in values.items():
