@@ -98,6 +98,31 @@ class _FileWatchingCredentials:
         return _Live()
 
 
+def import_botocore() -> None:
+    """Import ``botocore.session`` (and its HTTP layer) without loading pyOpenSSL it does not use.
+
+    ``botocore.httpsession`` imports ``urllib3.contrib.pyopenssl`` only to read ``orig_util_SSLContext``: the
+    standard library's ``SSLContext`` as it was before anyone injected pyOpenSSL into urllib3, falling back
+    to ``urllib3.util.ssl_.SSLContext`` when that import fails. Importing the module loads pyOpenSSL and
+    cryptography's x509 bindings, 45-80 ms of CPU in a pod (more than the rest of the plugin), for a class
+    botocore then already has: while nobody has imported ``urllib3.contrib.pyopenssl``, nobody can have
+    injected it, so the fallback is that same class. The import is refused only while botocore's own import
+    runs, and only when nothing imported the module before (then botocore's own import path is kept).
+    """
+    import sys
+
+    if "botocore.httpsession" in sys.modules or "urllib3.contrib.pyopenssl" in sys.modules:
+        import botocore.session  # noqa: F401 - already loaded, or pyOpenSSL is already in use: botocore's way
+        return
+    blocked = "urllib3.contrib.pyopenssl"
+    sys.modules[blocked] = None  # type: ignore[assignment]  # an import of it raises ImportError
+    try:
+        import botocore.session  # noqa: F401
+    finally:
+        if blocked in sys.modules and sys.modules[blocked] is None:
+            del sys.modules[blocked]
+
+
 #: botocore's data loader, one per data path for the whole process: it keeps the service models and
 #: endpoint rules it has parsed (about 100 ms of CPU for Secrets Manager's), which do not change while the
 #: process runs, so a new factory (settings reloaded, ``reset_process_state``) builds its clients in ~10 ms.
@@ -110,9 +135,49 @@ def _share_loader(core: botocore.session.Session) -> None:
     with _LOADERS_LOCK:
         loader = _LOADERS.get(key)
         if loader is None:
-            _LOADERS[key] = core.get_component("data_loader")
-        else:
-            core.register_component("data_loader", loader)
+            loader = _LOADERS[key] = _direct_loader(core.get_component("data_loader"))
+        core.register_component("data_loader", loader)
+
+
+def _direct_loader(loader: Any) -> Any:
+    """botocore's ``loader``, except that it learns whether a service exists from that service's directory.
+
+    To build a client, botocore's ``load_service_model`` lists every service that has a model of the asked
+    type (``list_available_services``: a directory listing and up to four ``stat`` calls for each of ~430
+    services, twice per first client: 20-30 ms of CPU) only to refuse an unknown name. Here that question is
+    answered from the asked service's own directory (the versions that hold the model, which botocore reads
+    next anyway); the full list is still built for any other caller, and when the service has no such model
+    (then botocore's own error, with the list of known services, is raised).
+    """
+    import threading
+
+    from botocore.exceptions import DataNotFoundError
+    from botocore.loaders import Loader
+
+    class DirectLoader(Loader):  # type: ignore[misc]
+        _asked = threading.local()
+
+        def load_service_model(self, service_name: str, type_name: str, api_version: str | None = None) -> Any:
+            self._asked.name = service_name
+            try:
+                return super().load_service_model(service_name, type_name, api_version)
+            finally:
+                self._asked.name = None
+
+        def list_available_services(self, type_name: str) -> Any:
+            asked = getattr(self._asked, "name", None)
+            if asked:
+                self._asked.name = None  # once: botocore's call just after entering load_service_model
+                try:
+                    self.list_api_versions(asked, type_name)
+                except DataNotFoundError:
+                    pass
+                else:
+                    return [asked]  # load_service_model asks only "is ``asked`` among them?": it is
+            return super().list_available_services(type_name)
+
+    loader.__class__ = DirectLoader  # same state, one method more: nothing else changes for botocore
+    return loader
 
 
 class ClientFactory:
@@ -139,6 +204,7 @@ class ClientFactory:
             return self._base
 
     def _new_session(self, profile: str | None = None) -> botocore.session.Session:
+        import_botocore()
         import botocore.session
 
         core = botocore.session.Session(profile=profile)

@@ -102,9 +102,13 @@ def _refuse(why: str, fix: str) -> None:
 
 def _run(command: str, args: list[str]) -> int:
     """Run a flytekit console script in this process (it is the same Python), else exec it."""
-    from importlib.metadata import entry_points
+    from importlib.metadata import PackageNotFoundError, distribution, entry_points
 
-    for ep in entry_points(group="console_scripts", name=command):
+    try:  # flytekit's commands: its own entry points are read first (scanning every package's costs ~15 ms)
+        found = list(distribution("flytekit").entry_points.select(group="console_scripts", name=command))
+    except PackageNotFoundError:  # pragma: no cover - the pod runs flytekit
+        found = []
+    for ep in found or entry_points(group="console_scripts", name=command):
         fn = ep.load()
         sys.argv = [command, *args]
         main = getattr(fn, "main", None)

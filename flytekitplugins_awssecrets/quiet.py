@@ -31,9 +31,19 @@ _saved: dict[str, int] = {}
 
 
 def _targets(names: Sequence[str]) -> list[logging.Logger]:
+    """The named loggers, and every logger below them with a level of its own.
+
+    A logger without one (``NOTSET``) takes the level of its nearest ancestor that has one, which is then
+    one of these: raising it as well would change nothing, and every ``setLevel`` clears the level caches of
+    all the process's loggers (thousands in a flytekit process: ~10 ms per resolution for 40 of them).
+    """
     out = [logging.getLogger(n) for n in names]
     for name, obj in list(logging.Logger.manager.loggerDict.items()):
-        if isinstance(obj, logging.Logger) and name.startswith(tuple(n + "." for n in names)):
+        if (
+            isinstance(obj, logging.Logger)
+            and obj.level != logging.NOTSET
+            and name.startswith(tuple(n + "." for n in names))
+        ):
             out.append(obj)
     return out
 

@@ -62,7 +62,7 @@ class AssumeRole(BaseModel):
           duration_seconds: 3600
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     role_arn: str = Field(pattern=r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:role/[\w+=,.@/-]+$")
     external_id: str | None = None
@@ -171,7 +171,7 @@ class Settings(BaseModel):
       aliases ({}): friendly name -> ARN, like Secret Agent's ``resources``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     cache_ttl_seconds: float = Field(default=300.0, ge=0)
     max_concurrency: int = Field(default=16, ge=1, le=256)
@@ -611,6 +611,10 @@ def load_settings(environ: dict[str, str] | None = None, *, pod: bool | None = N
         setting_sources.check_pod_sources(env, env_fields, file_fields, image, CONFIG_ENV, ENV_PREFIX)
     origin.update(env_origin)
     merged = {**file_fields, **env_fields}
+    if not merged:
+        # Nothing is set (a pod's usual case): the defaults, which every validator accepts as they are, so
+        # the model is built without compiling its validators (deferred: ~12 ms of CPU at a pod's start).
+        return Settings.model_construct()
     try:
         return Settings(**merged)
     except ValidationError as e:
