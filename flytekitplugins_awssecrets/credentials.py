@@ -17,6 +17,7 @@ One client is kept per (service, region, credentials), for the life of the proce
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,7 @@ def import_botocore() -> None:
 
     if "botocore.httpsession" in sys.modules or "urllib3.contrib.pyopenssl" in sys.modules:
         import botocore.session  # noqa: F401 - already loaded, or pyOpenSSL is already in use: botocore's way
+
         return
     blocked = "urllib3.contrib.pyopenssl"
     sys.modules[blocked] = None  # type: ignore[assignment]  # an import of it raises ImportError
@@ -139,6 +141,40 @@ def _share_loader(core: botocore.session.Session) -> None:
         core.register_component("data_loader", loader)
 
 
+_HOOKS: list[Any] = []
+
+
+def _builtin_hooks() -> Any:
+    """A copy of botocore's built-in event handlers, registered once per process; None if they cannot be.
+
+    A botocore ``Session`` registers its ~170 built-in handlers one by one, inspecting each one's signature:
+    about 5 ms of CPU per session, on the path to a task's first request. They are the same module-level
+    handlers for every session, so they are registered once into an emitter that each new session gets a
+    copy of (``Session(event_hooks=..., include_builtin_handlers=False)``, botocore's own parameters; a
+    copy is what botocore gives each client too).
+    """
+    with _LOADERS_LOCK:
+        if not _HOOKS:
+            from botocore import handlers
+            from botocore.hooks import EventAliaser, HierarchicalEmitter
+
+            hooks: Any = HierarchicalEmitter()
+            events = EventAliaser(hooks)
+            for spec in handlers.BUILTIN_HANDLERS:  # as botocore's Session._register_builtin_handlers
+                if len(spec) == 2:
+                    events.register(spec[0], spec[1])
+                elif len(spec) == 3 and spec[2] is handlers.REGISTER_FIRST:
+                    events.register_first(spec[0], spec[1])
+                elif len(spec) == 3 and spec[2] is handlers.REGISTER_LAST:
+                    events.register_last(spec[0], spec[1])
+                else:  # a botocore that registers differently: let each session do it its own way
+                    hooks = None
+                    break
+            _HOOKS.append(hooks)
+        template = _HOOKS[0]
+        return None if template is None else copy.copy(template)
+
+
 def _direct_loader(loader: Any) -> Any:
     """botocore's ``loader``, except that it learns whether a service exists from that service's directory.
 
@@ -157,7 +193,9 @@ def _direct_loader(loader: Any) -> Any:
     class DirectLoader(Loader):  # type: ignore[misc]
         _asked = threading.local()
 
-        def load_service_model(self, service_name: str, type_name: str, api_version: str | None = None) -> Any:
+        def load_service_model(
+            self, service_name: str, type_name: str, api_version: str | None = None
+        ) -> Any:
             self._asked.name = service_name
             try:
                 return super().load_service_model(service_name, type_name, api_version)
@@ -207,7 +245,13 @@ class ClientFactory:
         import_botocore()
         import botocore.session
 
-        core = botocore.session.Session(profile=profile)
+        hooks = _builtin_hooks()
+        if hooks is None:
+            core = botocore.session.Session(profile=profile)
+        else:
+            core = botocore.session.Session(
+                event_hooks=hooks, include_builtin_handlers=False, profile=profile
+            )
         _share_loader(core)
         if self.settings.region:
             core.set_config_variable("region", self.settings.region)
