@@ -132,8 +132,9 @@ def _goals(ax: Any, results: Results) -> None:
         colour = "#1a8a3a" if r.passed else "#c0392b"
         ax.text(0.0, y, f"{r.id}", fontsize=8, weight="bold", va="top", transform=ax.transAxes)
         ax.text(0.08, y, r.verdict, fontsize=8, weight="bold", color=colour, va="top", transform=ax.transAxes)
+        # One line per goal: two lines each overlapped once the table passed ~12 goals.
         ax.text(
-            0.2, y, f"{r.short or r.value}\ngoal: {r.goal}", fontsize=7.5, va="top", transform=ax.transAxes
+            0.2, y, f"{r.short or r.value}  (goal: {r.goal})", fontsize=7, va="top", transform=ax.transAxes
         )
         y -= 0.97 / max(len(rows), 8)
 
