@@ -63,7 +63,7 @@ def import_time(skip_plugin: bool) -> dict[str, object]:
     return {
         "total": total,
         "plugin": sum(spent.get(name, 0.0) for name in PLUGIN_ENTRY_POINTS),
-        "plugin_loaded": "flytekitplugins_awssecrets.flyte" in sys.modules,
+        "plugin_loaded": "flytekitplugins_awssecrets.flytekit.hooks" in sys.modules,
         "boto3": "boto3" in sys.modules,
         "botocore": "botocore" in sys.modules,
     }

@@ -37,12 +37,12 @@ def prepare(requests: Sequence[AwsRequest], task: str | None) -> tuple[Lease, An
 
     settings = get_settings()
     served, errors = _served_by_webhook(requests, settings)
-    # check_present=False: "already present" is a flytekit notion (its env/file names); the webhook's files
+    # No present=: "already present" is a flytekit notion (its env/file names); the webhook's files
     # were looked at above.
     pending = [r for i, r in enumerate(requests) if i not in served]
     resolved = []
     try:
-        resolved = resolve_requests(pending, task=task, check_present=False) if pending else []
+        resolved = resolve_requests(pending, task=task) if pending else []
     except SecretResolutionError as e:
         errors += e.errors
     if errors:
