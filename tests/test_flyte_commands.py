@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, remember
-from tests.support.shm import leftover_mounts
 from tests.support.pod import run_pod, serialize_tasks
+from tests.support.shm import leftover_mounts
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.compat
