@@ -102,7 +102,7 @@ def _wrap(original: Callable[..., Any], task_pos: int) -> Callable[..., Any]:
 
         secrets = task_secrets(task)
         if not secrets:
-            return await original(*args, **kwargs)
+            return await _hiding(original(*args, **kwargs))
         from flytekitplugins_awssecrets.flyte2.run import failure, run_with_secrets
 
         try:
@@ -110,8 +110,21 @@ def _wrap(original: Callable[..., Any], task_pos: int) -> Callable[..., Any]:
         except SecretResolutionError as e:
             return {}, failure(SecretResolutionError(e.errors, getattr(task, "name", None)))
         if not requests:
-            return await original(*args, **kwargs)
+            return await _hiding(original(*args, **kwargs))
         return await run_with_secrets(task, requests, lambda: original(*args, **kwargs))
 
     setattr(run_task, _PATCHED, True)
     return run_task
+
+
+async def _hiding(call: Any) -> Any:
+    """Run a task that asks for no AWS secret; in a local run, without its parent's secrets in view."""
+    from flytekitplugins_awssecrets.flyte2 import environ
+    from flytekitplugins_awssecrets.flyte2.mount import hide_inherited
+
+    scope = hide_inherited()
+    try:
+        return await call
+    finally:
+        if scope is not None:
+            environ.leave(scope)

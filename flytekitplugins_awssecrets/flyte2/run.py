@@ -115,11 +115,7 @@ class _Files:
         return ", ".join(parts) or "memory"
 
     def replace_value(self, r: Any, value: str | bytes) -> None:
-        from flytekitplugins_awssecrets.flyte2.mount import replace_file
-
-        rel = "/".join(file_parts(r.group, r.key))
-        if rel in self._held.files and self._held.directory:
-            replace_file(rel, value)
+        self._held.replace_file("/".join(file_parts(r.group, r.key)), value)
 
 
 def _served_by_webhook(
