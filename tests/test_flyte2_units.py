@@ -149,3 +149,63 @@ def test_a_file_the_webhook_mounted_is_taken_not_read_again(
     with pytest.raises(SecretResolutionError) as e:
         prepare(aws_requests([aws_secret(served), aws_secret(missing)]), "pod")
     assert missing in str(e.value) and served not in str(e.value)
+
+
+BAD_TASKS = """
+import json, os, pathlib
+import flyte
+from flytekitplugins_awssecrets.flyte2 import aws_secret
+
+moved = aws_secret(os.environ["T_ARN_A"])
+moved.mount = pathlib.Path("/somewhere/else")  # flyte refuses it at declaration; a plugin may not get past it
+bad = flyte.TaskEnvironment("bad", secrets=[
+    aws_secret(os.environ["T_ARN_A"], as_env_var="GOOD"),
+    flyte.Secret(group="arn:aws:secretsmanager:us-east-1:12345:secret:", key="short-account-AbC123", as_env_var="X"),
+    moved,
+])
+top = flyte.TaskEnvironment("top", depends_on=[bad])
+
+
+@bad.task
+async def victim() -> str:
+    pathlib.Path(os.environ["T_MARKER"]).write_text("ran")
+    return "never"
+
+
+@top.task
+async def caller() -> str:
+    try:
+        await victim()
+        error = ""
+    except Exception as e:
+        error = type(e).__name__ + ": " + str(e)
+    return json.dumps({"error": error, "good_seen": "GOOD" in os.environ,
+                       "dir": os.environ.get("FLYTE_SECRETS_DEFAULT_DIR")})
+"""
+
+
+def test_bad_requests_fail_before_user_code_naming_each_with_nothing_placed(
+    secrets_factory: Any, unique: str, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An ARN-looking group the plugin cannot parse and a ``mount`` flyte does not allow, beside a good request:
+    one typed error naming both, no user code, and the good one never placed."""
+    from tests.test_flyte2 import _env, _leftovers
+
+    arn, _ = secrets_factory.secret(f"f2/{unique}/good")
+    (tmp_path / "badtasks.py").write_text(BAD_TASKS)
+    env = _env(aws_env, T_ARN_A=arn, T_MARKER=str(tmp_path / "marker"))
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env['PYTHONPATH']}"
+    code = "import flyte, badtasks; flyte.init(); print('RESULT=' + flyte.run(badtasks.caller).outputs()[0])"
+    before = _leftovers()
+    p = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert "RESULT=" in p.stdout, (p.stdout + p.stderr)[-3000:]
+    result = json.loads(p.stdout.split("RESULT=", 1)[1].splitlines()[0])
+    error = result["error"]
+    assert "arn:aws:secretsmanager:us-east-1:12345:secret:short-account-AbC123" in error, error
+    assert "/somewhere/else" in error and "/etc/flyte/secrets" in error, error
+    assert "2 secret requests" in error or error.count("invalid reference") == 2, error
+    assert not (tmp_path / "marker").exists(), "user code ran although its requests were bad"
+    assert result["good_seen"] is False and result["dir"] is None
+    assert _leftovers() == before

@@ -124,15 +124,22 @@ def _served_by_webhook(
     """Values that Flyte's AWS webhook already mounted in this pod, by request index.
 
     The webhook serves a ``mount`` request whose key is the plain secret name (no JSON key or version: it
-    would ask AWS for a secret named ``name:field``) at ``<webhook_dir>/<lower(group)>/<lower(key)>``. Taking
+    would ask AWS for a secret named ``name:field``) at ``<webhook_dir>/<lower(group)>/<lower(key)>``, and
+    only when the task was not registered in ``plugin`` mode (the mode comes from the pod's command line,
+    see :mod:`.pod`; a task registered for the plugin had no request handed to a webhook). Taking
     its file saves a read; ``required_tags`` still holds (one metadata call per secret, as for flytekit).
     """
     import os
 
+    from flytekitplugins_awssecrets.flyte2.cluster import webhook_serves
+    from flytekitplugins_awssecrets.flyte2.pod import registered_mode
+
     out: dict[int, str | bytes] = {}
     errors: list[AwsSecretsError] = []
+    if registered_mode() == "plugin":
+        return out, errors  # registered for the plugin: no request was handed to a webhook
     for i, req in enumerate(requests):
-        if not req.file or req.ref.service is None or req.ref.key != req.ref.base_key:
+        if not webhook_serves(req):
             continue
         path = os.path.join(settings.webhook_dir, *file_parts(req.group, req.key))
         if os.path.isfile(path):
@@ -197,7 +204,7 @@ async def run_with_secrets(
     name = getattr(task, "name", None)
     try:
         held, sensitive, resolved, record = prepare(requests, name)
-    except SecretResolutionError as e:
+    except AwsSecretsError as e:  # one naming every failing reference, or a setting refused in a pod
         return {}, failure(e)
     settings = get_settings()
     from flytekitplugins_awssecrets import record as records
