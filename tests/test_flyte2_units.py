@@ -209,3 +209,51 @@ def test_bad_requests_fail_before_user_code_naming_each_with_nothing_placed(
     assert not (tmp_path / "marker").exists(), "user code ran although its requests were bad"
     assert result["good_seen"] is False and result["dir"] is None
     assert _leftovers() == before
+
+
+def test_environ_views_are_per_context_and_the_real_mapping_comes_back() -> None:
+    """The overlay behind ``os.environ`` in this process: two asyncio tasks at once each read, iterate, copy
+    and delete only their own names; a name of the real environment shows through; the same mapping object is
+    put back after the last view (the values here are not secrets)."""
+    import asyncio
+
+    from flytekitplugins_awssecrets.flyte2 import environ
+
+    real = os.environ._data  # type: ignore[attr-defined]
+    os.environ["T_VIEW_REAL"] = "real"
+    seen: dict[str, Any] = {}
+
+    async def task(name: str) -> None:
+        scope = environ.enter({name: "v-" + name})
+        try:
+            await asyncio.sleep(0.05)  # both views exist now
+            seen[name] = (
+                os.environ.get(name),
+                os.getenv("T_VIEW_REAL"),
+                sorted(k for k in os.environ if k.startswith("T_VIEW_")),
+                sorted(k for k in os.environ.copy() if k.startswith("T_VIEW_")),
+                os.environb.get(name.encode()),
+            )
+            del os.environ[name]
+            seen[name + "/deleted"] = name in os.environ
+        finally:
+            environ.leave(scope)
+
+    async def main() -> None:
+        await asyncio.gather(task("T_VIEW_A"), task("T_VIEW_B"))
+
+    try:
+        asyncio.run(main())
+    finally:
+        os.environ.pop("T_VIEW_REAL", None)
+    for mine in ("T_VIEW_A", "T_VIEW_B"):
+        assert seen[mine] == (
+            "v-" + mine,
+            "real",
+            sorted([mine, "T_VIEW_REAL"]),
+            sorted([mine, "T_VIEW_REAL"]),
+            ("v-" + mine).encode(),
+        )
+        assert seen[mine + "/deleted"] is False
+    assert os.environ._data is real and os.environb._data is real  # type: ignore[attr-defined]
+    assert not environ.installed() and "T_VIEW_A" not in os.environ

@@ -146,6 +146,9 @@ def enter(values: Mapping[str, str], *, install: bool = True) -> Scope:
 
 def leave(scope: Scope) -> None:
     """End a view: the context sees what it saw before :func:`enter`."""
-    _view.reset(scope.token)
+    try:
+        _view.reset(scope.token)
+    except (ValueError, RuntimeError):  # another context (or twice): that context's view ends with it
+        pass
     if scope.counted:
         _uninstall()

@@ -165,6 +165,9 @@ def _wrap(original: Callable[..., Any], task_pos: int) -> Callable[..., Any]:
 async def _hiding(call: Any) -> Any:
     """Run a task that asks for no AWS secret; in a local run, without its parent's secrets in view."""
     from flytekitplugins_awssecrets.flyte2 import environ
+
+    if not environ.installed():  # no task holds a secret in this process: nothing to hide
+        return await call
     from flytekitplugins_awssecrets.flyte2.mount import hide_inherited
 
     scope = hide_inherited()
