@@ -66,8 +66,7 @@ boxes = flyte.TaskEnvironment.from_task("boxes", boxed)
 """
 
 SPEC = """
-import json, sys, pathlib, warnings
-warnings.simplefilter("always")
+import json, sys, pathlib
 from google.protobuf.json_format import MessageToDict
 from flyte.models import ActionID, SerializationContext
 from flyte._internal.runtime.convert import Inputs
