@@ -216,7 +216,10 @@ def test_a_pod_refuses_a_hostile_env_weakening_a_protected_setting(
         )
     ):
         spec, _ = _spec(world, "main", tmp_path / f"h{i}")
-        p = _pod(world, spec["args"], **hostile)
+        # The registered command (flyte-awssecrets-a0 ... a0 ...), and a bare a0 (a template not routed).
+        args = spec["args"] if i == 0 else spec["args"][3:]
+        assert args[0] == ("flyte-awssecrets-a0" if i == 0 else "a0")
+        p = _pod(world, args, **hostile)
         assert (tmp_path / f"h{i}" / "error.pb").exists(), (p.returncode, (p.stdout + p.stderr)[-3000:])
         error = (tmp_path / f"h{i}" / "error.pb").read_bytes().decode("utf-8", "replace")
         assert "UntrustedSettingError" in error or "setting '" in error, (p.stdout + p.stderr)[-3000:]
