@@ -100,13 +100,14 @@ def _install() -> None:
     with _lock:
         if _users == 0:
             data = os.environ._data  # type: ignore[attr-defined]
-            if isinstance(data, _Overlay):
-                raise RuntimeError("os.environ already reads through another overlay")
+            # Left by a reloaded copy of this module: its real mapping is the real one.
+            data = getattr(data, "real", data) if type(data).__name__ == "_Overlay" else data
             _real = data
             overlay = _Overlay(data)
             os.environ._data = overlay  # type: ignore[attr-defined]
-            if getattr(os, "environb", None) is not None and os.environb._data is data:  # type: ignore[attr-defined]
-                os.environb._data = overlay  # type: ignore[attr-defined]
+            environb = getattr(os, "environb", None)
+            if environb is not None and getattr(environb._data, "real", environb._data) is data:
+                environb._data = overlay
         _users += 1
 
 
