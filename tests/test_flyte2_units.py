@@ -257,3 +257,42 @@ def test_environ_views_are_per_context_and_the_real_mapping_comes_back() -> None
         assert seen[mine + "/deleted"] is False
     assert os.environ._data is real and os.environb._data is real  # type: ignore[attr-defined]
     assert not environ.installed() and "T_VIEW_A" not in os.environ
+
+
+def test_a_pod_template_container_running_a0_is_routed_and_others_are_not() -> None:
+    """A task with a pod template carries its command in the pod spec's containers (flyte needs the kubernetes
+    client to build one, so the template is built here): the container that runs ``a0`` is routed, idempotently;
+    a sidecar is left alone."""
+    from flyteidl2.core import tasks_pb2
+    from google.protobuf.json_format import MessageToDict
+
+    from flytekitplugins_awssecrets.flyte2.cluster import _route_template
+
+    tt = tasks_pb2.TaskTemplate()
+    tt.k8s_pod.pod_spec.update(
+        {
+            "containers": [
+                {"name": "primary", "args": ["a0", "--inputs", "x", "--resolver", "r", "mod", "m"]},
+                {"name": "sidecar", "args": ["sleep", "1"]},
+            ]
+        }
+    )
+    assert _route_template(tt, "webhook") is True
+    assert _route_template(tt, "plugin") is True  # re-serialized: the mode is replaced, not stacked
+    containers = {c["name"]: c["args"] for c in MessageToDict(tt.k8s_pod.pod_spec)["containers"]}
+    assert containers["primary"] == [
+        "flyte-awssecrets-a0",
+        "--cluster-mode",
+        "plugin",
+        "a0",
+        "--inputs",
+        "x",
+        "--resolver",
+        "r",
+        "mod",
+        "m",
+    ]
+    assert containers["sidecar"] == ["sleep", "1"]
+    plain = tasks_pb2.TaskTemplate()
+    plain.container.args.extend(["cat", "/etc/flyte/secrets/x"])
+    assert _route_template(plain, "plugin") is False and list(plain.container.args)[0] == "cat"
