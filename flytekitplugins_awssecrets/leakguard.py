@@ -26,9 +26,10 @@ import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from flytekitplugins_awssecrets.errors import AwsSecretsError
 from flytekitplugins_awssecrets.sensitive import SensitiveSet
 
-__all__ = ["LeakScanner", "ACTIVE", "Opaque", "check_outputs"]
+__all__ = ["LeakScanner", "ACTIVE", "Opaque", "check_outputs", "leak_in"]
 
 #: The scanner of the task running in this context (set by an adapter around user code).
 ACTIVE: contextvars.ContextVar[LeakScanner | None] = contextvars.ContextVar(
@@ -147,27 +148,38 @@ def check_outputs(
     opaque_why: str = "the SDK would store it opaquely",
 ) -> None:
     """Raise :class:`SecretLeakError` if the running task's outputs (name -> Python value) hold one of its
-    secrets. ``opaque`` (asked only when needed) names the outputs the SDK would store where the guard cannot
-    look (e.g. pickled): they fail closed with :class:`UninspectableOutputError` saying ``opaque_why``,
-    unless the ``allow_opaque_outputs`` setting accepts them."""
+    secrets; see :func:`leak_in`. Nothing to do when no scanner is active in this context."""
     scanner = ACTIVE.get()
-    if not scanner:
-        return
+    if scanner:
+        error = leak_in(scanner, outputs, opaque, opaque_why)
+        if error is not None:
+            raise error
+
+
+def leak_in(
+    scanner: LeakScanner,
+    outputs: dict[str, Any],
+    opaque: Callable[[], Sequence[str]] | None = None,
+    opaque_why: str = "the SDK would store it opaquely",
+) -> AwsSecretsError | None:
+    """The error for outputs (name -> Python value) holding a secret, or None. ``opaque`` (asked only when
+    needed) names the outputs the SDK would store where the guard cannot look (e.g. pickled): they fail
+    closed with :class:`UninspectableOutputError` saying ``opaque_why``, unless the ``allow_opaque_outputs``
+    setting accepts them. Where the error names an output's path, dict keys that are secrets are hidden."""
     from flytekitplugins_awssecrets.errors import SecretLeakError, UninspectableOutputError
 
     if opaque is not None and not scanner.allow_opaque:
         names = opaque()
         if names:
-            raise UninspectableOutputError(scanner.first_reference, repr(names[0]), opaque_why)
+            return UninspectableOutputError(scanner.first_reference, repr(names[0]), opaque_why)
     try:
         hits = scanner.scan_python(outputs)
     except Opaque as e:
-        where = repr(scanner.sensitive.hide_keys(e.where))
-        raise UninspectableOutputError(scanner.first_reference, where, e.why) from None
+        return UninspectableOutputError(
+            scanner.first_reference, repr(scanner.sensitive.hide_keys(e.where)), e.why
+        )
     if hits:
         ref, where = hits[0]
         # The path names dict keys, and a key can be a secret itself.
-        raise SecretLeakError(ref, repr(scanner.sensitive.hide_keys(where)))
-
-
-_Opaque = Opaque  # the Flyte 2 adapter's name for it until it moves to the public one
+        return SecretLeakError(ref, repr(scanner.sensitive.hide_keys(where)))
+    return None

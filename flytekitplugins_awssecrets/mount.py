@@ -330,11 +330,6 @@ class MountSession:
         """Write ``value`` at ``rel`` under ``base`` (default: :meth:`session_dir`), 0600 in 0700 dirs."""
         return write_private_file(base if base is not None else self.session_dir(), rel, value)
 
-    # The Flyte 2 adapter's names for these until it moves to the public ones.
-    _session_dir = session_dir
-    _write_file = write_file
-    _replace_file = staticmethod(replace_file)
-
     # -- while the task runs --------------------------------------------------------------------------------
     @contextlib.contextmanager
     def activated(self) -> Iterator[None]:

@@ -14,8 +14,10 @@ before its code runs, in ``flyte run --local``, ``flyte.run(...)`` and in the po
     )
 
 Modules: :mod:`.requests` (flyte.Secret -> references), :mod:`.mount` (env vars, webhook-layout files),
-:mod:`.run` (around one task), :mod:`.hooks` (the one private hook, version-guarded), :mod:`.entrypoint`
-(what ``flyte.plugins.types`` loads). Importing this package imports neither flyte nor boto3.
+:mod:`.environ` (each local task's own view of ``os.environ``), :mod:`.run` (around one task), :mod:`.cluster`
+(what the serialized spec carries per cluster mode), :mod:`.pod` (the pod's ``flyte-awssecrets-a0``),
+:mod:`.hooks` (the private hooks, version-guarded), :mod:`.entrypoint` (what ``flyte.plugins.types`` loads).
+Importing this package imports neither flyte nor boto3.
 """
 
 from __future__ import annotations

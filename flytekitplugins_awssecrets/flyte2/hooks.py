@@ -1,10 +1,15 @@
-"""The one place that touches flyte's private names: the task runner's ``run_task``.
+"""The one place that touches flyte's private names: the task runner's ``run_task`` and the serializer's
+``get_proto_task``.
 
 Every Flyte 2 execution path runs a task through ``flyte._internal.runtime.taskrunner.run_task`` (``flyte run
 --local``, ``flyte.run`` from Python or a notebook, and ``a0`` in a pod: ``load_and_run_task`` ->
 ``convert_and_run`` -> ``run_task`` -> ``task.execute``). flyte has no secrets-provider interface, so the
 adapter wraps that one function: a task that asks for no AWS secret goes straight through; one that does has
 its requests resolved and placed before ``task.execute`` and removed after it.
+
+Serialization (``flyte deploy``, a remote ``flyte run``, a parent submitting a child in a pod) builds every task
+template with ``task_serde.get_proto_task``; the adapter wraps it so the spec fits the cluster mode
+(:mod:`.cluster`). Tasks without AWS requests get flyte's template untouched.
 
 Guarded: :func:`install` does nothing but warn once on a flyte version outside :data:`SUPPORTED` or when
 ``run_task`` no longer has the parameters it expects, so an unknown flyte is never broken, only left alone.
@@ -86,7 +91,47 @@ def install() -> bool:
         _disable("flyte's run_task has no 'task' parameter")
         return False
     taskrunner.run_task = _wrap(current, params.index("task"))
+    _install_serialization()
     return True
+
+
+def _install_serialization() -> None:
+    """Wrap ``task_serde.get_proto_task`` (what every serialization path calls, by its module global) so the
+    spec fits the cluster mode (:mod:`.cluster`); a changed signature leaves serialization alone, warned."""
+    from flyte._internal.runtime import task_serde
+
+    current = task_serde.get_proto_task
+    if getattr(current, _PATCHED, False):
+        return
+    try:
+        params = list(inspect.signature(current).parameters)
+    except (TypeError, ValueError):
+        params = []
+    if params[:2] != ["task", "serialize_context"]:
+        warnings.warn(
+            "flytekitplugins-awssecrets: flyte's get_proto_task changed; task specs are serialized as flyte "
+            "writes them (no cluster mode), AWS requests still resolve in the pod.",
+            Flyte2AdapterDisabledWarning,
+            stacklevel=3,
+        )
+        return
+
+    @functools.wraps(current)
+    def get_proto_task(*args: Any, **kwargs: Any) -> Any:
+        tt = current(*args, **kwargs)
+        task = kwargs.get("task", args[0] if args else None)
+        sctx = kwargs.get("serialize_context", args[1] if len(args) > 1 else None)
+        from flytekitplugins_awssecrets.flyte2.entrypoint import disabled
+
+        if task is None or disabled() or not getattr(task, "secrets", None):
+            return tt
+        from flytekitplugins_awssecrets.flyte2.cluster import rewrite_template
+
+        rewrite_template(tt, task, getattr(sctx, "project", None), getattr(sctx, "domain", None))
+        return tt
+
+    setattr(get_proto_task, _PATCHED, True)
+    task_serde.get_proto_task = get_proto_task
 
 
 def _wrap(original: Callable[..., Any], task_pos: int) -> Callable[..., Any]:
@@ -102,7 +147,7 @@ def _wrap(original: Callable[..., Any], task_pos: int) -> Callable[..., Any]:
 
         secrets = task_secrets(task)
         if not secrets:
-            return await original(*args, **kwargs)
+            return await _hiding(original(*args, **kwargs))
         from flytekitplugins_awssecrets.flyte2.run import failure, run_with_secrets
 
         try:
@@ -110,8 +155,24 @@ def _wrap(original: Callable[..., Any], task_pos: int) -> Callable[..., Any]:
         except SecretResolutionError as e:
             return {}, failure(SecretResolutionError(e.errors, getattr(task, "name", None)))
         if not requests:
-            return await original(*args, **kwargs)
+            return await _hiding(original(*args, **kwargs))
         return await run_with_secrets(task, requests, lambda: original(*args, **kwargs))
 
     setattr(run_task, _PATCHED, True)
     return run_task
+
+
+async def _hiding(call: Any) -> Any:
+    """Run a task that asks for no AWS secret; in a local run, without its parent's secrets in view."""
+    from flytekitplugins_awssecrets.flyte2 import environ
+
+    if not environ.installed():  # no task holds a secret in this process: nothing to hide
+        return await call
+    from flytekitplugins_awssecrets.flyte2.mount import hide_inherited
+
+    scope = hide_inherited()
+    try:
+        return await call
+    finally:
+        if scope is not None:
+            environ.leave(scope)
