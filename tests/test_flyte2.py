@@ -332,3 +332,21 @@ def test_output_leak_is_refused(world: dict[str, Any], tmp_path: Path) -> None:
     out = q.stdout + q.stderr
     assert q.returncode != 0 and "cannot use" in out and "ValueError" in out, out[-2000:]
     assert world["a"] not in out, "the value reached the log or the error: " + fingerprint(world["a"])
+
+
+def test_the_demos_flyte2_twin_runs_with_one_command() -> None:
+    """Item 7: ``python examples/demo_flyte2.py`` as the README gives it (its own embedded moto server, no AWS
+    settings from the environment); it checks every fingerprint and that no value was printed itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYTE_AWS_SECRETS_"))}
+    p = subprocess.run(
+        [sys.executable, "examples/demo_flyte2.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-3000:]
+    assert "The Flyte 2 task received every secret; no value appeared in the output." in out, out[-3000:]
+    assert out.count("sha256=") >= 8, out[-3000:]  # four created, four received
