@@ -41,19 +41,27 @@ def run(opts: Options, results: Results) -> None:
     _run_flyte2(opts, results)
 
 
-def _run_flyte2(opts: Options, results: Results) -> None:
-    """The same for Flyte 2: ``import flyte`` + ``flyte.init()`` (which loads ``flyte.plugins.types``)."""
-    _child(False, flyte2=True)
+def _measure(opts: Options, flyte2: bool) -> tuple[float, float, float, bool, bool]:
+    """Medians of (plugin's share, total, total with the entry point skipped), and whether any run imported
+    boto3/botocore, and whether every run loaded the plugin."""
+    _child(False, flyte2)  # the first import after an install writes .pyc files: not what a pod pays
     with_plugin, alone = [], []
     for _ in range(opts.repeats(9)):
-        with_plugin.append(_child(False, flyte2=True))
-        alone.append(_child(True, flyte2=True))
-    total = statistics.median(float(r["total"]) for r in with_plugin)
-    plugin = statistics.median(float(r["plugin"]) for r in with_plugin)
+        with_plugin.append(_child(False, flyte2))
+        alone.append(_child(True, flyte2))
+    return (
+        statistics.median(float(r["plugin"]) for r in with_plugin),
+        statistics.median(float(r["total"]) for r in with_plugin),
+        statistics.median(float(r["total"]) for r in alone),
+        any(bool(r["boto3"]) or bool(r["botocore"]) for r in with_plugin),
+        all(bool(r["plugin_loaded"]) for r in with_plugin),
+    )
+
+
+def _run_flyte2(opts: Options, results: Results) -> None:
+    """The same for Flyte 2: ``import flyte`` + ``flyte.init()`` (which loads ``flyte.plugins.types``)."""
+    plugin, total, flyte_alone, boto3, loaded = _measure(opts, flyte2=True)
     share = plugin / total
-    flyte_alone = statistics.median(float(r["total"]) for r in alone)
-    boto3 = any(bool(r["boto3"]) or bool(r["botocore"]) for r in with_plugin)
-    loaded = all(bool(r["plugin_loaded"]) for r in with_plugin)
     results.series["P1 flyte"] = {"plugin": plugin, "total": total, "flyte alone": flyte_alone}
     results.add(
         Row(
@@ -69,17 +77,8 @@ def _run_flyte2(opts: Options, results: Results) -> None:
 
 
 def _run_flytekit(opts: Options, results: Results) -> None:
-    _child(False)  # the first import after an install writes .pyc files: not what a pod pays
-    with_plugin, alone = [], []
-    for _ in range(opts.repeats(9)):
-        with_plugin.append(_child(False))
-        alone.append(_child(True))
-    total = statistics.median(float(r["total"]) for r in with_plugin)
-    plugin = statistics.median(float(r["plugin"]) for r in with_plugin)
+    plugin, total, flytekit_alone, boto3, loaded = _measure(opts, flyte2=False)
     share = plugin / total
-    flytekit_alone = statistics.median(float(r["total"]) for r in alone)
-    boto3 = any(bool(r["boto3"]) or bool(r["botocore"]) for r in with_plugin)
-    loaded = all(bool(r["plugin_loaded"]) for r in with_plugin)
     results.series["P1"] = {"plugin": plugin, "total": total, "flytekit alone": flytekit_alone}
     results.add(
         Row(

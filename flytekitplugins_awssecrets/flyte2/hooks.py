@@ -97,36 +97,36 @@ def install() -> bool:
     return True
 
 
-def _install_runner(taskrunner: Any = None) -> None:
-    """Wrap ``taskrunner.run_task``; a changed signature leaves the adapter off, warned once."""
-    if taskrunner is None:
-        from flyte._internal.runtime import taskrunner
-    current = taskrunner.run_task
+def _unpatched(module: Any, name: str) -> tuple[Any, list[str]] | None:
+    """``module.name`` and its parameter names, or None when this adapter has wrapped it already."""
+    current = getattr(module, name)
     if getattr(current, _PATCHED, False):
-        return
+        return None
     try:
-        params = list(inspect.signature(current).parameters)
+        return current, list(inspect.signature(current).parameters)
     except (TypeError, ValueError):
-        params = []
+        return current, []
+
+
+def _install_runner(taskrunner: Any) -> None:
+    """Wrap ``taskrunner.run_task``; a changed signature leaves the adapter off, warned once."""
+    found = _unpatched(taskrunner, "run_task")
+    if found is None:
+        return
+    current, params = found
     if "task" not in params:
         _disable("flyte's run_task has no 'task' parameter")
         return
     taskrunner.run_task = _wrap(current, params.index("task"))
 
 
-def _install_serialization(task_serde: Any = None) -> None:
+def _install_serialization(task_serde: Any) -> None:
     """Wrap ``task_serde.get_proto_task`` (what every serialization path calls, by its module global) so the
     spec fits the cluster mode (:mod:`.cluster`); a changed signature leaves serialization alone, warned."""
-    if task_serde is None:
-        from flyte._internal.runtime import task_serde
-
-    current = task_serde.get_proto_task
-    if getattr(current, _PATCHED, False):
+    found = _unpatched(task_serde, "get_proto_task")
+    if found is None:
         return
-    try:
-        params = list(inspect.signature(current).parameters)
-    except (TypeError, ValueError):
-        params = []
+    current, params = found
     if params[:2] != ["task", "serialize_context"]:
         warnings.warn(
             "flytekitplugins-awssecrets: flyte's get_proto_task changed; task specs are serialized as flyte "
