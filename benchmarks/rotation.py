@@ -91,7 +91,7 @@ def _refresh_row(aws: AwsStandIn, opts: Options, results: Results) -> None:
 
 def _deck_row(aws: AwsStandIn, opts: Options, results: Results) -> None:
     from flytekitplugins_awssecrets import recent_records
-    from flytekitplugins_awssecrets.deck import render
+    from flytekitplugins_awssecrets.flytekit.deck import render
 
     arns = create_secrets(aws, "p10d", DECK_SECRETS)
     # Two tasks over the same (cached) secrets, settings unchanged: one writes its decks (only ours:

@@ -18,13 +18,13 @@ import dataclasses
 import importlib
 import os
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from flytekitplugins_awssecrets.cli_output import format_option
+from flytekitplugins_awssecrets.flytekit.walk import Unresolvable, collect_requests
 
 __all__ = ["split", "check", "load_module", "collect_requests", "check_requests", "CheckResult"]
 
@@ -106,101 +106,6 @@ def load_module(path: str) -> Any:
     return importlib.import_module(".".join(parts))
 
 
-def _walk(entity: Any, seen: set[int]) -> Iterator[Any]:
-    """Every task reachable from ``entity`` (a workflow, launch plan, branch, array node or task)."""
-    from flytekit.core.array_node import ArrayNode
-    from flytekit.core.array_node_map_task import ArrayNodeMapTask
-    from flytekit.core.base_task import Task
-    from flytekit.core.condition import BranchNode
-    from flytekit.core.launch_plan import LaunchPlan
-    from flytekit.core.workflow import WorkflowBase
-
-    if entity is None or id(entity) in seen:
-        return
-    seen.add(id(entity))
-    if isinstance(entity, WorkflowBase):
-        for node in entity.nodes:
-            yield from _walk(node.flyte_entity, seen)
-    elif isinstance(entity, LaunchPlan):
-        yield from _walk(entity.workflow, seen)
-    elif isinstance(entity, BranchNode):
-        block = entity._ifelse_block  # flytekit keeps the branch's nodes only here
-        nodes = [block.case.then_node, *(c.then_node for c in (block.other or [])), block.else_node]
-        for node in nodes:
-            if node is not None:
-                yield from _walk(node.flyte_entity, seen)
-    elif isinstance(entity, ArrayNode):
-        yield from _walk(entity.target, seen)
-    elif isinstance(entity, ArrayNodeMapTask):
-        yield from _walk(entity.python_function_task, seen)
-    elif isinstance(entity, Task):
-        yield entity
-
-
-def tasks_in_scope(module: Any, workflow: str | None = None) -> list[Any]:
-    """The tasks of ``workflow`` (a workflow, launch plan or task of ``module``), or of the whole module."""
-    from flytekit.core.base_task import Task
-    from flytekit.core.launch_plan import LaunchPlan
-    from flytekit.core.workflow import WorkflowBase
-
-    if workflow:
-        entity = getattr(module, workflow, None)
-        if not isinstance(entity, WorkflowBase | LaunchPlan | Task):
-            raise click.UsageError(
-                f"{module.__name__} has no workflow, launch plan or task named {workflow!r}"
-            )
-        tasks = list(_walk(entity, set()))
-    else:
-        seen: set[int] = set()
-        tasks = []
-        for value in vars(module).values():
-            if isinstance(value, Task | WorkflowBase | LaunchPlan):
-                tasks.extend(_walk(value, seen))
-    return tasks
-
-
-def collect_requests(module: Any, workflow: str | None = None) -> list[tuple[str, Any]]:
-    """``(task name, flytekit Secret)`` for every secret request of the tasks in scope, in a stable order."""
-    out: list[tuple[str, Any]] = []
-    done: set[str] = set()
-    for t in tasks_in_scope(module, workflow):
-        if t.name in done:
-            continue
-        done.add(t.name)
-        ctx = getattr(t, "security_context", None)
-        for s in ctx.secrets if ctx is not None and ctx.secrets else []:
-            out.append((t.name, s))
-        out.extend(_aptible_credentials(t))
-    return out
-
-
-@dataclass(frozen=True)
-class _Unresolvable:
-    """A request that could not even be named (an Aptible task whose operator file or strategy is wrong)."""
-
-    group: str
-    detail: str
-    key: None = None
-    group_version: None = None
-
-
-def _aptible_credentials(task: Any) -> list[tuple[str, Any]]:
-    """An ``aptible_access`` task's bot credential references, as the operator file names them."""
-    if getattr(task, "task_type", None) != "aptible_access" or not hasattr(task, "strategy_name"):
-        return []
-    from flytekit import Secret
-
-    from flytekitplugins_awssecrets.aptible.errors import AptibleError
-    from flytekitplugins_awssecrets.aptible.models import SecretReference
-    from flytekitplugins_awssecrets.aptible.operator import credential_arns
-
-    try:
-        refs = [SecretReference.of(r) for r in credential_arns(task)]
-    except AptibleError as e:
-        return [(task.name, _Unresolvable(f"Aptible strategy {task.strategy_name!r}", str(e)))]
-    return [(task.name, Secret(group=r.group, key=r.key, group_version=r.group_version)) for r in refs]
-
-
 # -- checking -------------------------------------------------------------------------------------------------
 
 
@@ -248,7 +153,7 @@ def check_requests(requests: list[tuple[str, Any]]) -> list[CheckResult]:
     if ours:
         # One batched round first: the resolver's cache then answers the per-request calls below.
         try:
-            resolve_requests(ours, check_present=False)
+            resolve_requests(ours)
         except SecretResolutionError as e:
             for err in e.errors:
                 if isinstance(err, EndpointUnreachableError):
@@ -258,7 +163,7 @@ def check_requests(requests: list[tuple[str, Any]]) -> list[CheckResult]:
     results: list[CheckResult] = []
     for task, s in requests:
         mount = str(getattr(getattr(s, "mount_requirement", None), "name", "ANY"))
-        if isinstance(s, _Unresolvable):
+        if isinstance(s, Unresolvable):
             results.append(CheckResult(task, s.group, mount, False, s.detail))
             continue
         if not is_aws_group(s.group):
@@ -274,7 +179,7 @@ def check_requests(requests: list[tuple[str, Any]]) -> list[CheckResult]:
             )
             continue
         try:
-            resolve_requests([s], task, check_present=False)  # the value is dropped at once
+            resolve_requests([s], task)  # the value is dropped at once
         except SecretResolutionError as e:
             for err in e.errors:
                 if isinstance(err, EndpointUnreachableError):
@@ -292,21 +197,21 @@ def check_requests(requests: list[tuple[str, Any]]) -> list[CheckResult]:
 
 def _with_mount_problems(requests: list[tuple[str, Any]], results: list[CheckResult]) -> list[CheckResult]:
     """Each task's resolved requests as its mount session would take them: a request the session would
-    refuse (see :func:`~flytekitplugins_awssecrets.runtime.mount_problems`) fails with the session's error."""
+    refuse (see :func:`~flytekitplugins_awssecrets.flytekit.runtime.mount_problems`) fails with the session's error."""
     from flytekitplugins_awssecrets.errors import AwsSecretsError
+    from flytekitplugins_awssecrets.flytekit.runtime import mount_problems
     from flytekitplugins_awssecrets.refs import is_aws_group
     from flytekitplugins_awssecrets.resolver import resolve_requests
-    from flytekitplugins_awssecrets.runtime import mount_problems
 
     by_task: dict[str, list[int]] = {}
     for i, (task, s) in enumerate(requests):
-        if results[i].ok and not isinstance(s, _Unresolvable) and is_aws_group(s.group):
+        if results[i].ok and not isinstance(s, Unresolvable) and is_aws_group(s.group):
             by_task.setdefault(task, []).append(i)
     out = list(results)
     for task, idx in by_task.items():
         try:
             # Served by the resolver's cache: the round above read these values.
-            resolved = resolve_requests([requests[i][1] for i in idx], task, check_present=False)
+            resolved = resolve_requests([requests[i][1] for i in idx], task)
         except AwsSecretsError:
             continue  # reported per request above
         index = {(s.group, s.key, s.group_version): i for i in idx for s in [requests[i][1]]}

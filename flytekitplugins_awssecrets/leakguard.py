@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from flytekitplugins_awssecrets.errors import AwsSecretsError
 from flytekitplugins_awssecrets.sensitive import SensitiveSet
 
-__all__ = ["LeakScanner", "ACTIVE", "check_native_outputs"]
+__all__ = ["LeakScanner", "ACTIVE", "Opaque", "check_outputs", "leak_in"]
 
-#: The scanner of the task running in this context (set by :mod:`runtime` around user code).
+#: The scanner of the task running in this context (set by an adapter around user code).
 ACTIVE: contextvars.ContextVar[LeakScanner | None] = contextvars.ContextVar(
     "awssecrets_leak_guard", default=None
 )
@@ -38,7 +39,9 @@ ACTIVE: contextvars.ContextVar[LeakScanner | None] = contextvars.ContextVar(
 _MAX_DEPTH = 128
 
 
-class _Opaque(Exception):
+class Opaque(Exception):
+    """Where the walk cannot look into an output, and why."""
+
     def __init__(self, where: str, why: str) -> None:
         self.where = where
         self.why = why
@@ -74,14 +77,14 @@ class LeakScanner:
         return [(ref, where) for ref in self.sensitive.find(data)]
 
     def scan_python(self, outputs: dict[str, Any]) -> list[tuple[str, str]]:
-        """``(reference, where)`` for each value found; raises :class:`_Opaque` where the walk cannot go."""
+        """``(reference, where)`` for each value found; raises :class:`Opaque` where the walk cannot go."""
         hits: dict[str, str] = {}
         for name, obj in outputs.items():
             try:
                 for path, blob in _leaves(obj, name, 0, set()):
                     for ref, where in self.scan_bytes(blob, path):
                         hits.setdefault(ref, where)
-            except _Opaque:
+            except Opaque:
                 if not self.allow_opaque:
                     raise
         return list(hits.items())
@@ -97,7 +100,7 @@ def _slot_names(cls: type) -> list[str]:
 
 def _leaves(obj: Any, path: str, depth: int, seen: set[int]) -> Iterator[tuple[str, bytes]]:
     if depth > _MAX_DEPTH:
-        raise _Opaque(path, f"nested deeper than {_MAX_DEPTH} levels")
+        raise Opaque(path, f"nested deeper than {_MAX_DEPTH} levels")
     if isinstance(obj, str):
         yield path, obj.encode("utf-8", "surrogatepass")
         return
@@ -139,63 +142,44 @@ def _leaves(obj: Any, path: str, depth: int, seen: set[int]) -> Iterator[tuple[s
         yield from _leaves(getattr(obj, name, None), f"{path}.{name}", depth + 1, seen)
 
 
-def _pickled(literal_type: Any) -> bool:
-    """Whether flytekit stores a value of this literal type (or a part of it) as a pickle."""
-    if literal_type is None:
-        return False
-    blob = getattr(literal_type, "blob", None)
-    if blob is not None and getattr(blob, "format", "") == "PythonPickle":
-        return True
-    if _pickled(getattr(literal_type, "collection_type", None)):
-        return True
-    if _pickled(getattr(literal_type, "map_value_type", None)):
-        return True
-    union = getattr(literal_type, "union_type", None)
-    return union is not None and any(_pickled(v) for v in union.variants)
-
-
-def _opaque_outputs(task: Any, names: list[str]) -> list[str]:
-    types = getattr(getattr(task, "python_interface", None), "outputs", {}) or {}
-    out = []
-    for name in names:
-        t = types.get(name)
-        if t is None:
-            continue
-        try:
-            from flytekit.core.type_engine import TypeEngine
-
-            lt = TypeEngine.to_literal_type(t)
-        except Exception:  # noqa: BLE001, S112 - flytekit will report the type itself
-            continue
-        if _pickled(lt):
-            out.append(name)
-    return out
-
-
-def check_native_outputs(task: Any, native_outputs: Any) -> None:
-    """Raise :class:`SecretLeakError` if the running task's Python outputs hold one of its secrets."""
+def check_outputs(
+    outputs: dict[str, Any],
+    opaque: Callable[[], Sequence[str]] | None = None,
+    opaque_why: str = "the SDK would store it opaquely",
+) -> None:
+    """Raise :class:`SecretLeakError` if the running task's outputs (name -> Python value) hold one of its
+    secrets; see :func:`leak_in`. Nothing to do when no scanner is active in this context."""
     scanner = ACTIVE.get()
-    if not scanner:
-        return
-    names = list(getattr(getattr(task, "python_interface", None), "outputs", {}) or {})
-    if len(names) > 1 and isinstance(native_outputs, tuple):
-        outputs = dict(zip(names, native_outputs, strict=False))
-    else:
-        outputs = {names[0] if names else "o0": native_outputs}
+    if scanner:
+        error = leak_in(scanner, outputs, opaque, opaque_why)
+        if error is not None:
+            raise error
+
+
+def leak_in(
+    scanner: LeakScanner,
+    outputs: dict[str, Any],
+    opaque: Callable[[], Sequence[str]] | None = None,
+    opaque_why: str = "the SDK would store it opaquely",
+) -> AwsSecretsError | None:
+    """The error for outputs (name -> Python value) holding a secret, or None. ``opaque`` (asked only when
+    needed) names the outputs the SDK would store where the guard cannot look (e.g. pickled): they fail
+    closed with :class:`UninspectableOutputError` saying ``opaque_why``, unless the ``allow_opaque_outputs``
+    setting accepts them. Where the error names an output's path, dict keys that are secrets are hidden."""
     from flytekitplugins_awssecrets.errors import SecretLeakError, UninspectableOutputError
 
-    if not scanner.allow_opaque:
-        pickled = _opaque_outputs(task, list(outputs))
-        if pickled:
-            raise UninspectableOutputError(
-                scanner.first_reference, repr(pickled[0]), "flytekit would store it as a pickle"
-            )
+    if opaque is not None and not scanner.allow_opaque:
+        names = opaque()
+        if names:
+            return UninspectableOutputError(scanner.first_reference, repr(names[0]), opaque_why)
     try:
         hits = scanner.scan_python(outputs)
-    except _Opaque as e:
-        where = repr(scanner.sensitive.hide_keys(e.where))
-        raise UninspectableOutputError(scanner.first_reference, where, e.why) from None
+    except Opaque as e:
+        return UninspectableOutputError(
+            scanner.first_reference, repr(scanner.sensitive.hide_keys(e.where)), e.why
+        )
     if hits:
         ref, where = hits[0]
         # The path names dict keys, and a key can be a secret itself.
-        raise SecretLeakError(ref, repr(scanner.sensitive.hide_keys(where)))
+        return SecretLeakError(ref, repr(scanner.sensitive.hide_keys(where)))
+    return None

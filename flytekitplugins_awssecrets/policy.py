@@ -194,7 +194,7 @@ def gather(
 
 def _aptible_strategies(module: Any, workflow: str | None) -> list[str]:
     """The strategy names of the ``aptible_access`` tasks in scope."""
-    from flytekitplugins_awssecrets.cli_refs import tasks_in_scope
+    from flytekitplugins_awssecrets.flytekit.walk import tasks_in_scope
 
     return sorted(
         {
@@ -275,8 +275,9 @@ def policy(file: str, workflow: str | None, fmt: str, resolve_kms: bool, name: s
     Attach it to the role the task pods run as (IRSA, Pod Identity, instance profile). Exit codes: 0 printed,
     2 bad usage or input (no such workflow, unknown alias, invalid settings), 3 an AWS error (--resolve-kms).
     """
-    from flytekitplugins_awssecrets.cli_refs import _Unresolvable, collect_requests, load_module
+    from flytekitplugins_awssecrets.cli_refs import load_module
     from flytekitplugins_awssecrets.errors import AwsSecretsError, SecretFetchError
+    from flytekitplugins_awssecrets.flytekit.walk import Unresolvable, collect_requests
 
     try:
         module = load_module(file)
@@ -286,7 +287,7 @@ def policy(file: str, workflow: str | None, fmt: str, resolve_kms: bool, name: s
         click.echo(f"error: could not import {file}: {type(e).__name__}: {e}", err=True)
         sys.exit(2)
     requests = collect_requests(module, workflow)
-    unnamed = [f"{t}: {s.group}: {s.detail}" for t, s in requests if isinstance(s, _Unresolvable)]
+    unnamed = [f"{t}: {s.group}: {s.detail}" for t, s in requests if isinstance(s, Unresolvable)]
     if unnamed:
         # A policy without these references would look complete and fail at run time: refuse it.
         click.echo("error: some references cannot be named, so no policy is printed:", err=True)

@@ -22,12 +22,9 @@ import functools
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from flytekitplugins_awssecrets.errors import InvalidReferenceError
-
-if TYPE_CHECKING:
-    from flytekit.models.security import Secret
 
 __all__ = [
     "ALIAS_GROUP",
@@ -349,8 +346,3 @@ def split_arn(arn: str) -> tuple[str, str]:
         raise InvalidReferenceError(str(arn), "not an ARN", _ANY_SHAPE)
     ref = _parse_arn(arn.strip())
     return ref.group, ref.key
-
-
-def ref_for_secret(secret: Secret) -> SecretRef | None:
-    """The reference behind a flytekit ``Secret`` object, or None when the plugin does not handle it."""
-    return reference_from_request(secret.group, secret.key, secret.group_version)

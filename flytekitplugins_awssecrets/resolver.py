@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,7 +32,7 @@ from flytekitplugins_awssecrets.errors import (
 )
 from flytekitplugins_awssecrets.extract import extract_json_key
 from flytekitplugins_awssecrets.fetch import Fetched, Result, fetch_tags
-from flytekitplugins_awssecrets.mount import ANY, Resolved, flytekit_names
+from flytekitplugins_awssecrets.mount import ANY, Resolved
 from flytekitplugins_awssecrets.record import ReadInfo
 from flytekitplugins_awssecrets.refs import SecretRef, parse_reference, reference_from_request
 from flytekitplugins_awssecrets.settings import Settings, get_settings
@@ -262,61 +261,6 @@ def reset_process_state() -> None:
     reset_settings()
 
 
-# --- values already present where flytekit looks -------------------------------------------------------------
-
-
-def _is_local_execution() -> bool:
-    from flytekit.core.context_manager import FlyteContextManager
-
-    state = FlyteContextManager.current_context().execution_state
-    return state is None or state.is_local_execution()
-
-
-def _present(
-    group: str, key: str, gv: str | None, ref: SecretRef, settings: Settings, webhook: bool = False
-) -> tuple[str | bytes, str, str | None] | None:
-    """A value the platform already put in place: (value, source, the webhook's file when used as it is)
-    with the JSON key applied, or None. Files are read only for a request the cluster webhook serves
-    (``webhook``): a file left under the webhook directory never wins over AWS elsewhere."""
-    from flytekit.configuration import SecretsConfig
-
-    cfg = SecretsConfig.auto()
-    env_name, rel = flytekit_names(group, key, gv)
-    candidates = [env_name]
-    if _is_local_execution():
-        candidates.append(env_name[len(cfg.env_prefix.strip()) :])
-    for name in candidates:
-        v = os.environ.get(name)
-        if v is not None:
-            return v, "env", None
-    if not webhook:
-        return None
-    path = os.path.join(cfg.default_dir.strip(), *rel)
-    if os.path.isfile(path):
-        with open(path, "rb") as f:
-            return _decode(f.read()), "file", path
-    if ref.service is None:
-        return None
-    # The cluster's AWS webhook mounts the whole secret under the key without trailing fields.
-    base_rel = [p.lower() for p in (group, ref.base_key) if p]
-    for root in dict.fromkeys([settings.webhook_dir, cfg.default_dir.strip()]):
-        path = os.path.join(root, *base_rel)
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                raw = _decode(f.read())
-            if ref.json_key:
-                return extract_json_key(str(ref), raw, ref.json_key), "webhook", None
-            return raw, "webhook", path
-    return None
-
-
-def _decode(data: bytes) -> str | bytes:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data
-
-
 # --- entry points --------------------------------------------------------------------------------------------
 
 
@@ -325,17 +269,25 @@ def _mount_name(secret: Any) -> str:
     return str(getattr(m, "name", ANY))
 
 
+#: An adapter's "is this value already in place?": (request, reference, settings, whether the cluster's
+#: webhook serves the request) -> (value, source, the webhook's file when used as it is), or None.
+Present = Callable[[Any, SecretRef, Settings, bool], "tuple[str | bytes, str, str | None] | None"]
+
+
 def resolve_requests(
     secrets: Sequence[Any],
     task: str | None = None,
     *,
-    check_present: bool = True,
+    present: Present | None = None,
     webhook_served: Collection[tuple[str, str, str | None]] = (),
 ) -> list[Resolved]:
-    """Resolve the AWS requests among flytekit ``Secret`` objects; others are left to flytekit.
+    """Resolve the AWS requests among an SDK's secret requests; others are left to the SDK.
 
-    ``webhook_served`` names the requests (group, key, group_version) whose files the cluster webhook
-    mounted in this pod; only those are read from files.
+    A request is anything with ``group``, ``key``, ``group_version``, ``mount_requirement`` (its ``name``:
+    ``ENV_VAR``, ``FILE`` or ``ANY``) and ``env_var`` attributes, as flytekit's ``Secret`` has; an adapter
+    builds them for its SDK. ``present`` (the adapter's) finds values already in place, which are then not
+    fetched. ``webhook_served`` names the requests (group, key, group_version) whose files the cluster
+    webhook mounted in this pod; only those are read from files.
 
     Raises :class:`SecretResolutionError` naming every request that failed.
     """
@@ -343,7 +295,7 @@ def resolve_requests(
     started = time.time()
     errors: list[AwsSecretsError] = []
     pending: list[tuple[Any, SecretRef]] = []
-    present: list[tuple[Any, SecretRef, tuple[str | bytes, str, str | None]]] = []
+    in_place: list[tuple[Any, SecretRef, tuple[str | bytes, str, str | None]]] = []
     done: list[Resolved] = []
     for s in secrets:
         try:
@@ -356,29 +308,22 @@ def resolve_requests(
             continue
         try:
             found = (
-                _present(
-                    s.group,
-                    s.key or "",
-                    s.group_version,
-                    ref,
-                    resolver.settings,
-                    (s.group, s.key or "", s.group_version) in webhook_served,
-                )
-                if check_present
+                present(s, ref, resolver.settings, (s.group, s.key or "", s.group_version) in webhook_served)
+                if present is not None
                 else None
             )
         except AwsSecretsError as e:
             errors.append(e)
             continue
         if found is not None:
-            present.append((s, ref, found))
+            in_place.append((s, ref, found))
         else:
             pending.append((s, ref))
-    if present and resolver.settings.required_tags:
+    if in_place and resolver.settings.required_tags:
         # required_tags holds for every source: a value the platform put in place is checked with one
         # metadata call per secret, like a value we fetched.
-        tags = resolver.tags_of([ref for _, ref, _ in present])
-        for s, ref, found in present:
+        tags = resolver.tags_of([ref for _, ref, _ in in_place])
+        for s, ref, found in in_place:
             t = tags[ref.fetch_id]
             err = t if isinstance(t, AwsSecretsError) else resolver.check_tags(ref, Fetched(b"", tags=t))
             if err is not None:
@@ -386,7 +331,7 @@ def resolve_requests(
             else:
                 done.append(_resolved(s, ref, found[0], found[1], path=found[2]))
     else:
-        done += [_resolved(s, ref, found[0], found[1], path=found[2]) for s, ref, found in present]
+        done += [_resolved(s, ref, found[0], found[1], path=found[2]) for s, ref, found in in_place]
     fetched = resolver.fetch([ref for _, ref in pending]) if pending else {}
     for s, ref in pending:
         f = fetched[ref.fetch_id]
@@ -471,20 +416,26 @@ def _resolved(
     )
 
 
-def resolve_values(references: Sequence[Any]) -> list[str | bytes]:
-    """Values for references given as strings (ARN or alias) or flytekit ``Secret`` objects, in order."""
-    from flytekit.models.security import Secret
+@dataclasses.dataclass(frozen=True)
+class _Plain:
+    """A request kept in memory (``ANY``) for a reference given as a string."""
 
-    secrets: list[Any] = []
+    group: str
+    key: str
+    group_version: str | None = None
+    mount_requirement: None = None
+    env_var: None = None
+
+
+def resolve_values(references: Sequence[Any]) -> list[str | bytes]:
+    """Values for references given as strings (ARN or alias) or as an SDK's requests, in order."""
+    requests: list[Any] = []
     for r in references:
-        if isinstance(r, Secret):
-            if reference_from_request(r.group, r.key, r.group_version) is None:
-                raise InvalidReferenceError(
-                    f"{r.group}{r.key or ''}", "not an AWS reference", "an ARN or alias"
-                )
-            secrets.append(r)
-        else:
+        if isinstance(r, str):
             ref = parse_reference(r)
-            secrets.append(Secret(group=ref.group, key=ref.key))
-    resolved = resolve_requests(secrets, check_present=False)
-    return [r.value for r in resolved]
+            requests.append(_Plain(ref.group, ref.key))
+        elif reference_from_request(r.group, r.key, getattr(r, "group_version", None)) is None:
+            raise InvalidReferenceError(f"{r.group}{r.key or ''}", "not an AWS reference", "an ARN or alias")
+        else:
+            requests.append(r)
+    return [r.value for r in resolve_requests(requests)]

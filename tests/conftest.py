@@ -155,16 +155,28 @@ def counting_proxy(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
 _LEAKS: list[str] = []
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A test whose captured output or failure text holds a created value (or an encoding of one) fails,
+    and the text that held it is not shown. This runs where the test ran (with ``-n``, in the xdist worker
+    that created the values, before the report goes to the controller), so it holds in parallel runs too."""
     from tests.support.leakcheck import find_leaks
 
     sections = list(report.sections)
     if report.longrepr is not None:
         sections.append((f"failure text ({report.when})", report.longreprtext))
-    for title in find_leaks(sorted(CREATED_VALUES), sections):
+    titles = find_leaks(sorted(CREATED_VALUES), sections)
+    if not titles:
+        return
+    for title in titles:
         line = f"{report.nodeid}: {title}"
         if line not in _LEAKS:  # later phases repeat the sections of earlier ones
             _LEAKS.append(line)
+    report.outcome = "failed"
+    report.longrepr = "secret value leaked into test output: " + ", ".join(titles) + " (text withheld)"
+    report.sections = [
+        (t, "(withheld: holds a secret value)" if t in titles else text) for t, text in report.sections
+    ]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -177,7 +177,7 @@ _ORDER_SCRIPT = textwrap.dedent(
     os.environ["FLYTE_AWS_SECRETS_DISABLE"] = "1"
     import flytekit  # the plugin stays off until this script installs it
     from flytekit.core.base_task import PythonTask
-    from flytekitplugins_awssecrets import flyte
+    from flytekitplugins_awssecrets.flytekit import hooks as flyte
 
     calls = []
 
@@ -235,9 +235,9 @@ def test_hooks_compose_with_another_plugin_in_any_order(
 def test_a_failing_plugin_never_breaks_import_flytekit() -> None:
     script = (
         "import sys, warnings; warnings.simplefilter('always')\n"
-        "sys.modules['flytekitplugins_awssecrets.flyte'] = None  # the hooks module cannot be imported\n"
+        "sys.modules['flytekitplugins_awssecrets.flytekit.hooks'] = None  # the hooks module cannot be imported\n"
         "import flytekit\n"
-        "from flytekitplugins_awssecrets import entrypoints\n"
+        "from flytekitplugins_awssecrets.flytekit import entrypoint as entrypoints\n"
         "from flytekit.core.base_task import PythonTask\n"
         "print(entrypoints.state['core'].split(':')[0], hasattr(PythonTask.dispatch_execute, '__awssecrets_patched__'))\n"
     )
@@ -252,7 +252,7 @@ def test_a_failing_plugin_never_breaks_import_flytekit() -> None:
 def test_disable_guards_both_entry_points() -> None:
     script = (
         "import sys, flytekit\n"
-        "from flytekitplugins_awssecrets import entrypoints\n"
+        "from flytekitplugins_awssecrets.flytekit import entrypoint as entrypoints\n"
         "from flytekit.core.base_task import PythonTask\n"
         "print(sorted(entrypoints.state.values()), 'flytekitplugins_awssecrets.aptible.connector' in sys.modules,"
         " hasattr(PythonTask.dispatch_execute, '__awssecrets_patched__'))\n"
@@ -326,7 +326,7 @@ def test_container_task_run_locally_fails_before_its_container(tmp_path: Path) -
 def test_entry_points_load_what_this_flytekit_supports() -> None:
     script = (
         "import importlib.util, flytekit\n"
-        "from flytekitplugins_awssecrets import entrypoints\n"
+        "from flytekitplugins_awssecrets.flytekit import entrypoint as entrypoints\n"
         "has = importlib.util.find_spec('flytekit.extend.backend.base_connector') is not None\n"
         "print(entrypoints.state['core'], entrypoints.state['aptible'], has)\n"
     )
@@ -343,7 +343,7 @@ def test_entry_points_load_what_this_flytekit_supports() -> None:
 
 def test_wrappers_pass_every_argument_through() -> None:
     """A keyword a future flytekit adds reaches flytekit untouched, and the wrapper keeps its metadata."""
-    from flytekitplugins_awssecrets import flyte
+    from flytekitplugins_awssecrets.flytekit import hooks as flyte
 
     seen: list[Any] = []
 

@@ -134,7 +134,7 @@ def test_distinct_tasks_at_once_each_see_only_their_own(secrets_factory: Any, un
                 aws_secret(own[(i + 1) % N][0]).group,
                 aws_secret(own[(i + 1) % N][0]).key,
             )
-            from flytekitplugins_awssecrets.mount import lookup_memory
+            from flytekitplugins_awssecrets.flytekit.names import lookup_memory
 
             if lookup_memory(other_group, other_key, None) is not None:
                 problems.append("sees another task's memory value")

@@ -39,7 +39,8 @@ spec = translate_task_to_wire(getattr(tasks2, sys.argv[2]), ctx)
 action = ActionID(name="a0", run_name="r1", project="p", domain="d", org="o")
 args = replace_task_cli(list(spec.task_template.container.args), Inputs.empty(), pathlib.Path(sys.argv[1]), action)
 print(json.dumps({"args": args, "security": MessageToDict(spec.task_template.security_context),
-                  "env": MessageToDict(spec.task_template.container).get("env", [])}))
+                  "env": MessageToDict(spec.task_template.container).get("env", []),
+                  "config": dict(spec.task_template.config)}))
 """
 
 
@@ -97,16 +98,22 @@ def test_pod_a0_resolves_from_the_serialized_spec_before_user_code(
     assert not (tmp_path / "bad" / "outputs.pb").exists(), q.stdout[-1000:]
 
 
-def test_spec_carries_the_requests_as_flyte_writes_them(world: dict[str, Any], tmp_path: Path) -> None:
-    sc = _spec(world, "main", tmp_path)["security"]["secrets"]
-    by_key = {s["key"]: s for s in sc}
+def test_spec_records_the_requests_as_written_and_keeps_them_from_the_webhook(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """In the default ``plugin`` cluster mode no AWS request reaches the security context (a webhook would act
+    on it); the template's config records each as written (tests/test_flyte2_cluster.py: both modes)."""
+    spec = _spec(world, "main", tmp_path)
+    assert spec["security"].get("secrets", []) == []
+    record = {r["key"]: r for r in json.loads(spec["config"]["awssecrets.requests"])}
     a_group, a_key = world["arn_a"].split(":secret:", 1)
-    assert by_key[a_key] == {
+    assert record[a_key] == {
         "group": a_group + ":secret:",
         "key": a_key,
-        "mountRequirement": "ENV_VAR",
-        "envVar": "DB_PASSWORD",
+        "as_env_var": "DB_PASSWORD",
+        "mount": False,
+        "served_by": "pod",
     }
     b_key = world["arn_b"].split(":secret:", 1)[1] + ":token"
-    assert by_key[b_key]["mountRequirement"] == "FILE" and "envVar" not in by_key[b_key]
-    assert len(sc) == 3
+    assert record[b_key]["mount"] is True and record[b_key]["as_env_var"] is None
+    assert len(record) == 3 and spec["args"][:3] == ["flyte-awssecrets-a0", "--cluster-mode", "plugin"]

@@ -29,10 +29,14 @@ def test_import_flyte_and_init_load_the_adapter_without_boto3() -> None:
         import flyte
         heavy = [m for m in ("boto3", "botocore", "flytekit") if m in sys.modules]
         assert not heavy, heavy
-        from flytekitplugins_awssecrets.flyte2.hooks import installed
-        assert not installed()
         flyte.init()
-        assert installed(), "flyte.init() did not load the flyte.plugins.types entry point"
+        from flytekitplugins_awssecrets.flyte2.entrypoint import state
+        assert state.get("adapter") == "loaded", "flyte.init() did not load the flyte.plugins.types entry point"
+        # flyte's task runner is patched when flyte imports it, not imported by the plugin at init.
+        lazy = [m for m in ("flyte._internal.runtime.taskrunner", "flyte._internal.runtime.task_serde") if m in sys.modules]
+        assert not lazy, lazy
+        from flytekitplugins_awssecrets.flyte2.hooks import installed
+        assert installed(), "run_task was not patched when the task runner was imported"
         heavy = [m for m in ("boto3", "botocore", "flytekit") if m in sys.modules]
         assert not heavy, heavy
         print("OK")
@@ -149,3 +153,150 @@ def test_a_file_the_webhook_mounted_is_taken_not_read_again(
     with pytest.raises(SecretResolutionError) as e:
         prepare(aws_requests([aws_secret(served), aws_secret(missing)]), "pod")
     assert missing in str(e.value) and served not in str(e.value)
+
+
+BAD_TASKS = """
+import json, os, pathlib
+import flyte
+from flytekitplugins_awssecrets.flyte2 import aws_secret
+
+moved = aws_secret(os.environ["T_ARN_A"])
+moved.mount = pathlib.Path("/somewhere/else")  # flyte refuses it at declaration; a plugin may not get past it
+bad = flyte.TaskEnvironment("bad", secrets=[
+    aws_secret(os.environ["T_ARN_A"], as_env_var="GOOD"),
+    flyte.Secret(group="arn:aws:secretsmanager:us-east-1:12345:secret:", key="short-account-AbC123", as_env_var="X"),
+    moved,
+])
+top = flyte.TaskEnvironment("top", depends_on=[bad])
+
+
+@bad.task
+async def victim() -> str:
+    pathlib.Path(os.environ["T_MARKER"]).write_text("ran")
+    return "never"
+
+
+@top.task
+async def caller() -> str:
+    try:
+        await victim()
+        error = ""
+    except Exception as e:
+        error = type(e).__name__ + ": " + str(e)
+    return json.dumps({"error": error, "good_seen": "GOOD" in os.environ,
+                       "dir": os.environ.get("FLYTE_SECRETS_DEFAULT_DIR")})
+"""
+
+
+def test_bad_requests_fail_before_user_code_naming_each_with_nothing_placed(
+    secrets_factory: Any, unique: str, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An ARN-looking group the plugin cannot parse and a ``mount`` flyte does not allow, beside a good request:
+    one typed error naming both, no user code, and the good one never placed."""
+    from tests.test_flyte2 import _env, _leftovers
+
+    arn, _ = secrets_factory.secret(f"f2/{unique}/good")
+    (tmp_path / "badtasks.py").write_text(BAD_TASKS)
+    env = _env(aws_env, T_ARN_A=arn, T_MARKER=str(tmp_path / "marker"))
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env['PYTHONPATH']}"
+    code = "import flyte, badtasks; flyte.init(); print('RESULT=' + flyte.run(badtasks.caller).outputs()[0])"
+    before = _leftovers()
+    p = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert "RESULT=" in p.stdout, (p.stdout + p.stderr)[-3000:]
+    result = json.loads(p.stdout.split("RESULT=", 1)[1].splitlines()[0])
+    error = result["error"]
+    assert "arn:aws:secretsmanager:us-east-1:12345:secret:short-account-AbC123" in error, error
+    assert "/somewhere/else" in error and "/etc/flyte/secrets" in error, error
+    assert "2 secret requests" in error or error.count("invalid reference") == 2, error
+    assert not (tmp_path / "marker").exists(), "user code ran although its requests were bad"
+    assert result["good_seen"] is False and result["dir"] is None
+    assert _leftovers() == before
+
+
+def test_environ_views_are_per_context_and_the_real_mapping_comes_back() -> None:
+    """The overlay behind ``os.environ`` in this process: two asyncio tasks at once each read, iterate, copy
+    and delete only their own names; a name of the real environment shows through; the same mapping object is
+    put back after the last view (the values here are not secrets)."""
+    import asyncio
+
+    from flytekitplugins_awssecrets.flyte2 import environ
+
+    real = os.environ._data  # type: ignore[attr-defined]
+    os.environ["T_VIEW_REAL"] = "real"
+    seen: dict[str, Any] = {}
+
+    async def task(name: str) -> None:
+        scope = environ.enter({name: "v-" + name})
+        try:
+            await asyncio.sleep(0.05)  # both views exist now
+            seen[name] = (
+                os.environ.get(name),
+                os.getenv("T_VIEW_REAL"),
+                sorted(k for k in os.environ if k.startswith("T_VIEW_")),
+                sorted(k for k in os.environ.copy() if k.startswith("T_VIEW_")),
+                os.environb.get(name.encode()),
+            )
+            del os.environ[name]
+            seen[name + "/deleted"] = name in os.environ
+        finally:
+            environ.leave(scope)
+
+    async def main() -> None:
+        await asyncio.gather(task("T_VIEW_A"), task("T_VIEW_B"))
+
+    try:
+        asyncio.run(main())
+    finally:
+        os.environ.pop("T_VIEW_REAL", None)
+    for mine in ("T_VIEW_A", "T_VIEW_B"):
+        assert seen[mine] == (
+            "v-" + mine,
+            "real",
+            sorted([mine, "T_VIEW_REAL"]),
+            sorted([mine, "T_VIEW_REAL"]),
+            ("v-" + mine).encode(),
+        )
+        assert seen[mine + "/deleted"] is False
+    assert os.environ._data is real and os.environb._data is real  # type: ignore[attr-defined]
+    assert not environ.installed() and "T_VIEW_A" not in os.environ
+
+
+def test_a_pod_template_container_running_a0_is_routed_and_others_are_not() -> None:
+    """A task with a pod template carries its command in the pod spec's containers (flyte needs the kubernetes
+    client to build one, so the template is built here): the container that runs ``a0`` is routed, idempotently;
+    a sidecar is left alone."""
+    from flyteidl2.core import tasks_pb2
+    from google.protobuf.json_format import MessageToDict
+
+    from flytekitplugins_awssecrets.flyte2.cluster import _route_template
+
+    tt = tasks_pb2.TaskTemplate()
+    tt.k8s_pod.pod_spec.update(
+        {
+            "containers": [
+                {"name": "primary", "args": ["a0", "--inputs", "x", "--resolver", "r", "mod", "m"]},
+                {"name": "sidecar", "args": ["sleep", "1"]},
+            ]
+        }
+    )
+    assert _route_template(tt, "webhook") is True
+    assert _route_template(tt, "plugin") is True  # re-serialized: the mode is replaced, not stacked
+    containers = {c["name"]: c["args"] for c in MessageToDict(tt.k8s_pod.pod_spec)["containers"]}
+    assert containers["primary"] == [
+        "flyte-awssecrets-a0",
+        "--cluster-mode",
+        "plugin",
+        "a0",
+        "--inputs",
+        "x",
+        "--resolver",
+        "r",
+        "mod",
+        "m",
+    ]
+    assert containers["sidecar"] == ["sleep", "1"]
+    plain = tasks_pb2.TaskTemplate()
+    plain.container.args.extend(["cat", "/etc/flyte/secrets/x"])
+    assert _route_template(plain, "plugin") is False and list(plain.container.args)[0] == "cat"

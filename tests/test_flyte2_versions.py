@@ -1,5 +1,5 @@
 """The previous flyte 2 minor, tested: the ``flyte2_compat`` tests (tests/test_flyte2.py: ``flyte run --local``,
-``flyte.run``, the pod's ``a0``, the spec) run again in a venv holding it. The main venv holds the newest 2.x.
+``flyte.run``, the pod's ``a0``, the spec; local isolation and cluster modes) run again in a venv holding it. The main venv holds the newest 2.x.
 
 ``COMPAT_FLYTE_VERSIONS`` overrides the list (e.g. ``"2.11.0"``). Each venv is built once, in one pip resolve
 (the plugin, that flyte, moto, pytest) by tests/support/venvs.py, under ``.venv-compat/`` keyed by the
@@ -67,6 +67,8 @@ def test_flyte2_subset_on_previous_minor(version: str) -> None:
             "tests/test_flyte2.py",
             "tests/test_flyte2_pod.py",
             "tests/test_flyte2_units.py",
+            "tests/test_flyte2_isolation.py",
+            "tests/test_flyte2_cluster.py",
         ],
         cwd=ROOT,
         env=_env(),

@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import ROOT, remember
 from tests.support.pod import run_pod, serialize_tasks
+from tests.support.shm import leftover_mounts
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.compat
@@ -150,8 +151,8 @@ def test_pod_runs_pyflyte_execute_from_the_spec(
     for v in values.values():
         assert fingerprint(v) in text
     _assert_no_values(values, p.stdout, p.stderr, (out_dir / "outputs.pb").read_bytes())
-    # Nothing was left behind on the memory filesystem by this pod.
-    assert not [d for d in Path("/dev/shm").glob("flyte-aws-secrets-*") if any(d.rglob("*"))]
+    # Nothing was left behind on the memory filesystem by this pod (nor by any process that has ended).
+    assert not leftover_mounts()
 
 
 def test_pod_failure_is_a_user_error_naming_the_references(

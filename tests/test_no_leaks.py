@@ -599,7 +599,7 @@ def test_required_tags_hold_for_flytekit_sources_and_local_runs_ignore_webhook_f
     tagged, _ = secrets_factory.secret(f"{unique}/tagged", tags={"SymEnv": "main"})
     monkeypatch.setenv("FLYTE_AWS_SECRETS_REQUIRED_TAGS", '{"SymEnv": "main"}')
     monkeypatch.setenv("FLYTE_AWS_SECRETS_WEBHOOK_DIR", str(tmp_path / "webhook"))
-    from flytekitplugins_awssecrets.mount import flytekit_names
+    from flytekitplugins_awssecrets.flytekit.names import flytekit_names
 
     def webhook_file(arn: str) -> None:
         group, key = split_arn(arn)
@@ -730,6 +730,7 @@ def test_answer_without_a_value_is_retryable_and_never_cached(
 def test_deep_nesting_is_typed_in_resolution_and_manifests(
     secrets_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unique: str
 ) -> None:
+    from flytekitplugins_awssecrets.flytekit.present import already_present
     from flytekitplugins_awssecrets.manifest import yamlio
     from flytekitplugins_awssecrets.manifest.model import ManifestError, load_manifest
     from flytekitplugins_awssecrets.resolver import resolve_requests
@@ -742,7 +743,7 @@ def test_deep_nesting_is_typed_in_resolution_and_manifests(
     monkeypatch.setenv("FLYTE_AWS_SECRETS_WEBHOOK_DIR", str(tmp_path / "webhook"))
     req = aws_secret(arn, json_key="a.b")
     with pytest.raises(SecretResolutionError) as e:  # a file the webhook serves (in a pod, webhook mode)
-        resolve_requests([req], webhook_served={(req.group, req.key or "", None)})
+        resolve_requests([req], present=already_present, webhook_served={(req.group, req.key or "", None)})
     assert isinstance(e.value.errors[0], SecretNotJsonError)
     deep = tmp_path / "deep.yml"
     deep.write_text(

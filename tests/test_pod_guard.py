@@ -21,7 +21,7 @@ from flytekit.configuration import Image, ImageConfig, SerializationSettings
 from flytekit.tools.translator import get_serializable
 
 from flytekitplugins_awssecrets import aws_secret
-from flytekitplugins_awssecrets.podguard import SCRIPT, route_args
+from flytekitplugins_awssecrets.flytekit.podguard import SCRIPT, route_args
 from tests.conftest import ROOT
 from tests.support.pod import BIN, run_pod
 

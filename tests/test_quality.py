@@ -43,7 +43,7 @@ def test_import_flytekit_loads_plugin_without_boto3_or_io() -> None:
     code = """
 import sys
 import flytekit
-assert "flytekitplugins_awssecrets.flyte" in sys.modules, "plugin not loaded by the entry point"
+assert "flytekitplugins_awssecrets.flytekit.hooks" in sys.modules, "plugin not loaded by the entry point"
 heavy = [m for m in ("boto3", "botocore", "flytekitplugins_awssecrets.resolver") if m in sys.modules]
 # Import the plugin again with an audit hook: it may read its own modules, nothing else.
 for name in [m for m in sys.modules if m.startswith("flytekitplugins_awssecrets")]:
@@ -55,7 +55,7 @@ def hook(event, args):
     elif event in ("socket.connect", "subprocess.Popen"):
         io.append(event)
 sys.addaudithook(hook)
-import flytekitplugins_awssecrets.entrypoints  # what the entry points load: installs the hooks again
+import flytekitplugins_awssecrets.flytekit.entrypoint  # what the entry points load: installs the hooks again
 print(repr((heavy, io)))
 """
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

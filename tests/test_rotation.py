@@ -28,7 +28,7 @@ from flytekitplugins_awssecrets import (
     recent_records,
     refresh_secrets,
 )
-from flytekitplugins_awssecrets.deck import render
+from flytekitplugins_awssecrets.flytekit.deck import render
 from tests.conftest import fingerprint, new_value
 from tests.support.pod import run_pod, serialize_tasks
 from tests.test_security import _env

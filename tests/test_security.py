@@ -324,7 +324,7 @@ def test_sigkill_leaves_nothing_on_persistent_disk(
     proc.wait(60)
     # SIGKILL runs no handler: the file is only in memory, and the next process sweeps it.
     assert _filesystem_type(path) == "tmpfs"
-    from flytekitplugins_awssecrets.mount import _sweep_stale
+    from flytekitplugins_awssecrets.mountdirs import _sweep_stale
 
     _sweep_stale(Path("/dev/shm"))
     assert not os.path.exists(path)

@@ -13,6 +13,7 @@ otherwise), so what runs locally and what the cluster sees agree.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,9 +68,23 @@ def file_parts(group: str, key: str) -> list[str]:
     return [group.lower(), *key.lower().split("/")]
 
 
+#: A group that names AWS Secrets Manager or SSM but that the plugin does not parse. flytekit has other secret
+#: providers to leave such a group to; Flyte 2 has none locally, and the AWS webhook would fail it in the pod,
+#: so the adapter names it instead of letting the task's code run without it.
+_AWS_LOOKING = re.compile(r"^arn:[^:]*:(secretsmanager|ssm):")
+
+
 def _one(secret: Any) -> AwsRequest | None:
     group = getattr(secret, "group", None)
     if not is_aws_group(group):
+        if isinstance(group, str) and _AWS_LOOKING.match(group):
+            key = str(getattr(secret, "key", "") or "")
+            raise InvalidReferenceError(
+                f"{group}{key}",
+                "not a Secrets Manager or SSM reference the plugin parses",
+                "group='arn:<partition>:secretsmanager:<region>:<12-digit account>:secret:' and "
+                "key='<name>-<6 characters>' (or an SSM '...:parameter/' group), e.g. from aws_secret(arn)",
+            )
         return None
     assert isinstance(group, str)
     key = str(getattr(secret, "key", "") or "")

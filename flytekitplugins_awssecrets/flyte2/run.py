@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from flytekitplugins_awssecrets.errors import AwsSecretsError, SecretLeakError, SecretResolutionError
+from flytekitplugins_awssecrets.errors import AwsSecretsError, SecretResolutionError
 from flytekitplugins_awssecrets.flyte2.mount import Lease, Placement, lease
 from flytekitplugins_awssecrets.flyte2.requests import AwsRequest, file_parts
 
@@ -37,12 +37,12 @@ def prepare(requests: Sequence[AwsRequest], task: str | None) -> tuple[Lease, An
 
     settings = get_settings()
     served, errors = _served_by_webhook(requests, settings)
-    # check_present=False: "already present" is a flytekit notion (its env/file names); the webhook's files
+    # No present=: "already present" is a flytekit notion (its env/file names); the webhook's files
     # were looked at above.
     pending = [r for i, r in enumerate(requests) if i not in served]
     resolved = []
     try:
-        resolved = resolve_requests(pending, task=task, check_present=False) if pending else []
+        resolved = resolve_requests(pending, task=task) if pending else []
     except SecretResolutionError as e:
         errors += e.errors
     if errors:
@@ -115,11 +115,7 @@ class _Files:
         return ", ".join(parts) or "memory"
 
     def replace_value(self, r: Any, value: str | bytes) -> None:
-        from flytekitplugins_awssecrets.flyte2.mount import replace_file
-
-        rel = "/".join(file_parts(r.group, r.key))
-        if rel in self._held.files and self._held.directory:
-            replace_file(rel, value)
+        self._held.replace_file("/".join(file_parts(r.group, r.key)), value)
 
 
 def _served_by_webhook(
@@ -128,15 +124,22 @@ def _served_by_webhook(
     """Values that Flyte's AWS webhook already mounted in this pod, by request index.
 
     The webhook serves a ``mount`` request whose key is the plain secret name (no JSON key or version: it
-    would ask AWS for a secret named ``name:field``) at ``<webhook_dir>/<lower(group)>/<lower(key)>``. Taking
+    would ask AWS for a secret named ``name:field``) at ``<webhook_dir>/<lower(group)>/<lower(key)>``, and
+    only when the task was not registered in ``plugin`` mode (the mode comes from the pod's command line,
+    see :mod:`.pod`; a task registered for the plugin had no request handed to a webhook). Taking
     its file saves a read; ``required_tags`` still holds (one metadata call per secret, as for flytekit).
     """
     import os
 
+    from flytekitplugins_awssecrets.flyte2.cluster import webhook_serves
+    from flytekitplugins_awssecrets.flyte2.pod import registered_mode
+
     out: dict[int, str | bytes] = {}
     errors: list[AwsSecretsError] = []
+    if registered_mode() == "plugin":
+        return out, errors  # registered for the plugin: no request was handed to a webhook
     for i, req in enumerate(requests):
-        if not req.file or req.ref.service is None or req.ref.key != req.ref.base_key:
+        if not webhook_serves(req):
             continue
         path = os.path.join(settings.webhook_dir, *file_parts(req.group, req.key))
         if os.path.isfile(path):
@@ -201,7 +204,7 @@ async def run_with_secrets(
     name = getattr(task, "name", None)
     try:
         held, sensitive, resolved, record = prepare(requests, name)
-    except SecretResolutionError as e:
+    except AwsSecretsError as e:  # one naming every failing reference, or a setting refused in a pod
         return {}, failure(e)
     settings = get_settings()
     from flytekitplugins_awssecrets import record as records
@@ -249,17 +252,7 @@ async def run_with_secrets(
         held.release()
 
 
-def _leak(sensitive: Any, out: Any, allow_opaque: bool) -> SecretLeakError | None:
-    from flytekitplugins_awssecrets.leakguard import LeakScanner, _Opaque
+def _leak(sensitive: Any, out: Any, allow_opaque: bool) -> AwsSecretsError | None:
+    from flytekitplugins_awssecrets.leakguard import LeakScanner, leak_in
 
-    scanner = LeakScanner(sensitive, allow_opaque=allow_opaque)
-    try:
-        hits = scanner.scan_python({"o0": out})
-    except _Opaque as e:
-        from flytekitplugins_awssecrets.errors import UninspectableOutputError
-
-        return UninspectableOutputError(scanner.first_reference, e.where, e.why)
-    if hits:
-        ref, where = hits[0]
-        return SecretLeakError(ref, where)
-    return None
+    return leak_in(LeakScanner(sensitive, allow_opaque=allow_opaque), {"o0": out})

@@ -17,6 +17,8 @@ from flytekitplugins_awssecrets.errors import (
     SecretResolutionError,
     SettingsError,
 )
+from flytekitplugins_awssecrets.flytekit.names import flytekit_names
+from flytekitplugins_awssecrets.flytekit.present import already_present
 from flytekitplugins_awssecrets.mount import MountSession
 from flytekitplugins_awssecrets.resolver import resolve_requests
 from flytekitplugins_awssecrets.settings import default_mount_root, get_settings
@@ -49,6 +51,7 @@ def task_session(settings: Any, local: bool = True) -> MountSession:
         default_mount_root(settings),
         allow_disk=settings.allow_disk_mount,
         laptop_fallback=local and not settings.mount_dir,
+        names=flytekit_names,
     )
 
 
@@ -66,7 +69,12 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
     local = _is_local(ctx)
     try:
         _refuse_any_with_env_var(requests, name)
-        resolved = resolve_requests(requests, task=name, webhook_served=webhook_served(task, requests, local))
+        resolved = resolve_requests(
+            requests,
+            task=name,
+            present=already_present,
+            webhook_served=webhook_served(task, requests, local),
+        )
         session = task_session(settings, local=local)
         session.mount(resolved, task=name)
     except SecretResolutionError as e:
@@ -97,7 +105,7 @@ def run_with_secrets(task: Any, ctx: Any, requests: Sequence[Any], call: Callabl
 
             refresher = Refresher(get_resolver(), session, resolved, rec, sensitive, settings)
             refresher.start()
-        from flytekitplugins_awssecrets.deck import add_deck
+        from flytekitplugins_awssecrets.flytekit.deck import add_deck
 
         add_deck(task, ctx, rec, settings.deck)
     except BaseException as e:
@@ -171,13 +179,13 @@ def webhook_served(task: Any, requests: Sequence[Any], local: bool) -> set[tuple
     the webhook, as recorded in the task template or passed by the pod's entry point (see :mod:`podguard`)."""
     if local:
         return set()
-    from flytekitplugins_awssecrets.serialize import plan_requests, served_by_webhook
+    from flytekitplugins_awssecrets.flytekit.serialize import plan_requests, served_by_webhook
 
     template = getattr(task, "task_template", None)
     recorded = served_by_webhook(template) if template is not None else None
     if recorded is not None:
         return recorded
-    from flytekitplugins_awssecrets.podguard import registered_mode
+    from flytekitplugins_awssecrets.flytekit.podguard import registered_mode
 
     mode = registered_mode()
     if mode is None:

@@ -1,4 +1,4 @@
-"""The flytekit hooks, installed by :mod:`flytekitplugins_awssecrets.entrypoints` on ``import flytekit``.
+"""The flytekit hooks, installed by :mod:`flytekitplugins_awssecrets.flytekit.entrypoint` on ``import flytekit``.
 
 They run inside every ``import flytekit``, so installing them imports nothing heavy (no boto3, no pydantic
 models, no I/O). Every wrapper takes ``*args, **kwargs``, passes them on unchanged and keeps the wrapped
@@ -67,7 +67,7 @@ def task_requests(task: Any) -> list[Any]:
     template = getattr(task, "task_template", None)
     if template is None:
         return []
-    from flytekitplugins_awssecrets.serialize import recorded_requests
+    from flytekitplugins_awssecrets.flytekit.serialize import recorded_requests
 
     recorded = recorded_requests(template)
     if recorded is not None:
@@ -112,11 +112,11 @@ def _wrap_dispatch(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, *args, **kwargs)
         named = bind(self, *args, **kwargs) or {}
         ctx = named.get("ctx", args[0] if args else None)
-        from flytekitplugins_awssecrets.serialize import check_local_task, check_settings
+        from flytekitplugins_awssecrets.flytekit.serialize import check_local_task, check_settings
 
         check_settings(ctx)
         check_local_task(self, requests, ctx)
-        from flytekitplugins_awssecrets.runtime import run_with_secrets
+        from flytekitplugins_awssecrets.flytekit.runtime import run_with_secrets
 
         token = _ACTIVE.set(active | {id(self)})
         try:
@@ -134,7 +134,7 @@ def _wrap_outputs(original: Callable[..., Any]) -> Callable[..., Any]:
     async def _output_to_literal_map(self: Any, *args: Any, **kwargs: Any) -> Any:
         named = bind(self, *args, **kwargs)
         if named is not None and "native_outputs" in named:
-            from flytekitplugins_awssecrets.leakguard import check_native_outputs
+            from flytekitplugins_awssecrets.flytekit.outputs import check_native_outputs
 
             # Before conversion: nothing has been uploaded to the output location yet.
             check_native_outputs(self, named["native_outputs"])
@@ -160,11 +160,11 @@ def _wrap_get(original: Callable[..., Any]) -> Callable[..., Any]:
         named = bind(self, *args, **kwargs)
         req = _request_of(named)
         if req is not None and named is not None:
-            from flytekitplugins_awssecrets.mount import lookup_memory
+            from flytekitplugins_awssecrets.flytekit.names import lookup_memory
 
             value = lookup_memory(*req)
             if value is not None:
-                from flytekitplugins_awssecrets.runtime import served_value
+                from flytekitplugins_awssecrets.flytekit.runtime import served_value
 
                 return served_value(req[0], req[1], value, str(named.get("encode_mode") or "r"))
         return original(self, *args, **kwargs)
@@ -179,7 +179,7 @@ def _wrap_get_file(original: Callable[..., Any]) -> Callable[..., Any]:
     def get_secrets_file(self: Any, *args: Any, **kwargs: Any) -> Any:
         req = _request_of(bind(self, *args, **kwargs))
         if req is not None:
-            from flytekitplugins_awssecrets.mount import lookup_file, materialize
+            from flytekitplugins_awssecrets.flytekit.names import lookup_file, materialize
 
             path = lookup_file(*req) or materialize(*req, as_="file")
             if path is not None:
@@ -197,7 +197,7 @@ def _wrap_get_env_var(original: Callable[..., Any]) -> Callable[..., Any]:
         name = original(self, *args, **kwargs)
         req = _request_of(bind(self, *args, **kwargs))
         if req is not None:
-            from flytekitplugins_awssecrets.mount import materialize
+            from flytekitplugins_awssecrets.flytekit.names import materialize
 
             materialize(*req, as_="env")
         return name
@@ -212,7 +212,7 @@ def _wrap_serializable_task(original: Callable[..., Any]) -> Callable[..., Any]:
     def get_serializable_task(*args: Any, **kwargs: Any) -> Any:
         spec = original(*args, **kwargs)
         named = bind(*args, **kwargs) or {}
-        from flytekitplugins_awssecrets.serialize import rewrite_task_spec
+        from flytekitplugins_awssecrets.flytekit.serialize import rewrite_task_spec
 
         return rewrite_task_spec(spec, named.get("entity"), named.get("settings"))
 
@@ -226,7 +226,7 @@ def _wrap_serializable_launch_plan(original: Callable[..., Any]) -> Callable[...
     def get_serializable_launch_plan(*args: Any, **kwargs: Any) -> Any:
         lp = original(*args, **kwargs)
         named = bind(*args, **kwargs) or {}
-        from flytekitplugins_awssecrets.serialize import rewrite_launch_plan
+        from flytekitplugins_awssecrets.flytekit.serialize import rewrite_launch_plan
 
         return rewrite_launch_plan(lp, named.get("entity"), named.get("settings"))
 

@@ -63,7 +63,7 @@ def route_template(template: Any, mode: str) -> dict[str, Any]:
             changed[field] = routed
     if not changed:
         return {}
-    from flytekitplugins_awssecrets.serialize import _rebuilt
+    from flytekitplugins_awssecrets.flytekit.serialize import _rebuilt
 
     return {"container": _rebuilt(container, **changed)}
 
@@ -74,11 +74,11 @@ def _refuse(why: str, fix: str) -> None:
     from flytekit.core.shim_task import ExecutableTemplateShimTask
 
     from flytekitplugins_awssecrets.errors import PluginInactiveError
-    from flytekitplugins_awssecrets.flyte import task_requests
+    from flytekitplugins_awssecrets.flytekit.hooks import task_requests
 
     def wrap(original: Any) -> Any:
         def dispatch_execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-            from flytekitplugins_awssecrets.serialize import plan_requests
+            from flytekitplugins_awssecrets.flytekit.serialize import plan_requests
 
             # What the cluster webhook serves (registered in webhook mode) reaches the pod without us.
             pod = [
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import flytekit  # noqa: F401 - loads the plugin's hooks through flytekit's plugin entry points
 
-    from flytekitplugins_awssecrets import entrypoints
+    from flytekitplugins_awssecrets.flytekit import entrypoint as entrypoints
     from flytekitplugins_awssecrets.links import doc_link
 
     core = entrypoints.state.get("core", "not loaded by flytekit")

@@ -302,14 +302,14 @@ def rewrite_task_spec(spec: Any, entity: Any, settings: Any) -> Any:
     config[RECORD_KEY] = _record(decisions)
     config[MODE_KEY] = mode
     changes: dict[str, Any] = {"security_context": _new_security_context(sc, kept), "config": config}
-    from flytekitplugins_awssecrets.podguard import route_template
+    from flytekitplugins_awssecrets.flytekit.podguard import route_template
 
     routed = route_template(template, mode)
     changes.update(routed)
     new_template = _rebuilt(template, **changes)
     summary = _summary("task", name, mode, decisions)
     if routed:
-        from flytekitplugins_awssecrets.podguard import SCRIPT
+        from flytekitplugins_awssecrets.flytekit.podguard import SCRIPT
 
         summary += (
             f"; its container command runs through {SCRIPT}, so a pod whose image lacks the plugin (or "

@@ -70,7 +70,7 @@ def _main() -> None:
     if disabled():
         state.update(core="disabled", aptible="disabled")
         return
-    _load("core", "flytekitplugins_awssecrets.flyte", "install")
+    _load("core", "flytekitplugins_awssecrets.flytekit.hooks", "install")
     if _has_connector_base():
         _load("aptible", "flytekitplugins_awssecrets.aptible.connector", "register")
     else:

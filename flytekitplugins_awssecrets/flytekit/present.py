@@ -1,0 +1,70 @@
+"""Values flytekit or the cluster already put in place, which then are not fetched from AWS.
+
+flytekit's own variable (``_FSEC_...``; locally also without the prefix, as flytekit reads it) wins; files
+are read only for a request the cluster's webhook serves, so a file left under the webhook directory never
+wins over AWS elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flytekitplugins_awssecrets.extract import extract_json_key
+from flytekitplugins_awssecrets.flytekit.names import flytekit_names
+from flytekitplugins_awssecrets.refs import SecretRef
+from flytekitplugins_awssecrets.settings import Settings
+
+__all__ = ["already_present", "is_local_execution"]
+
+
+def is_local_execution() -> bool:
+    from flytekit.core.context_manager import FlyteContextManager
+
+    state = FlyteContextManager.current_context().execution_state
+    return state is None or state.is_local_execution()
+
+
+def already_present(
+    request: Any, ref: SecretRef, settings: Settings, webhook: bool = False
+) -> tuple[str | bytes, str, str | None] | None:
+    """A value the platform already put in place for a flytekit ``Secret``: (value, source, the webhook's
+    file when used as it is) with the JSON key applied, or None (the core's ``Present``)."""
+    from flytekit.configuration import SecretsConfig
+
+    group, key, gv = request.group, request.key or "", request.group_version
+    cfg = SecretsConfig.auto()
+    env_name, rel = flytekit_names(group, key, gv)
+    candidates = [env_name]
+    if is_local_execution():
+        candidates.append(env_name[len(cfg.env_prefix.strip()) :])
+    for name in candidates:
+        v = os.environ.get(name)
+        if v is not None:
+            return v, "env", None
+    if not webhook:
+        return None
+    path = os.path.join(cfg.default_dir.strip(), *rel)
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            return _decode(f.read()), "file", path
+    if ref.service is None:
+        return None
+    # The cluster's AWS webhook mounts the whole secret under the key without trailing fields.
+    base_rel = [p.lower() for p in (group, ref.base_key) if p]
+    for root in dict.fromkeys([settings.webhook_dir, cfg.default_dir.strip()]):
+        path = os.path.join(root, *base_rel)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                raw = _decode(f.read())
+            if ref.json_key:
+                return extract_json_key(str(ref), raw, ref.json_key), "webhook", None
+            return raw, "webhook", path
+    return None
+
+
+def _decode(data: bytes) -> str | bytes:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
