@@ -109,6 +109,8 @@ def test_alias_json_key_and_all_or_nothing_in_process(
                 "late",
             )
         assert "HELD" in str(e.value) and other in str(e.value) and "'late'" in str(e.value)
+        # Flyte 2 names variables exactly as as_env_var: the fix must not speak of flytekit's upper-casing.
+        assert "another as_env_var" in str(e.value) and "upper-cases" not in str(e.value)
         assert "NEW_ONE" not in os.environ, "a request was placed although its task failed"
         assert _sha(os.environ["HELD"]) == before
     finally:
