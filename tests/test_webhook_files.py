@@ -141,10 +141,15 @@ def test_a_launchers_env_cannot_point_the_pod_at_files_it_planted(
         leaked = planted in message + p.stdout + p.stderr
         assert not leaked, f"the planted value reached the pod ({setting})"
 
-    # flytekit's own variable is the launcher's too: the plugin reads webhook files only under the image's
-    # webhook_dir, so the task gets the webhook's (AWS's) value, not the planted one.
-    work = tmp_path / "pod-fsec-dir"
-    p = run_pod(webhook_spec, work, {**env, "FLYTE_SECRETS_DEFAULT_DIR": str(attacker)}, python=python)
+    # flytekit's own variables are the launcher's too: the plugin reads webhook files only under the image's
+    # webhook_dir and takes no _FSEC_ variable in a pod, so the task gets the webhook's file (AWS's value)
+    # and AWS's value, not the planted one (which would also show as file=mounted).
+    from flytekitplugins_awssecrets.flytekit.names import flytekit_names
+
+    group, key = split_arn(arn)
+    flytekits = {"FLYTE_SECRETS_DEFAULT_DIR": str(attacker), flytekit_names(group, key, None)[0]: planted}
+    work = tmp_path / "pod-flytekit-vars"
+    p = run_pod(webhook_spec, work, {**env, **flytekits}, python=python)
     assert _error(work) is None, p.stderr[-3000:]
     assert _output(work) == "ran: file=webhook same=True"
     leaked = planted in p.stdout + p.stderr

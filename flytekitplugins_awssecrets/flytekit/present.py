@@ -1,6 +1,7 @@
 """Values flytekit or the cluster already put in place, which then are not fetched from AWS.
 
-flytekit's own variable (``_FSEC_...``; locally also without the prefix, as flytekit reads it) wins; files
+Outside a pod, flytekit's own variable (``_FSEC_...``; in a local execution also without the prefix, as
+flytekit reads it) wins; in a pod it is the launcher's input and is not used. Files
 are read only for a request the cluster's webhook serves, so a file left under the webhook directory never
 wins over AWS elsewhere, and only under ``webhook_dir`` (in a pod, the image's setting).
 """
@@ -32,12 +33,19 @@ def already_present(
     file when used as it is) with the JSON key applied, or None (the core's ``Present``)."""
     from flytekit.configuration import SecretsConfig
 
+    from flytekitplugins_awssecrets.setting_sources import running_in_pod
+
     group, key, gv = request.group, request.key or "", request.group_version
     cfg = SecretsConfig.auto()
     env_name, _ = flytekit_names(group, key, gv)
-    candidates = [env_name]
-    if is_local_execution():
-        candidates.append(env_name[len(cfg.env_prefix.strip()) :])
+    candidates: list[str] = []
+    # A pod's environment is the launcher's (an execution's envs): a ``_FSEC_`` variable there would hand the
+    # task a value of its choosing, and no part of a cluster puts one there for an AWS request (registration
+    # keeps them from the Kubernetes webhook; the AWS webhook mounts files). So only a local run takes it.
+    if not running_in_pod():
+        candidates.append(env_name)
+        if is_local_execution():
+            candidates.append(env_name[len(cfg.env_prefix.strip()) :])
     for name in candidates:
         v = os.environ.get(name)
         if v is not None:
