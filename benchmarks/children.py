@@ -3,7 +3,7 @@
 Only the standard library is imported at the top: what a child measures must not include the benchmark's
 own dependencies (rich, matplotlib).
 
-    python -m benchmarks.children import-time [--skip-plugin]
+    python -m benchmarks.children import-time [--skip-plugin] [--flyte2]
     python -m benchmarks.children rss baseline|client|resolve [ARN_FILE]
 """
 
@@ -16,10 +16,17 @@ from collections.abc import Callable
 from typing import Any
 
 PLUGIN_ENTRY_POINTS = frozenset({"awssecrets", "awssecrets-aptible"})
+#: Each SDK's entry point group for the plugin, and the module its loading leaves behind.
+GROUPS = {"flytekit": "flytekit.plugins", "flyte": "flyte.plugins.types"}
+LOADED = {
+    "flytekit": "flytekitplugins_awssecrets.flytekit.hooks",
+    "flyte": "flytekitplugins_awssecrets.flyte2.entrypoint",
+}
 
 
-def import_time(skip_plugin: bool) -> dict[str, object]:
-    """Time ``import flytekit``, and within it the loading of this plugin's entry point.
+def import_time(skip_plugin: bool, sdk: str = "flytekit") -> dict[str, object]:
+    """Time ``import flytekit`` (or, ``sdk="flyte"``, ``import flyte`` and ``flyte.init()``, which loads
+    Flyte 2's type plugins), and within it the loading of this plugin's entry point.
 
     ``python -X importtime`` cannot attribute the plugin: flytekit loads entry points with
     ``importlib.import_module``, whose imports importtime does not log (only the plugin's own nested
@@ -44,26 +51,44 @@ def import_time(skip_plugin: bool) -> dict[str, object]:
 
     def wrap(original: Callable[[Any], object]) -> Callable[[Any], object]:
         def load(self: Any) -> object:
-            ours = self.group == "flytekit.plugins" and self.name in PLUGIN_ENTRY_POINTS
+            ours = self.group == GROUPS[sdk] and self.name in PLUGIN_ENTRY_POINTS
             if ours and skip_plugin:
                 return None
             t = time.perf_counter()
             try:
-                return original(self)
+                loaded = original(self)
             finally:
                 spent[self.name] = spent.get(self.name, 0.0) + time.perf_counter() - t
+            if not ours or not callable(loaded) or isinstance(loaded, type):
+                return loaded
+            name, call = self.name, loaded
+
+            # flyte calls what its entry point loads: that call is the plugin's too.
+            def timed(*args: Any, **kwargs: Any) -> object:
+                t = time.perf_counter()
+                try:
+                    return call(*args, **kwargs)
+                finally:
+                    spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+
+            return timed
 
         return load
 
     for cls in classes:
         cls.load = wrap(cls.load)  # type: ignore[attr-defined]
-    import flytekit  # noqa: F401
+    if sdk == "flyte":
+        import flyte
+
+        flyte.init()
+    else:
+        import flytekit  # noqa: F401
 
     total = time.perf_counter() - start
     return {
         "total": total,
         "plugin": sum(spent.get(name, 0.0) for name in PLUGIN_ENTRY_POINTS),
-        "plugin_loaded": "flytekitplugins_awssecrets.flytekit.hooks" in sys.modules,
+        "plugin_loaded": LOADED[sdk] in sys.modules,
         "boto3": "boto3" in sys.modules,
         "botocore": "botocore" in sys.modules,
     }
@@ -108,7 +133,7 @@ def rss(mode: str, arn_file: str | None) -> dict[str, object]:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["import-time"]:
-        print(json.dumps(import_time("--skip-plugin" in argv)))
+        print(json.dumps(import_time("--skip-plugin" in argv, "flyte" if "--flyte2" in argv else "flytekit")))
         return 0
     if argv[:1] == ["rss"] and len(argv) >= 2:
         print(json.dumps(rss(argv[1], argv[2] if len(argv) > 2 else None)))

@@ -22,37 +22,36 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flytekitplugins_awssecrets.errors import (
-    AwsSecretsError,
-    BinaryToEnvVarError,
-    CredentialsRejectedError,
-    FileMountOnDiskError,
-    InvalidReferenceError,
-    JsonKeyNotFoundError,
-    MissingTagError,
-    MountCollisionError,
-    RefreshIntervalError,
-    ScrubbedError,
-    SecretAccessDeniedError,
-    SecretDecryptionError,
-    SecretFetchError,
-    SecretLeakError,
-    SecretNotFoundError,
-    SecretNotJsonError,
-    SecretRefreshError,
-    SecretResolutionError,
-    SecretThrottledError,
-    SettingsError,
-    UninspectableOutputError,
-    UnknownAliasError,
-    UnservableRequestError,
-    UntrustedSettingError,
-)
-from flytekitplugins_awssecrets.record import current_record, recent_records
-from flytekitplugins_awssecrets.refs import ALIAS_GROUP, SecretRef, parse_reference, split_arn
-
 if TYPE_CHECKING:
+    from flytekitplugins_awssecrets.errors import (
+        AwsSecretsError,
+        BinaryToEnvVarError,
+        CredentialsRejectedError,
+        FileMountOnDiskError,
+        InvalidReferenceError,
+        JsonKeyNotFoundError,
+        MissingTagError,
+        MountCollisionError,
+        RefreshIntervalError,
+        ScrubbedError,
+        SecretAccessDeniedError,
+        SecretDecryptionError,
+        SecretFetchError,
+        SecretLeakError,
+        SecretNotFoundError,
+        SecretNotJsonError,
+        SecretRefreshError,
+        SecretResolutionError,
+        SecretThrottledError,
+        SettingsError,
+        UninspectableOutputError,
+        UnknownAliasError,
+        UnservableRequestError,
+        UntrustedSettingError,
+    )
     from flytekitplugins_awssecrets.flytekit.secret import aws_secret
+    from flytekitplugins_awssecrets.record import current_record, recent_records
+    from flytekitplugins_awssecrets.refs import ALIAS_GROUP, SecretRef, parse_reference, split_arn
 
 __all__ = [
     "ALIAS_GROUP",
@@ -123,15 +122,32 @@ def refresh_secrets() -> int:
     return _refresh()
 
 
-def __getattr__(name: str) -> Any:
-    # aws_secret builds flytekit objects: it lives in the flytekit adapter, loaded when first asked for, so
-    # the core (and a Flyte 2 user's process) never loads that adapter.
-    if name == "aws_secret":
-        from flytekitplugins_awssecrets.flytekit.secret import aws_secret
+#: Where each lazily loaded public name lives: importing the package costs nothing of its own (``import
+#: flytekit`` and Flyte 2's ``flyte.init()`` load the plugin's entry points through it).
+_LAZY = {
+    **{name: "flytekitplugins_awssecrets.errors" for name in __all__ if name.endswith("Error")},
+    "ALIAS_GROUP": "flytekitplugins_awssecrets.refs",
+    "SecretRef": "flytekitplugins_awssecrets.refs",
+    "parse_reference": "flytekitplugins_awssecrets.refs",
+    "split_arn": "flytekitplugins_awssecrets.refs",
+    "current_record": "flytekitplugins_awssecrets.record",
+    "recent_records": "flytekitplugins_awssecrets.record",
+    # aws_secret builds flytekit objects: it lives in the flytekit adapter, so the core (and a Flyte 2
+    # user's process) never loads that adapter.
+    "aws_secret": "flytekitplugins_awssecrets.flytekit.secret",
+}
 
-        return aws_secret
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), "aws_secret"])
+    return sorted({*globals(), *_LAZY})

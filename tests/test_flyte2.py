@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, fingerprint
+from tests.support.shm import leftover_mounts
 
 flyte = pytest.importorskip("flyte")
 
@@ -180,11 +181,14 @@ def _flyte_run(world: dict[str, Any], task: str, **extra: str) -> subprocess.Com
 
 
 def _python_run(
-    world: dict[str, Any], task: str, init: bool = True, **extra: str
+    world: dict[str, Any], task: str, init: bool = True, no_flytekit: bool = False, **extra: str
 ) -> subprocess.CompletedProcess[str]:
+    # no_flytekit: a Flyte 2 user's environment without flytekit ("import flytekit" raises ImportError).
     code = textwrap.dedent(
         f"""
-        import flyte, json, sys
+        import sys
+        {'sys.modules["flytekit"] = None' if no_flytekit else ""}
+        import flyte, json
         import tasks2
         {"flyte.init()" if init else ""}
         try:
@@ -192,7 +196,7 @@ def _python_run(
             print("RESULT=" + json.dumps(r.outputs()[0] if hasattr(r, "outputs") else str(r)))
         except Exception as e:
             print("ERROR=" + type(e).__name__ + ": " + str(e))
-        print("FLYTEKIT=" + str("flytekit" in sys.modules))
+        print("FLYTEKIT=" + str(sys.modules.get("flytekit") is not None))
         """
     )
     env = dict(world["env"], **extra)
@@ -209,7 +213,7 @@ def _ssm_value(world: dict[str, Any]) -> str:
 
 
 def _leftovers() -> list[str]:
-    return sorted(p.name for p in Path("/dev/shm").glob("flyte-aws-secrets-*") if any(p.iterdir()))
+    return leftover_mounts()
 
 
 def test_flyte_run_local_resolves_env_file_and_ssm_then_cleans_up(world: dict[str, Any]) -> None:
@@ -226,8 +230,9 @@ def test_flyte_run_local_resolves_env_file_and_ssm_then_cleans_up(world: dict[st
 
 
 def test_flyte_run_from_python_with_and_without_init(world: dict[str, Any]) -> None:
-    for init in (True, False):
-        p = _python_run(world, "main", init=init)
+    # The last run cannot import flytekit at all: a Flyte 2 user does not need it.
+    for init, no_flytekit in ((True, False), (False, False), (True, True)):
+        p = _python_run(world, "main", init=init, no_flytekit=no_flytekit)
         assert "RESULT=" in p.stdout, (init, p.stdout[-2000:], p.stderr[-3000:])
         result = json.loads(json.loads(p.stdout.split("RESULT=", 1)[1].splitlines()[0]))
         assert result["env"] == _sha(world["a"])
@@ -327,3 +332,21 @@ def test_output_leak_is_refused(world: dict[str, Any], tmp_path: Path) -> None:
     out = q.stdout + q.stderr
     assert q.returncode != 0 and "cannot use" in out and "ValueError" in out, out[-2000:]
     assert world["a"] not in out, "the value reached the log or the error: " + fingerprint(world["a"])
+
+
+def test_the_demos_flyte2_twin_runs_with_one_command() -> None:
+    """Item 7: ``python examples/demo_flyte2.py`` as the README gives it (its own embedded moto server, no AWS
+    settings from the environment); it checks every fingerprint and that no value was printed itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYTE_AWS_SECRETS_"))}
+    p = subprocess.run(
+        [sys.executable, "examples/demo_flyte2.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-3000:]
+    assert "The Flyte 2 task received every secret; no value appeared in the output." in out, out[-3000:]
+    assert out.count("sha256=") >= 8, out[-3000:]  # four created, four received

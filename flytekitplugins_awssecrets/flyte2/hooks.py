@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -40,9 +41,13 @@ class Flyte2AdapterDisabledWarning(RuntimeWarning):
 
 def _version() -> tuple[int, int] | None:
     try:
-        from importlib.metadata import version
+        flyte = sys.modules.get("flyte")  # loaded already when flyte loads the entry point: no metadata scan
+        text = getattr(flyte, "__version__", None)
+        if not isinstance(text, str):
+            from importlib.metadata import version
 
-        major, minor, *_ = version("flyte").split(".")
+            text = version("flyte")
+        major, minor, *_ = text.split(".")
         return int(major), int(minor)
     except Exception:  # noqa: BLE001 - an odd version string means "unknown"
         return None
@@ -70,7 +75,14 @@ def installed() -> bool:
 
 
 def install() -> bool:
-    """Wrap ``run_task`` (idempotent); False, with one warning, when this flyte is not one we know."""
+    """Wrap ``run_task`` and ``get_proto_task`` (idempotent); False, with one warning, when this flyte is not
+    one we know.
+
+    A module flyte has not imported yet is patched right after its import (:mod:`.afterimport`), so
+    ``flyte.init()`` in a process that never runs or serializes a task (a notebook that only deploys, a
+    script that only reads results) does not pay for importing flyte's task runner: the plugin's share of
+    ``flyte.init()`` stays what its own modules cost (benchmark P1).
+    """
     v = _version()
     if v not in SUPPORTED:
         _disable(
@@ -78,35 +90,43 @@ def install() -> bool:
             f"{', '.join(f'{a}.{b}' for a, b in SUPPORTED)}"
         )
         return False
-    from flyte._internal.runtime import taskrunner
+    from flytekitplugins_awssecrets.flyte2.afterimport import when_imported
 
-    current = taskrunner.run_task
-    if getattr(current, _PATCHED, False):
-        return True
-    try:
-        params = list(inspect.signature(current).parameters)
-    except (TypeError, ValueError):
-        params = []
-    if "task" not in params:
-        _disable("flyte's run_task has no 'task' parameter")
-        return False
-    taskrunner.run_task = _wrap(current, params.index("task"))
-    _install_serialization()
+    when_imported("flyte._internal.runtime.taskrunner", _install_runner)
+    when_imported("flyte._internal.runtime.task_serde", _install_serialization)
     return True
 
 
-def _install_serialization() -> None:
+def _unpatched(module: Any, name: str) -> tuple[Any, list[str]] | None:
+    """``module.name`` and its parameter names, or None when this adapter has wrapped it already."""
+    current = getattr(module, name)
+    if getattr(current, _PATCHED, False):
+        return None
+    try:
+        return current, list(inspect.signature(current).parameters)
+    except (TypeError, ValueError):
+        return current, []
+
+
+def _install_runner(taskrunner: Any) -> None:
+    """Wrap ``taskrunner.run_task``; a changed signature leaves the adapter off, warned once."""
+    found = _unpatched(taskrunner, "run_task")
+    if found is None:
+        return
+    current, params = found
+    if "task" not in params:
+        _disable("flyte's run_task has no 'task' parameter")
+        return
+    taskrunner.run_task = _wrap(current, params.index("task"))
+
+
+def _install_serialization(task_serde: Any) -> None:
     """Wrap ``task_serde.get_proto_task`` (what every serialization path calls, by its module global) so the
     spec fits the cluster mode (:mod:`.cluster`); a changed signature leaves serialization alone, warned."""
-    from flyte._internal.runtime import task_serde
-
-    current = task_serde.get_proto_task
-    if getattr(current, _PATCHED, False):
+    found = _unpatched(task_serde, "get_proto_task")
+    if found is None:
         return
-    try:
-        params = list(inspect.signature(current).parameters)
-    except (TypeError, ValueError):
-        params = []
+    current, params = found
     if params[:2] != ["task", "serialize_context"]:
         warnings.warn(
             "flytekitplugins-awssecrets: flyte's get_proto_task changed; task specs are serialized as flyte "
