@@ -166,11 +166,15 @@ def _served_by_webhook(
 
 def failure(err: AwsSecretsError) -> Exception:
     """The error flyte records for a failure of ours: a user error, recoverable when AWS was throttling or
-    unreachable (so Flyte's retries apply)."""
-    from flyte.errors import RuntimeUserError
+    unreachable (so Flyte's retries apply), else non-recoverable (a missing secret, a denied role, a refused
+    setting fail the same way on every attempt: the engine skips the retries)."""
+    from flyte.errors import NonRecoverableError, RuntimeUserError
 
-    kind = "AwsSecretsRecoverable" if err.retryable else "AwsSecrets"
-    out = RuntimeUserError(kind, rich_safe(str(err)))
+    out: Exception
+    if err.retryable:
+        out = RuntimeUserError("AwsSecretsRecoverable", rich_safe(str(err)))
+    else:
+        out = NonRecoverableError(rich_safe(str(err)), code="AwsSecrets")
     out.__cause__ = err
     return out
 
