@@ -143,7 +143,13 @@ def test_a_file_the_webhook_mounted_is_taken_not_read_again(
     target.write_text(value)
     monkeypatch.setenv("FLYTE_AWS_SECRETS_WEBHOOK_DIR", str(webhook))
     reset_process_state()
+    from flytekitplugins_awssecrets.flyte2 import pod
 
+    # A local run never takes a webhook file (there is no webhook): AWS is asked, and this ARN is not there.
+    with pytest.raises(SecretResolutionError):
+        prepare(aws_requests([aws_secret(served)]), "local")
+    # A pod registered for a webhook cluster (flyte-awssecrets-a0 --cluster-mode webhook) takes it.
+    monkeypatch.setattr(pod, "_registered_mode", "webhook")
     held, *_ = prepare(aws_requests([aws_secret(served)]), "pod")
     try:
         ours = Path(os.environ[DIR_ENV]).joinpath(*file_parts(REGION_GROUP, f"served-{unique}-AAAAAA"))
