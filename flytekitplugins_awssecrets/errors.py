@@ -308,16 +308,28 @@ class BinaryToEnvVarError(AwsSecretsError, ValueError):
 
 
 class MountCollisionError(AwsSecretsError, ValueError):
-    """Two requests of one task would land on the same environment variable or file."""
+    """Two requests of one task would land on the same environment variable or file.
 
-    def __init__(self, reference: str, other: str, where: str) -> None:
+    ``naming`` says how the requesting SDK names them (each adapter passes its own: flytekit upper-cases
+    variable names, Flyte 2 takes ``as_env_var`` as written), ``option`` the request field that picks the
+    variable (``env_var``, ``as_env_var``).
+    """
+
+    def __init__(
+        self,
+        reference: str,
+        other: str,
+        where: str,
+        *,
+        naming: str = "environment variable names are upper-cased and file names lower-cased",
+        option: str = "env_var",
+    ) -> None:
         self.other = other
         self.where = where
         super().__init__(
             reference,
             f"collides with {other} at {where}",
-            "flytekit upper-cases environment variable names and lower-cases file names; "
-            "give one of them another env_var or rename one secret",
+            f"{naming}; give one of them another {option} or rename one secret",
         )
 
 

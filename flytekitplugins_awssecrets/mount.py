@@ -140,9 +140,12 @@ class MountSession:
         *,
         laptop_fallback: bool = False,
         names: Names = plain_names,
+        naming: str | None = None,
     ) -> None:
         self.root = root
         self._names = names
+        # How ``names`` names requests, for the fix of a collision (the adapter's words; None: plain_names').
+        self._naming = {"naming": naming} if naming else {}
         self._allow_disk = allow_disk
         self._laptop_fallback = laptop_fallback
         self._env_names: list[str] = []
@@ -188,18 +191,26 @@ class MountSession:
             prev = by_env.get(env_name)
             if prev is not None and prev.identity != r.identity:
                 errors.append(
-                    MountCollisionError(str(r.ref), str(prev.ref), f"environment variable {env_name}")
+                    MountCollisionError(
+                        str(r.ref), str(prev.ref), f"environment variable {env_name}", **self._naming
+                    )
                 )
             by_env.setdefault(env_name, r)
             path = "/".join(rel)
             prev = by_path.get(path)
             if prev is not None and prev.identity != r.identity:
-                errors.append(MountCollisionError(str(r.ref), str(prev.ref), f"file <secrets dir>/{path}"))
+                errors.append(
+                    MountCollisionError(
+                        str(r.ref), str(prev.ref), f"file <secrets dir>/{path}", **self._naming
+                    )
+                )
             by_path.setdefault(path, r)
             if r.env_var:
                 prev = by_user_env.get(r.env_var)
                 if prev is not None and (prev.identity, prev.mount) != (r.identity, r.mount):
-                    errors.append(MountCollisionError(str(r.ref), str(prev.ref), f"env_var {r.env_var}"))
+                    errors.append(
+                        MountCollisionError(str(r.ref), str(prev.ref), f"env_var {r.env_var}", **self._naming)
+                    )
                 by_user_env.setdefault(r.env_var, r)
             if r.mount == ANY and r.env_var:
                 errors.append(any_with_env_var(str(r.ref), r.env_var))

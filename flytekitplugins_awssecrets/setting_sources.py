@@ -18,7 +18,8 @@ and before any request is sent. Local runs (``pyflyte run``, scripts, ``serve``,
   ``agent_fallback``, ``mount_dir``, ``allow_disk_mount``, ``leak_guard``, ``allow_opaque_outputs``,
   ``redact_logs``, ``leak_guard_json_leaves`` and ``descriptive_json_keys`` (they decide which JSON fields
   the guard and redaction look for),
-  ``trusted_endpoints``; the settings file path (``FLYTE_AWS_SECRETS_CONFIG`` may only name
+  ``trusted_endpoints``, ``webhook_dir``, ``cluster_mode`` and ``cluster_modes`` (where a webhook-served
+  value is read from, and which requests are webhook-served); the settings file path (``FLYTE_AWS_SECRETS_CONFIG`` may only name
   the image's file); and botocore's endpoint overrides (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_<SERVICE>``),
   accepted only for a loopback host (a sidecar in the pod's own network namespace) or an origin the image
   file lists in ``trusted_endpoints``.
@@ -57,11 +58,24 @@ PROTECTED = (
     "trusted_endpoints",
     # The quota guard of refreshes: a launcher could otherwise claim a fleet of one and refresh every second.
     "refresh_fleet_pods",
+    # Where (and for which requests) a value is read from a file instead of AWS: a launcher who could point
+    # webhook_dir at a directory it fills (input files) would hand the task values of its choosing.
+    "webhook_dir",
+    "cluster_mode",
+    "cluster_modes",
 )
 #: Commands that run a task in a container (their file name).
-#: ``pyflyte-awssecrets-execute`` is what registration puts in front of them (see :mod:`podguard`).
+#: ``pyflyte-awssecrets-execute`` and ``flyte-awssecrets-a0`` are what registration puts in front of them (see
+#: :mod:`podguard` and :mod:`flyte2.pod`).
 POD_ENTRYPOINTS = frozenset(
-    {"pyflyte-execute", "pyflyte-fast-execute", "pyflyte-map-execute", "a0", "pyflyte-awssecrets-execute"}
+    {
+        "pyflyte-execute",
+        "pyflyte-fast-execute",
+        "pyflyte-map-execute",
+        "a0",
+        "pyflyte-awssecrets-execute",
+        "flyte-awssecrets-a0",
+    }
 )
 #: Where an image bakes its settings file, relative to the Python prefix and to the root.
 IMAGE_CONFIG = Path("etc") / "flyte" / "aws-secrets.yaml"
@@ -143,6 +157,10 @@ def _same(env_value: Any, image_value: Any) -> bool:
         return str(env_value).strip().lower() in words
     if image_value is None:
         return False
+    if isinstance(image_value, dict):
+        return isinstance(env_value, dict) and {str(k): str(v) for k, v in env_value.items()} == {
+            str(k): str(v) for k, v in image_value.items()
+        }
     if isinstance(image_value, list | tuple):
         given = env_value if isinstance(env_value, list | tuple) else [env_value]
         return [str(v) for v in given] == [str(v) for v in image_value]

@@ -126,7 +126,9 @@ class Settings(BaseModel):
       cluster_modes ({}): the mode per Flyte project and domain, read at registration: keys
         ``"<project>/<domain>"``, ``"<project>/*"`` or ``"*/<domain>"`` (most specific wins), values as for
         ``cluster_mode``, which applies where no key matches. Example: ``{"ml/production": "webhook"}``.
-      webhook_dir ("/etc/flyte/secrets"): where the cluster's AWS webhook mounts secrets.
+      webhook_dir ("/etc/flyte/secrets"): where the cluster's AWS webhook mounts secrets; webhook-served
+        values are read there only. In a pod, this and the two above come only from the image's settings
+        file (see :mod:`setting_sources`): a launcher could otherwise point it at files it planted.
       leak_guard (True): fail a task whose outputs contain a secret value resolved for it.
       allow_opaque_outputs (False): with the leak guard on, accept outputs the guard cannot look into
         (pickled objects: outputs typed ``Any`` or as a class without a flytekit type transformer);

@@ -120,12 +120,27 @@ def _spec(world: dict[str, Any], task: str, out: Path, **extra: str) -> tuple[di
     return dict(json.loads(p.stdout.strip().splitlines()[-1])), p.stderr
 
 
-def _pod(world: dict[str, Any], args: list[str], **extra: str) -> subprocess.CompletedProcess[str]:
+#: UntrustedSettingError's words (flyte records our error as code ``AwsSecrets`` with its message only).
+UNTRUSTED = "in a pod this setting is taken only from the image's settings file"
+
+
+def _pod(
+    world: dict[str, Any], args: list[str], python: Path | None = None, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the spec's container args as a pod does; ``python``: with an image's interpreter (its settings)."""
     env = dict(world["env"], FLYTE_CLUSTERED_WORKER="1", _U_ORG_NAME="o", **extra)
     env["FLYTE_INTERNAL_EXECUTION_PROJECT"], env["FLYTE_INTERNAL_EXECUTION_DOMAIN"] = "p", "d"
-    return subprocess.run(
-        [_bin(args[0]), *args[1:]], cwd=world["dir"], env=env, capture_output=True, text=True, timeout=240
-    )
+    command = [_bin(args[0]), *args[1:]]
+    if python is not None:
+        command.insert(0, str(python))
+    return subprocess.run(command, cwd=world["dir"], env=env, capture_output=True, text=True, timeout=240)
+
+
+def _image(tmp: Path, webhook: Path) -> Path:
+    """An image whose settings file says where the cluster's webhook mounts (a pod takes it only from there)."""
+    from tests.support.image import fake_image
+
+    return fake_image(tmp / "image", f"webhook_dir: {json.dumps(str(webhook))}\n")
 
 
 def _keys(security: list[dict[str, Any]]) -> list[str]:
@@ -175,21 +190,57 @@ def test_a_container_task_the_plugin_cannot_serve_fails_registration(
 
 
 def test_the_pod_takes_the_mode_from_its_command_line(world: dict[str, Any], tmp_path: Path) -> None:
-    """Webhook mode: the webhook's file is used (its ARN is not in AWS). Plugin mode: the same file is not
-    trusted (no request was handed to a webhook), even with the pod's env claiming webhook mode."""
-    hook = {"FLYTE_AWS_SECRETS_WEBHOOK_DIR": str(world["webhook"])}
+    """Webhook mode: the webhook's file (under the image's webhook_dir) is used (its ARN is not in AWS).
+    Plugin mode: the same file is not trusted (no request was handed to a webhook); the pod's env claiming
+    webhook mode is refused before user code."""
+    python = _image(tmp_path, world["webhook"])
     spec, _ = _spec(world, "main", tmp_path / "w", FLYTE_AWS_SECRETS_CLUSTER_MODES='{"p/d": "webhook"}')
-    p = _pod(world, spec["args"], **hook)
+    p = _pod(world, spec["args"], python=python)
     assert (tmp_path / "w" / "outputs.pb").exists(), (p.stdout + p.stderr)[-3000:]
     out = (tmp_path / "w" / "outputs.pb").read_bytes().decode("utf-8", "replace")
     assert _sha(world["served_value"]) in out and _sha(world["a"]) in out
     (world["dir"] / "marker").unlink()
 
     spec, _ = _spec(world, "main", tmp_path / "p")
-    q = _pod(world, spec["args"], FLYTE_AWS_SECRETS_CLUSTER_MODE="webhook", **hook)
+    q = _pod(world, spec["args"], python=python)
     error = (tmp_path / "p" / "error.pb").read_bytes().decode("utf-8", "replace")
     assert world["served"] in error and "AwsSecrets" in error, (q.stdout + q.stderr)[-3000:]
     assert not (world["dir"] / "marker").exists(), "user code ran although a request failed"
+    (tmp_path / "p" / "error.pb").unlink()
+    q = _pod(world, spec["args"], python=python, FLYTE_AWS_SECRETS_CLUSTER_MODE="webhook")
+    error = (tmp_path / "p" / "error.pb").read_bytes().decode("utf-8", "replace")
+    assert "setting 'cluster_mode'" in error and UNTRUSTED in error, (q.stdout + q.stderr)[-3000:]
+    assert not (world["dir"] / "marker").exists(), "user code ran with the env's cluster mode"
+
+
+def test_a_launchers_env_cannot_point_a_webhook_pod_at_files_it_planted(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """An execution's envs are the launcher's: pointing webhook_dir at a directory it filled (input files) is
+    refused before user code, through the registered command and a bare ``a0`` alike; the planted value never
+    reaches the task."""
+    attacker = tmp_path / "inputs"
+    g, k = world["served"].split(":secret:")
+    planted = new_value("planted")
+    f = attacker / (g + ":secret:").lower() / k.lower()
+    f.parent.mkdir(parents=True)
+    f.write_text(planted)
+    python = _image(tmp_path, world["webhook"])
+    image_file = str(tmp_path / "image" / "etc" / "flyte" / "aws-secrets.yaml")
+    for name in ("routed", "bare"):
+        out = tmp_path / name
+        spec, _ = _spec(world, "main", out, FLYTE_AWS_SECRETS_CLUSTER_MODES='{"p/d": "webhook"}')
+        args = spec["args"] if name == "routed" else spec["args"][3:]
+        assert args[0] == ("flyte-awssecrets-a0" if name == "routed" else "a0")
+        p = _pod(world, args, python=python, FLYTE_AWS_SECRETS_WEBHOOK_DIR=str(attacker))
+        assert (out / "error.pb").exists(), (name, (p.stdout + p.stderr)[-3000:])
+        error = (out / "error.pb").read_bytes().decode("utf-8", "replace")
+        assert "setting 'webhook_dir'" in error and UNTRUSTED in error, (p.stdout + p.stderr)[-3000:]
+        assert image_file in error
+        assert not (world["dir"] / "marker").exists(), f"user code ran ({name})"
+        assert not (out / "outputs.pb").exists()
+        leaked = planted in error + p.stdout + p.stderr
+        assert not leaked, f"the planted value reached the pod ({name})"
 
 
 def test_a_pod_where_the_plugin_is_off_refuses_before_the_task_runner(

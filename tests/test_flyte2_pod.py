@@ -94,6 +94,12 @@ def test_pod_a0_resolves_from_the_serialized_spec_before_user_code(
     error = (tmp_path / "bad" / "error.pb").read_bytes().decode("utf-8", "replace")
     assert all(arn in error for arn in missing), error[-2000:]
     assert "AwsSecrets" in error
+    from flyteidl2.core import execution_pb2
+
+    doc = execution_pb2.ErrorDocument.FromString((tmp_path / "bad" / "error.pb").read_bytes())
+    # A secret that does not exist fails every attempt alike: Flyte must not retry it.
+    assert doc.error.kind == execution_pb2.ContainerError.NON_RECOVERABLE, doc.error
+    assert doc.error.origin == execution_pb2.ExecutionError.USER, doc.error
     assert not (world["dir"] / "marker").exists(), "user code ran in the pod although its secrets failed"
     assert not (tmp_path / "bad" / "outputs.pb").exists(), q.stdout[-1000:]
 

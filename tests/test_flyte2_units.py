@@ -113,6 +113,8 @@ def test_alias_json_key_and_all_or_nothing_in_process(
                 "late",
             )
         assert "HELD" in str(e.value) and other in str(e.value) and "'late'" in str(e.value)
+        # Flyte 2 names variables exactly as as_env_var: the fix must not speak of flytekit's upper-casing.
+        assert "another as_env_var" in str(e.value) and "upper-cases" not in str(e.value)
         assert "NEW_ONE" not in os.environ, "a request was placed although its task failed"
         assert _sha(os.environ["HELD"]) == before
     finally:
@@ -141,7 +143,13 @@ def test_a_file_the_webhook_mounted_is_taken_not_read_again(
     target.write_text(value)
     monkeypatch.setenv("FLYTE_AWS_SECRETS_WEBHOOK_DIR", str(webhook))
     reset_process_state()
+    from flytekitplugins_awssecrets.flyte2 import pod
 
+    # A local run never takes a webhook file (there is no webhook): AWS is asked, and this ARN is not there.
+    with pytest.raises(SecretResolutionError):
+        prepare(aws_requests([aws_secret(served)]), "local")
+    # A pod registered for a webhook cluster (flyte-awssecrets-a0 --cluster-mode webhook) takes it.
+    monkeypatch.setattr(pod, "_registered_mode", "webhook")
     held, *_ = prepare(aws_requests([aws_secret(served)]), "pod")
     try:
         ours = Path(os.environ[DIR_ENV]).joinpath(*file_parts(REGION_GROUP, f"served-{unique}-AAAAAA"))

@@ -9,6 +9,7 @@ The captured stdout/stderr of every run, and the outputs it writes, are checked 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, remember
+from tests.support.image import fake_image
 from tests.support.pod import run_pod, serialize_tasks
 from tests.support.shm import leftover_mounts
 
@@ -102,8 +104,6 @@ def _serialize(folder: Path, env: dict[str, str]) -> dict[str, Any]:
 def test_serialized_spec_keeps_aws_requests_from_the_k8s_webhook(
     aws_env: dict[str, str], tmp_path: Path
 ) -> None:
-    import json
-
     specs = _serialize(tmp_path / "plugin", _env(aws_env))
     template = specs["examples.secrets_demo.call_api"].template
     assert list(template.security_context.secrets) == []
@@ -184,8 +184,11 @@ def test_pod_in_webhook_mode_reads_the_mounted_files(
     prefix, values = demo_secrets
     proxy = CountingProxy(aws_env["AWS_ENDPOINT_URL"]).start()
     try:
-        env = _env(aws_env, DEMO_SECRET_PREFIX=prefix, FLYTE_AWS_SECRETS_CLUSTER_MODE="webhook")
-        spec = _serialize(tmp_path / "spec", env)["examples.secrets_demo.call_api"]
+        env = _env(aws_env, DEMO_SECRET_PREFIX=prefix)
+        # The mode is registration's (the pod's command line says it), not the pod's environment.
+        spec = _serialize(tmp_path / "spec", {**env, "FLYTE_AWS_SECRETS_CLUSTER_MODE": "webhook"})[
+            "examples.secrets_demo.call_api"
+        ]
         # Play the webhook: mount exactly what the spec hands it.
         mounted = tmp_path / "etc-flyte-secrets"
         for s in spec.template.security_context.secrets:
@@ -195,8 +198,10 @@ def test_pod_in_webhook_mode_reads_the_mounted_files(
             path = mounted / s.group.lower() / s.key.lower()
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(value)
-        env.update(FLYTE_AWS_SECRETS_WEBHOOK_DIR=str(mounted), AWS_ENDPOINT_URL=proxy.url)
-        p = run_pod(spec, tmp_path / "pod", env)
+        env.update(AWS_ENDPOINT_URL=proxy.url)
+        # Where the webhook mounts is the image's setting: a pod never takes it from its environment.
+        python = fake_image(tmp_path / "image", f"webhook_dir: {json.dumps(str(mounted))}\n")
+        p = run_pod(spec, tmp_path / "pod", env, python=python)
         assert p.returncode == 0, p.stderr[-3000:]
         from flyteidl.core import literals_pb2
 

@@ -61,10 +61,12 @@ def pod_specs(tmp_path_factory: pytest.TempPathFactory, aws_env: dict[str, str])
     return serialize_tasks("tests.workflows", folder, _env(aws_env), "*_1.pb")
 
 
-def _pod(spec: Any, tmp: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], Any]:
+def _pod(
+    spec: Any, tmp: Path, env: dict[str, str], python: Path | None = None
+) -> tuple[subprocess.CompletedProcess[str], Any]:
     from flyteidl.core import errors_pb2
 
-    p = run_pod(spec, tmp, env)
+    p = run_pod(spec, tmp, env, python=python)
     doc = None
     if (tmp / "out" / "error.pb").exists():
         doc = errors_pb2.ErrorDocument()
@@ -657,14 +659,19 @@ def test_pod_required_tags_hold_for_webhook_files(
         LEAKY_JSON_ARN=arn,
         AWS_ENDPOINT_URL=counting_proxy.url,
         FLYTE_AWS_SECRETS_REQUIRED_TAGS='{"SymEnv": "main"}',
-        FLYTE_AWS_SECRETS_WEBHOOK_DIR=str(tmp_path / "etc-flyte-secrets"),
     )
     # Registered for a cluster whose webhook serves the request: only then is its file read in the pod.
     webhook_specs = serialize_tasks(
         "tests.workflows", tmp_path / "spec", {**env, "FLYTE_AWS_SECRETS_CLUSTER_MODE": "webhook"}, "*_1.pb"
     )
+    # Where the webhook mounts is the image's setting (a pod never takes it from its environment).
+    from tests.support.image import fake_image
+
+    python = fake_image(
+        tmp_path / "image", f"webhook_dir: {json.dumps(str(tmp_path / 'etc-flyte-secrets'))}\n"
+    )
     counting_proxy.reset_counts()
-    p, doc = _pod(_spec(webhook_specs, "returns_json_field"), tmp_path / "pod", env)
+    p, doc = _pod(_spec(webhook_specs, "returns_json_field"), tmp_path / "pod", env, python=python)
     assert doc is not None, p.stderr[-3000:]
     assert "required tag 'SymEnv' is missing" in doc.error.message
     assert "user code was not run" in doc.error.message

@@ -187,6 +187,9 @@ def test_case_collisions_are_errors(secrets_factory: Any, unique: str) -> None:
         t()
     assert any(isinstance(x, MountCollisionError) for x in e.value.errors)
     assert "collides with" in str(e.value)
+    # The fix says how flytekit names them (the Flyte 2 adapter says its own, tests/test_flyte2_units.py).
+    assert "flytekit upper-cases environment variable names" in str(e.value)
+    assert "another env_var" in str(e.value)
 
 
 def test_value_already_present_wins_without_a_call(

@@ -189,6 +189,17 @@ def test_pod_reads_the_image_file_and_ignores_the_named_one(image: Path, tmp_pat
             "refresh_fleet_pods",
             "FLYTE_AWS_SECRETS_REFRESH_FLEET_PODS",
         ),
+        (
+            {"FLYTE_AWS_SECRETS_WEBHOOK_DIR": "/tmp/launcher-inputs"},
+            "webhook_dir",
+            "FLYTE_AWS_SECRETS_WEBHOOK_DIR",
+        ),
+        ({"FLYTE_AWS_SECRETS_CLUSTER_MODE": "webhook"}, "cluster_mode", "FLYTE_AWS_SECRETS_CLUSTER_MODE"),
+        (
+            {"FLYTE_AWS_SECRETS_CLUSTER_MODES": '{"*/production": "webhook"}'},
+            "cluster_modes",
+            "FLYTE_AWS_SECRETS_CLUSTER_MODES",
+        ),
         ({"AWS_ENDPOINT_URL": "https://collector.example"}, "trusted_endpoints", "AWS_ENDPOINT_URL"),
         ({"AWS_ENDPOINT_URL_STS": "http://169.254.0.9"}, "trusted_endpoints", "AWS_ENDPOINT_URL_STS"),
     ],
@@ -209,6 +220,32 @@ def test_pod_refuses_env_that_changes_a_protected_setting(
             load_settings(env, pod=False)
         except SettingsError as local:
             assert not isinstance(local, UntrustedSettingError)
+
+
+def test_pod_accepts_env_equal_to_the_images_webhook_settings(image: Path) -> None:
+    """Where the webhook mounts and which requests it serves: the image's; the same value in the env (a
+    PodTemplate repeating it) changes nothing and is accepted, a different one is refused."""
+    from flytekitplugins_awssecrets import UntrustedSettingError
+
+    image.write_text(
+        "webhook_dir: /var/flyte/secrets\ncluster_mode: webhook\n"
+        'cluster_modes: {"ml/production": "webhook", "*/development": "plugin"}\n'
+    )
+    same = {
+        "FLYTE_AWS_SECRETS_WEBHOOK_DIR": "/var/flyte/secrets/",
+        "FLYTE_AWS_SECRETS_CLUSTER_MODE": "webhook",
+        "FLYTE_AWS_SECRETS_CLUSTER_MODES": '{"*/development": "plugin", "ml/production": "webhook"}',
+    }
+    s = load_settings(same, pod=True)
+    assert s.webhook_dir.rstrip("/") == "/var/flyte/secrets" and s.mode_for("ml", "production") == "webhook"
+    assert load_settings({}, pod=True).mode_for("x", "development") == "plugin"
+    with pytest.raises(UntrustedSettingError) as e:
+        load_settings({**same, "FLYTE_AWS_SECRETS_CLUSTER_MODES": '{"ml/production": "webhook"}'}, pod=True)
+    assert e.value.field == "cluster_modes"
+    image.write_text("leak_guard: true\n")  # no webhook_dir: the default is the only value accepted
+    assert load_settings({"FLYTE_AWS_SECRETS_WEBHOOK_DIR": "/etc/flyte/secrets"}, pod=True)
+    with pytest.raises(UntrustedSettingError):
+        load_settings({"FLYTE_AWS_SECRETS_WEBHOOK_DIR": "/etc/flyte/secrets/../../tmp"}, pod=True)
 
 
 def test_pod_accepts_loopback_and_image_trusted_endpoints(image: Path) -> None:

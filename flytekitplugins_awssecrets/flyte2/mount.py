@@ -44,6 +44,11 @@ __all__ = ["DIR_ENV", "Lease", "Placement", "lease", "shared_process"]
 
 #: What flyte and Flyte's webhook call the secrets directory.
 DIR_ENV = "FLYTE_SECRETS_DEFAULT_DIR"
+#: How Flyte 2 requests are named, for the fix of a collision: no upper-casing of variables here.
+_NAMING = {
+    "naming": "a variable is named exactly as_env_var, a file by its group and key lower-cased (the webhook's layout)",
+    "option": "as_env_var",
+}
 
 
 def _digest(value: str | bytes) -> str:
@@ -142,7 +147,9 @@ def _check(items: Sequence[Placement], root: Path, allow_disk: bool) -> list[Aws
             _collide(errors, p, p.env, mine_env, where)
             other = _env.get(p.env)
             if other is not None and other.digest != _digest(p.value):
-                errors.append(MountCollisionError(p.ref, f"{other.ref} (of a task running now)", where))
+                errors.append(
+                    MountCollisionError(p.ref, f"{other.ref} (of a task running now)", where, **_NAMING)
+                )
         if p.file:
             rel = "/".join(p.file)
             _collide(errors, p, rel, mine_files, f"file ${DIR_ENV}/{rel}")
@@ -154,7 +161,7 @@ def _collide(
 ) -> None:
     prev = mine.get(name)
     if prev is not None and _digest(prev.value) != _digest(p.value):
-        errors.append(MountCollisionError(p.ref, prev.ref, where))
+        errors.append(MountCollisionError(p.ref, prev.ref, where, **_NAMING))
     mine.setdefault(name, p)
 
 

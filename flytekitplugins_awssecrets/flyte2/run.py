@@ -125,7 +125,7 @@ def _served_by_webhook(
 
     The webhook serves a ``mount`` request whose key is the plain secret name (no JSON key or version: it
     would ask AWS for a secret named ``name:field``) at ``<webhook_dir>/<lower(group)>/<lower(key)>``, and
-    only when the task was not registered in ``plugin`` mode (the mode comes from the pod's command line,
+    only in a pod, and only when the task was not registered in ``plugin`` mode (the mode comes from the pod's command line,
     see :mod:`.pod`; a task registered for the plugin had no request handed to a webhook). Taking
     its file saves a read; ``required_tags`` still holds (one metadata call per secret, as for flytekit).
     """
@@ -133,11 +133,15 @@ def _served_by_webhook(
 
     from flytekitplugins_awssecrets.flyte2.cluster import webhook_serves
     from flytekitplugins_awssecrets.flyte2.pod import registered_mode
+    from flytekitplugins_awssecrets.setting_sources import running_in_pod
 
     out: dict[int, str | bytes] = {}
     errors: list[AwsSecretsError] = []
-    if registered_mode() == "plugin":
-        return out, errors  # registered for the plugin: no request was handed to a webhook
+    mode = registered_mode()
+    if mode == "plugin" or (mode is None and not running_in_pod()):
+        # Registered for the plugin: no request was handed to a webhook. A local run has no webhook (as for
+        # flytekit): a file under /etc/flyte/secrets on a laptop never stands in for AWS.
+        return out, errors
     for i, req in enumerate(requests):
         if not webhook_serves(req):
             continue
@@ -166,11 +170,15 @@ def _served_by_webhook(
 
 def failure(err: AwsSecretsError) -> Exception:
     """The error flyte records for a failure of ours: a user error, recoverable when AWS was throttling or
-    unreachable (so Flyte's retries apply)."""
-    from flyte.errors import RuntimeUserError
+    unreachable (so Flyte's retries apply), else non-recoverable (a missing secret, a denied role, a refused
+    setting fail the same way on every attempt: the engine skips the retries)."""
+    from flyte.errors import NonRecoverableError, RuntimeUserError
 
-    kind = "AwsSecretsRecoverable" if err.retryable else "AwsSecrets"
-    out = RuntimeUserError(kind, rich_safe(str(err)))
+    out: Exception
+    if err.retryable:
+        out = RuntimeUserError("AwsSecretsRecoverable", rich_safe(str(err)))
+    else:
+        out = NonRecoverableError(rich_safe(str(err)), code="AwsSecrets")
     out.__cause__ = err
     return out
 

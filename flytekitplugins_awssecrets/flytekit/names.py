@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from flytekitplugins_awssecrets import holds
 
-__all__ = ["flytekit_names", "lookup_memory", "lookup_file", "materialize"]
+__all__ = ["NAMING", "flytekit_names", "lookup_memory", "lookup_file", "materialize"]
+
+#: How :func:`flytekit_names` names requests, in words (the fix of a mount collision).
+NAMING = "flytekit upper-cases environment variable names and lower-cases file names"
 
 
 def flytekit_names(group: str, key: str, group_version: str | None) -> tuple[str, list[str]]:

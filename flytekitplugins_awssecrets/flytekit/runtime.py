@@ -17,7 +17,7 @@ from flytekitplugins_awssecrets.errors import (
     SecretResolutionError,
     SettingsError,
 )
-from flytekitplugins_awssecrets.flytekit.names import flytekit_names
+from flytekitplugins_awssecrets.flytekit.names import NAMING, flytekit_names
 from flytekitplugins_awssecrets.flytekit.present import already_present
 from flytekitplugins_awssecrets.mount import MountSession
 from flytekitplugins_awssecrets.resolver import resolve_requests
@@ -52,6 +52,7 @@ def task_session(settings: Any, local: bool = True) -> MountSession:
         allow_disk=settings.allow_disk_mount,
         laptop_fallback=local and not settings.mount_dir,
         names=flytekit_names,
+        naming=NAMING,
     )
 
 

@@ -17,7 +17,11 @@ ENV_REQ = aws_secret(ARN, mount_requirement=Secret.MountType.ENV_VAR, env_var="G
 def guarded() -> str:
     path = current_context().secrets.get_secrets_file(FILE_REQ.group, FILE_REQ.key)
     files_dir = os.environ.get("FLYTE_AWS_SECRETS_FILES_DIR")
-    webhook_dir = os.environ.get("FLYTE_AWS_SECRETS_WEBHOOK_DIR", "/etc/flyte/secrets")
+    if os.environ.get("GUARD_MARKER"):
+        with open(os.environ["GUARD_MARKER"], "w") as f:
+            f.write("ran")
+    # Where the test's webhook mounts (in a pod the plugin takes it from the image's settings file).
+    webhook_dir = os.environ.get("GUARD_WEBHOOK_DIR", "/etc/flyte/secrets")
     if files_dir and path.startswith(files_dir + "/"):
         where = "mounted"
     elif path.startswith(webhook_dir + "/"):
