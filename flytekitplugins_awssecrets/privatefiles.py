@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flytekitplugins_awssecrets.errors import InvalidReferenceError
 
-__all__ = ["write_private_file", "replace_file", "write_private"]
+__all__ = ["write_private_file", "replace_file", "write_private", "read_secret_file"]
 
 
 def write_private_file(base: Path, rel: Sequence[str], value: str | bytes) -> Path:
@@ -56,3 +56,13 @@ def write_private(fd: int, value: str | bytes) -> None:
     view = memoryview(value.encode("utf-8") if isinstance(value, str) else value)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def read_secret_file(path: str | Path) -> str | bytes:
+    """A secret file's content as the resolver gives values: text when it is UTF-8, else the bytes."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data

@@ -168,10 +168,13 @@ def make_world(tmp_path: Path, secrets_factory: Any, unique: str, aws_env: dict[
     )
 
 
-def _flyte_run(world: dict[str, Any], task: str, **extra: str) -> subprocess.CompletedProcess[str]:
+def _flyte_run(
+    world: dict[str, Any], task: str, script: str = "tasks2.py", **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``flyte run --local <script> <task>`` in the world's directory, with its env and ``extra``."""
     env = dict(world["env"], **extra)
     return subprocess.run(
-        [_bin("flyte"), "run", "--local", "tasks2.py", task],
+        [_bin("flyte"), "run", "--local", script, task],
         cwd=world["dir"],
         env=env,
         capture_output=True,
@@ -309,26 +312,12 @@ def test_output_leak_is_refused(world: dict[str, Any], tmp_path: Path) -> None:
             """
         )
     )
-    p = subprocess.run(
-        [_bin("flyte"), "run", "--local", "leaky.py", "leak"],
-        cwd=world["dir"],
-        env=world["env"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    p = _flyte_run(world, "leak", script="leaky.py")
     out = p.stdout + p.stderr
     assert p.returncode != 0
     assert "SecretLeakError" in out or "leak" in out.lower(), out[-2000:]
     assert world["a"] not in out, fingerprint(world["a"])
-    q = subprocess.run(
-        [_bin("flyte"), "run", "--local", "leaky.py", "shout"],
-        cwd=world["dir"],
-        env=world["env"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    q = _flyte_run(world, "shout", script="leaky.py")
     out = q.stdout + q.stderr
     assert q.returncode != 0 and "cannot use" in out and "ValueError" in out, out[-2000:]
     assert world["a"] not in out, "the value reached the log or the error: " + fingerprint(world["a"])

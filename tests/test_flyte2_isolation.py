@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("flyte")
 
-from tests.test_flyte2 import _bin, _leftovers, _sha, make_world  # noqa: E402
+from tests.test_flyte2 import _flyte_run, _leftovers, _sha, make_world  # noqa: E402
 
 pytestmark = pytest.mark.flyte2_compat
 
@@ -211,14 +211,7 @@ def test_a_parent_never_sees_its_childrens_secrets_nor_a_child_its_parents(world
 
 def test_siblings_are_isolated_through_the_flyte_cli(world: dict[str, Any]) -> None:
     before = _leftovers()
-    p = subprocess.run(
-        [_bin("flyte"), "run", "--local", "iso.py", "siblings"],
-        cwd=world["dir"],
-        env=world["env"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    p = _flyte_run(world, "siblings", script="iso.py")
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-4000:]
     flat = out.replace("\\", "").replace("\n", "")

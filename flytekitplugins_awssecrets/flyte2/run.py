@@ -133,6 +133,7 @@ def _served_by_webhook(
 
     from flytekitplugins_awssecrets.flyte2.cluster import webhook_serves
     from flytekitplugins_awssecrets.flyte2.pod import registered_mode
+    from flytekitplugins_awssecrets.privatefiles import read_secret_file
     from flytekitplugins_awssecrets.setting_sources import running_in_pod
 
     out: dict[int, str | bytes] = {}
@@ -147,12 +148,7 @@ def _served_by_webhook(
             continue
         path = os.path.join(settings.webhook_dir, *file_parts(req.group, req.key))
         if os.path.isfile(path):
-            with open(path, "rb") as f:
-                data = f.read()
-            try:
-                out[i] = data.decode("utf-8")
-            except UnicodeDecodeError:
-                out[i] = data
+            out[i] = read_secret_file(path)
     if out and settings.required_tags:
         from flytekitplugins_awssecrets.fetch import Fetched
         from flytekitplugins_awssecrets.resolver import get_resolver

@@ -13,6 +13,7 @@ from typing import Any
 
 from flytekitplugins_awssecrets.extract import extract_json_key
 from flytekitplugins_awssecrets.flytekit.names import flytekit_names
+from flytekitplugins_awssecrets.privatefiles import read_secret_file
 from flytekitplugins_awssecrets.refs import SecretRef
 from flytekitplugins_awssecrets.settings import Settings
 
@@ -58,16 +59,8 @@ def already_present(
     # writes and could point at a directory it fills.
     path = os.path.join(settings.webhook_dir, *[p.lower() for p in (group, ref.base_key) if p])
     if os.path.isfile(path):
-        with open(path, "rb") as f:
-            raw = _decode(f.read())
+        raw = read_secret_file(path)
         if ref.json_key:
             return extract_json_key(str(ref), raw, ref.json_key), "webhook", None
         return raw, "webhook", path
     return None
-
-
-def _decode(data: bytes) -> str | bytes:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data
